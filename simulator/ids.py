@@ -1,0 +1,136 @@
+"""Identifiers and tokens in upstream Gitpod's formats, drawn from a caller-seeded random source.
+
+Every function that needs randomness takes the ``random.Random`` to draw from, so one seed and the
+same sequence of calls always give the same ids, byte for byte. Nothing here touches global random
+state or the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import string
+import uuid
+from collections.abc import Sequence
+
+__all__ = [
+    "ANIMALS",
+    "COLOURS",
+    "INSTANCE_ID_RE",
+    "OWNER_TOKEN_ALPHABET",
+    "PAGE_TOKEN_ALPHABET",
+    "USER_TOKEN_PREFIX",
+    "WORKSPACE_ID_ALPHABET",
+    "WORKSPACE_ID_RE",
+    "head_commit",
+    "instance_id",
+    "is_instance_id",
+    "is_workspace_id",
+    "owner_token",
+    "page_token",
+    "user_token",
+    "workspace_id",
+]
+
+# \A and \Z rather than ^ and $: '$' also matches before a trailing newline, which would let
+# 'id\n' through any caller that uses .match() instead of .fullmatch().
+WORKSPACE_ID_RE: re.Pattern[str] = re.compile(r"\A[0-9a-z]{2,16}-[0-9a-z]{2,16}-[0-9a-z]{8,11}\Z")
+INSTANCE_ID_RE: re.Pattern[str] = re.compile(
+    r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
+)
+
+WORKSPACE_ID_ALPHABET = string.digits + string.ascii_lowercase
+# [0-9A-Za-z_.-]: 10 + 26 + 26 + 3 = 65 characters.
+OWNER_TOKEN_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase + "_.-"
+# URL-safe base64's alphabet, so a page token can sit in a query string unescaped.
+PAGE_TOKEN_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase + "_-"
+USER_TOKEN_PREFIX = "gitpod_sim_"
+
+# Fallback names for workspaces whose owner/repo give no usable segment (snapshots, odd names).
+# Each 3..10 lower-case letters so '<colour>-<animal>' always fits the id format.
+COLOURS: tuple[str, ...] = (
+    "amber", "azure", "beige", "black", "blue", "bronze", "coral", "crimson", "cyan", "gold",
+    "green", "indigo", "ivory", "lime", "magenta", "olive", "orange", "purple", "silver", "teal",
+)  # fmt: skip
+ANIMALS: tuple[str, ...] = (
+    "badger", "beaver", "bison", "camel", "cheetah", "crane", "dolphin", "eagle", "falcon",
+    "ferret", "gecko", "giraffe", "heron", "jackal", "koala", "lemur", "llama", "lynx", "marmot",
+    "moose", "otter", "panda", "parrot", "penguin", "puffin", "raven", "sloth", "tiger", "walrus",
+    "wombat",
+)  # fmt: skip
+
+_SEGMENT_MAX = 16
+_SEGMENTS_MAX_TOTAL = 23  # 23 + 2 dashes + 11 random chars = 36, upstream's longest id
+_SEGMENT_MIN = 2
+_WORKSPACE_ID_RANDOM_LEN = 11
+_NOT_ID_CHAR_RE = re.compile(r"[^a-z0-9]")
+
+
+def _draw(rng: random.Random, alphabet: Sequence[str], length: int) -> str:
+    """``length`` characters from ``alphabet``, one ``rng.choice`` each (stable across Pythons)."""
+    return "".join(rng.choice(alphabet) for _ in range(length))
+
+
+def _clean_segment(text: str) -> str:
+    """Lower-case and keep only [a-z0-9], as upstream does for id segments."""
+    return _NOT_ID_CHAR_RE.sub("", text.lower())
+
+
+def workspace_id(rng: random.Random, owner: str, repo: str) -> str:
+    """A workspace id ``<owner>-<repo>-<11 random>``, e.g. ``gitpodio-gitpod-isq6xj458lj``.
+
+    Segments shorter than 2 usable characters (also empty ones, as for snapshots) give a
+    ``<colour>-<animal>-<11 random>`` id instead. The rng draws colour, animal (only in that
+    fallback), then the 11 random characters.
+    """
+    first = _clean_segment(owner)
+    second = _clean_segment(repo)
+    if len(first) < _SEGMENT_MIN or len(second) < _SEGMENT_MIN:
+        first = rng.choice(COLOURS)
+        second = rng.choice(ANIMALS)
+    else:
+        first = first[:_SEGMENT_MAX]
+        second = second[: min(_SEGMENT_MAX, _SEGMENTS_MAX_TOTAL - len(first))]
+    suffix = _draw(rng, WORKSPACE_ID_ALPHABET, _WORKSPACE_ID_RANDOM_LEN)
+    return f"{first}-{second}-{suffix}"
+
+
+def instance_id(rng: random.Random) -> str:
+    """A canonical lower-case UUID v4 built from 128 rng bits (version and variant bits forced)."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def owner_token(rng: random.Random) -> str:
+    """A 32-character owner token from ``[0-9A-Za-z_.-]``; upstream makes one per instance."""
+    return _draw(rng, OWNER_TOKEN_ALPHABET, 32)
+
+
+def user_token(rng: random.Random) -> str:
+    """A generated API token: ``gitpod_sim_`` then 40 of ``[0-9a-z]``, recognisable in logs."""
+    return USER_TOKEN_PREFIX + _draw(rng, WORKSPACE_ID_ALPHABET, 40)
+
+
+def page_token(rng: random.Random) -> str:
+    """An opaque 24-character URL-safe pagination token; callers must not read meaning into it."""
+    return _draw(rng, PAGE_TOKEN_ALPHABET, 24)
+
+
+def head_commit(seed: int, repository: str, ref: str) -> str:
+    """A stable fake 40-hex commit sha for ``ref`` of ``repository``: sha1 of seed, repo and ref.
+
+    Deterministic without an rng so the same repository and ref resolve to the same commit no
+    matter how many ids were drawn before.
+    """
+    data = f"{seed}\0{repository}\0{ref}".encode()
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def is_workspace_id(s: str) -> bool:
+    """Whether ``s`` is a syntactically valid workspace id (invalid ones are INVALID_ARGUMENT)."""
+    return WORKSPACE_ID_RE.fullmatch(s) is not None
+
+
+def is_instance_id(s: str) -> bool:
+    """Whether ``s`` is a canonical lower-case UUID (invalid ones are INVALID_ARGUMENT)."""
+    return INSTANCE_ID_RE.fullmatch(s) is not None
