@@ -1,0 +1,796 @@
+"""The phase engine: a pure, deterministic state machine of workspaces and instances.
+
+No sockets, no asyncio, no wall clock, no global random. The engine holds the simulated time of
+the last moment it processed (:attr:`Engine.now`); callers move it forward with
+:meth:`Engine.advance_to`, and every command happens at ``now``. Every status change is reported,
+in order, to the ``observer`` callback and returned from ``advance_*`` calls.
+
+Costs: every command and event touches one workspace and one instance plus O(log n) heap work;
+ListWorkspaces sorts only the caller's own workspaces. Nothing scans all workspaces.
+
+Phase rules live in :mod:`simulator.transitions`; this module only applies them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from simulator import ids
+from simulator.build_logs import build_log, failure_tail
+from simulator.context_urls import ContextParseError, ParsedContext, parse_context_url
+from simulator.errors import (
+    INSUFFICIENT_PERMISSION,
+    WORKSPACE_NOT_FOUND,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from simulator.model import (
+    Build,
+    BuildLogLine,
+    EngineEvent,
+    Instance,
+    InstanceStatus,
+    Prebuild,
+    StatusChange,
+    User,
+    Workspace,
+    WorkspaceContext,
+)
+from simulator.plan import BuildPolicy, LifecyclePlan
+from simulator.scheduler import EventKind, ScheduledEvent, Scheduler
+from simulator.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
+from simulator.transitions import Phase, Trigger, next_phase
+
+Observer = Callable[[EngineEvent], None]
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MAX_CURSORS = 4096
+"""Page tokens kept at once; the oldest is forgotten first (then answers INVALID_ARGUMENT)."""
+
+# Timeout activity names, as upstream ws-manager writes them.
+ACTIVITY_INITIALIZATION = "initialization"
+ACTIVITY_STARTUP = "startup"
+ACTIVITY_INACTIVITY = "period of inactivity"
+ACTIVITY_MAX_LIFETIME = "maximum lifetime"
+ACTIVITY_INTERRUPTION = "workspace interruption"
+ACTIVITY_STOPPING = "stopping"
+
+INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
+
+
+def timeout_text(activity: str, took: Duration, limit: Duration) -> str:
+    """Upstream's ``conditions.timeout`` text."""
+    return (
+        f"workspace timed out after {activity} ({format_go_minutes(took)}) "
+        f"took longer than {format_go_minutes(limit)}"
+    )
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """A ListWorkspaces listing frozen at its first page, so paging never repeats an item."""
+
+    user_id: str
+    workspace_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[tuple[Workspace, Instance | None]]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """What a StopWorkspace did: the instance it stops and its phase before the request."""
+
+    instance: Instance
+    phase_before: Phase
+
+
+class Engine:
+    """Workspaces, instances and their lifecycles on simulated time."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        start_time: SimTime = DEFAULT_START,
+        plan: LifecyclePlan | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.seed = seed
+        self.now: SimTime = start_time
+        self.plan = plan or LifecyclePlan()
+        self.observer: Observer | None = observer
+        # One independent stream per purpose: adding a page token never shifts an instance id.
+        self._rng_ids = random.Random(f"gitpod-sim:{seed}:ids")
+        self._rng_tokens = random.Random(f"gitpod-sim:{seed}:tokens")
+        self._rng_durations = random.Random(f"gitpod-sim:{seed}:durations")
+        self._rng_logs = random.Random(f"gitpod-sim:{seed}:logs")
+        self.scheduler = Scheduler()
+        self.users: dict[str, User] = {}
+        self._users_by_token: dict[str, User] = {}
+        self.prebuilds: dict[str, Prebuild] = {}
+        self.workspaces: dict[str, Workspace] = {}
+        self.instances: dict[str, Instance] = {}
+        self._by_owner: dict[str, list[Workspace]] = {}
+        self.image_cache: set[str] = set()
+        self._idempotency: dict[tuple[str, str, str], tuple[tuple[str, ...], str]] = {}
+        self._cursors: OrderedDict[str, tuple[_Cursor, int]] = OrderedDict()
+        self._workspace_seq = 0
+        self._fired: list[StatusChange] | None = None
+
+    # ------------------------------------------------------------------ users and world
+
+    def add_user(self, user_id: str, token: str | None = None) -> User:
+        """Register a caller. Without a token, one is generated from the seed."""
+        if not user_id or any(c.isspace() for c in user_id):
+            raise InvalidArgument(f"invalid user id {user_id!r}: must be non-empty, no whitespace")
+        if user_id in self.users:
+            raise AlreadyExists(f"user {user_id!r} already exists")
+        if token is None:
+            token = ids.user_token(self._rng_tokens)
+        if not token or any(c.isspace() for c in token):
+            raise InvalidArgument(
+                f"invalid token for user {user_id!r}: must be non-empty, no whitespace"
+            )
+        if token in self._users_by_token:
+            raise AlreadyExists(f"token already belongs to user {self._users_by_token[token].id!r}")
+        user = User(user_id, token)
+        self.users[user_id] = user
+        self._users_by_token[token] = user
+        return user
+
+    def user_by_token(self, token: str) -> User | None:
+        return self._users_by_token.get(token)
+
+    def add_prebuild(self, prebuild_id: str, context_url: str, commit: str = "") -> Prebuild:
+        """Register a finished prebuild (the API has no call that makes one)."""
+        if not prebuild_id or any(c.isspace() for c in prebuild_id):
+            raise InvalidArgument(f"invalid prebuild id {prebuild_id!r}")
+        if prebuild_id in self.prebuilds:
+            raise AlreadyExists(f"prebuild {prebuild_id!r} already exists")
+        context = self._parse_context(context_url)
+        if context.kind != "git":
+            raise InvalidArgument(f"a prebuild needs a git context, got {context_url!r}")
+        if not commit:
+            commit = self._commit_of(context)
+        prebuild = Prebuild(prebuild_id, context, commit.lower())
+        self.prebuilds[prebuild_id] = prebuild
+        return prebuild
+
+    # ------------------------------------------------------------------ commands
+
+    def create_workspace(
+        self,
+        caller: User,
+        *,
+        context_url: str | None = None,
+        prebuild_id: str | None = None,
+        idempotency_token: str = "",
+    ) -> Workspace:
+        """CreateAndStartWorkspace: a new workspace and its first instance, started now."""
+        if context_url is None and prebuild_id is None:
+            raise InvalidArgument("either context_url or prebuild_id must be set")
+        fingerprint = (
+            ("context", context_url or "")
+            if context_url is not None
+            else (
+                "prebuild",
+                prebuild_id or "",
+            )
+        )
+        replayed = self._replay(caller, "CreateAndStartWorkspace", idempotency_token, fingerprint)
+        if replayed is not None:
+            return self.workspaces[replayed]
+        if prebuild_id is not None:
+            if not prebuild_id.strip():
+                raise InvalidArgument("prebuild_id must not be empty")
+            prebuild = self.prebuilds.get(prebuild_id)
+            if prebuild is None:
+                raise NotFound(f"prebuild {prebuild_id!r} does not exist")
+            parsed = prebuild.context
+            context = WorkspaceContext(
+                context_url=parsed.original,
+                kind="prebuild",
+                normalized_url=parsed.normalized_url,
+                commit=prebuild.commit,
+                prebuild_id=prebuild.id,
+                repository=parsed.repository,
+            )
+        else:
+            parsed = self._parse_context(context_url or "")
+            if parsed.kind == "snapshot":
+                context = WorkspaceContext(
+                    context_url=parsed.original, kind="snapshot", snapshot_id=parsed.snapshot_id
+                )
+            else:
+                context = WorkspaceContext(
+                    context_url=parsed.original,
+                    kind="git",
+                    normalized_url=parsed.normalized_url,
+                    commit=self._commit_of(parsed),
+                    repository=parsed.repository,
+                )
+        workspace_id = ids.workspace_id(self._rng_ids, parsed.owner, parsed.repo)
+        while workspace_id in self.workspaces:
+            workspace_id = ids.workspace_id(self._rng_ids, parsed.owner, parsed.repo)
+        self._workspace_seq += 1
+        ws = Workspace(
+            id=workspace_id,
+            owner_id=caller.id,
+            context=context,
+            description=parsed.description,
+            created_at=self.now,
+            seq=self._workspace_seq,
+            last_activity_at=self.now,
+        )
+        self.workspaces[ws.id] = ws
+        self._by_owner.setdefault(caller.id, []).append(ws)
+        self._start_instance(ws)
+        self._record(caller, "CreateAndStartWorkspace", idempotency_token, fingerprint, ws.id)
+        return ws
+
+    def start_workspace(
+        self, caller: User, workspace_id: str, idempotency_token: str = ""
+    ) -> Instance:
+        """StartWorkspace: the active instance if there is one, otherwise a new instance."""
+        ws = self._workspace_for(caller, workspace_id, owner_only=True)
+        fingerprint = (workspace_id,)
+        replayed = self._replay(caller, "StartWorkspace", idempotency_token, fingerprint)
+        if replayed is not None:
+            return self.instances[replayed]
+        if ws.active_instance_id is not None:
+            inst = self.instances[ws.active_instance_id]
+        else:
+            inst = self._start_instance(ws)
+        self._record(caller, "StartWorkspace", idempotency_token, fingerprint, inst.id)
+        return inst
+
+    def stop_workspace(
+        self, caller: User, workspace_id: str, idempotency_token: str = ""
+    ) -> StopResult:
+        """StopWorkspace: mark the active instance stopped-by-request and move it to STOPPING.
+
+        A repeat with the same idempotency token stops nothing and answers the first call's
+        instance, whatever its phase now.
+        """
+        ws = self._workspace_for(caller, workspace_id, owner_only=True)
+        fingerprint = (workspace_id,)
+        replayed = self._replay(caller, "StopWorkspace", idempotency_token, fingerprint)
+        if replayed is not None:
+            inst = self.instances[replayed]
+            return StopResult(inst, inst.phase)
+        if ws.active_instance_id is None:
+            raise FailedPrecondition(f"workspace {workspace_id} has no active instance to stop")
+        inst = self.instances[ws.active_instance_id]
+        before = inst.phase
+        if before is not Phase.STOPPING:
+            self._condition_then(
+                inst, Trigger.STOP_REQUESTED, "stop-request", stopped_by_request=True
+            )
+        self._record(caller, "StopWorkspace", idempotency_token, fingerprint, inst.id)
+        return StopResult(inst, before)
+
+    def mark_active(self, workspace_id: str) -> Instance:
+        """A user was active in the workspace: sets first_user_activity, restarts inactivity."""
+        ws = self._workspace(workspace_id)
+        inst = self._active(ws)
+        if inst.phase is not Phase.RUNNING:
+            raise FailedPrecondition(
+                f"workspace {workspace_id} is {inst.phase.name}, activity counts only while RUNNING"
+            )
+        inst.last_activity = self.now
+        self._touch(ws, self.now)
+        if inst.status.first_user_activity is None:
+            self._set_status(
+                inst, replace(inst.status, first_user_activity=self.now), "user-activity"
+            )
+        self._schedule_inactivity(inst)
+        return inst
+
+    def set_shared(self, workspace_id: str, shared: bool) -> Workspace:
+        """Share (admission EVERYONE) or unshare a workspace; its active instance reports it."""
+        ws = self._workspace(workspace_id)
+        ws.shared = shared
+        if ws.active_instance_id is not None:
+            inst = self.instances[ws.active_instance_id]
+            if inst.status.admission_everyone != shared:
+                self._set_status(inst, replace(inst.status, admission_everyone=shared), "admission")
+        return ws
+
+    def fail(self, instance_id: str, reason: str, log_tail: list[str] | None = None) -> Instance:
+        """Fail an active instance now (image build, image pull, content init, runtime)."""
+        inst = self._instance(instance_id)
+        if not inst.status.is_active:
+            raise FailedPrecondition(f"instance {instance_id} is STOPPED and cannot fail")
+        if inst.phase is Phase.STOPPING:
+            raise FailedPrecondition(f"instance {instance_id} is already STOPPING")
+        if inst.phase is Phase.IMAGEBUILD and inst.build is not None:
+            for line in log_tail if log_tail is not None else failure_tail(reason):
+                self._write_log(inst, line)
+            inst.build.failed = True
+            inst.build.finished = True
+        message = (
+            f"Workspace cannot be started: {reason}"
+            if inst.phase in (Phase.IMAGEBUILD, Phase.PENDING)
+            else reason
+        )
+        self._condition_then(inst, Trigger.FAILED, "failed", failed=reason, message=message)
+        return inst
+
+    def interrupt(self, instance_id: str, duration: Duration | None = None) -> Instance:
+        """Interrupt a RUNNING instance; it recovers after ``duration`` (None: only by timeout)."""
+        inst = self._instance(instance_id)
+        if inst.phase is not Phase.RUNNING:
+            raise FailedPrecondition(
+                f"instance {instance_id} is {inst.phase.name}; "
+                "only a RUNNING instance can be interrupted"
+            )
+        if duration is not None and duration < 0:
+            raise InvalidArgument("interruption duration must be >= 0")
+        self._enter(inst, Phase.INTERRUPTED, "interrupted", message=INTERRUPTED_MESSAGE)
+        if duration is not None:
+            inst.recover = self.scheduler.schedule(self.now + duration, EventKind.RECOVER, inst.id)
+        return inst
+
+    def recover(self, instance_id: str) -> Instance:
+        """End an interruption now."""
+        inst = self._instance(instance_id)
+        if inst.phase is not Phase.INTERRUPTED:
+            raise FailedPrecondition(
+                f"instance {instance_id} is {inst.phase.name}, not INTERRUPTED"
+            )
+        self._enter(inst, Phase.RUNNING, "recovered", message="")
+        return inst
+
+    # ------------------------------------------------------------------ time
+
+    def next_event(self) -> ScheduledEvent | None:
+        return self.scheduler.peek()
+
+    def advance_to(self, t: SimTime) -> list[StatusChange]:
+        """Fire every event due at or before ``t`` in order, then stand at ``t``."""
+        if t < self.now:
+            raise ValueError(f"time cannot go backwards ({t} < {self.now})")
+        fired: list[StatusChange] = []
+        self._fired = fired
+        try:
+            while (event := self.scheduler.pop_due(t)) is not None:
+                self.now = event.at
+                self._fire(event)
+            self.now = t
+        finally:
+            self._fired = None
+        return fired
+
+    def advance_to_next(self) -> list[StatusChange]:
+        """Jump to the next scheduled instant and fire everything due then (nothing if idle)."""
+        event = self.scheduler.peek()
+        if event is None:
+            return []
+        return self.advance_to(event.at)
+
+    # ------------------------------------------------------------------ queries (access-checked)
+
+    def get_workspace(self, caller: User, workspace_id: str) -> Workspace:
+        return self._workspace_for(caller, workspace_id, owner_only=False)
+
+    def owner_token(self, caller: User, workspace_id: str) -> str:
+        """GetOwnerToken: the latest instance's owner token, for the owner only."""
+        ws = self._workspace_for(caller, workspace_id, owner_only=True)
+        if ws.latest_instance_id is None:
+            raise FailedPrecondition(f"workspace {workspace_id} has never been started")
+        return self.instances[ws.latest_instance_id].owner_token
+
+    def active_instance(self, caller: User, workspace_id: str) -> Instance:
+        ws = self._workspace_for(caller, workspace_id, owner_only=False)
+        return self._active(ws)
+
+    def instance_for(self, caller: User, instance_id: str, *, owner_only: bool = False) -> Instance:
+        """An instance the caller may see (owner, or anyone when shared and not owner_only)."""
+        if not instance_id:
+            raise InvalidArgument("instance_id is required")
+        if not ids.is_instance_id(instance_id):
+            raise InvalidArgument(f"invalid instance id {instance_id!r}: expected a UUID")
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise NotFound(f"workspace instance {instance_id} does not exist")
+        if inst.owner_id != caller.id:
+            ws = self.workspaces[inst.workspace_id]
+            if not ws.shared:
+                raise NotFound(f"workspace instance {instance_id} does not exist")
+            if owner_only:
+                raise PermissionDenied(INSUFFICIENT_PERMISSION)
+        return inst
+
+    def list_workspaces(self, caller: User, page_size: int = 0, page_token: str = "") -> Page:
+        """ListWorkspaces: active first, then latest activity, newest first; stable paging."""
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("invalid pagination page size (must be 0 < x < 100)")
+        size = page_size or DEFAULT_PAGE_SIZE
+        if page_token:
+            entry = self._cursors.get(page_token)
+            if entry is None or entry[0].user_id != caller.id:
+                raise InvalidArgument(
+                    "invalid page_token: not issued by this server for this caller (or expired)"
+                )
+            cursor, offset = entry
+            self._cursors.move_to_end(page_token)
+        else:
+            cursor = _Cursor(caller.id, tuple(ws.id for ws in self._sorted(caller.id)))
+            offset = 0
+        chosen = cursor.workspace_ids[offset : offset + size]
+        items: list[tuple[Workspace, Instance | None]] = []
+        for wsid in chosen:
+            ws = self.workspaces[wsid]
+            latest = self.instances[ws.latest_instance_id] if ws.latest_instance_id else None
+            items.append((ws, latest))
+        next_token = ""
+        if offset + size < len(cursor.workspace_ids):
+            next_token = ids.page_token(self._rng_tokens)
+            self._cursors[next_token] = (cursor, offset + size)
+            while len(self._cursors) > MAX_CURSORS:
+                self._cursors.popitem(last=False)
+        return Page(items, next_token)
+
+    def latest_instance(self, ws: Workspace) -> Instance | None:
+        return self.instances[ws.latest_instance_id] if ws.latest_instance_id else None
+
+    def workspaces_of(self, user_id: str) -> list[Workspace]:
+        return list(self._by_owner.get(user_id, ()))
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError when the state breaks a rule (for tests; O(n))."""
+        for ws in self.workspaces.values():
+            active = [
+                i for i in self.instances.values() if i.workspace_id == ws.id and i.status.is_active
+            ]
+            assert len(active) <= 1, f"{ws.id} has {len(active)} active instances"
+            assert (active[0].id if active else None) == ws.active_instance_id, ws.id
+
+    # ------------------------------------------------------------------ internals: lookups
+
+    def _parse_context(self, context_url: str) -> ParsedContext:
+        try:
+            return parse_context_url(context_url)
+        except ContextParseError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    def _commit_of(self, parsed: ParsedContext) -> str:
+        if parsed.ref_kind == "commit" and len(parsed.ref) == 40:
+            return parsed.ref
+        return ids.head_commit(self.seed, parsed.repository, parsed.ref_kind + ":" + parsed.ref)
+
+    def _workspace(self, workspace_id: str) -> Workspace:
+        """Unchecked lookup (in-process API and control plane)."""
+        ws = self.workspaces.get(workspace_id)
+        if ws is None:
+            raise NotFound(f"workspace {workspace_id!r} does not exist")
+        return ws
+
+    def _instance(self, instance_id: str) -> Instance:
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise NotFound(f"workspace instance {instance_id!r} does not exist")
+        return inst
+
+    def _workspace_for(self, caller: User, workspace_id: str, *, owner_only: bool) -> Workspace:
+        if not workspace_id:
+            raise InvalidArgument("workspace_id is required")
+        if not ids.is_workspace_id(workspace_id):
+            raise InvalidArgument(
+                f"invalid workspace id {workspace_id!r}: expected e.g. gitpodio-gitpod-isq6xj458lj"
+            )
+        ws = self.workspaces.get(workspace_id)
+        if ws is None:
+            raise NotFound(WORKSPACE_NOT_FOUND)
+        if ws.owner_id != caller.id:
+            if not ws.shared:
+                raise NotFound(WORKSPACE_NOT_FOUND)
+            if owner_only:
+                raise PermissionDenied(INSUFFICIENT_PERMISSION)
+        return ws
+
+    def _active(self, ws: Workspace) -> Instance:
+        if ws.active_instance_id is None:
+            raise FailedPrecondition(f"workspace {ws.id} has no active instance")
+        return self.instances[ws.active_instance_id]
+
+    def _sorted(self, user_id: str) -> list[Workspace]:
+        return sorted(
+            self._by_owner.get(user_id, ()),
+            key=lambda ws: (ws.active_instance_id is None, -ws.last_activity_at, -ws.seq),
+        )
+
+    # ------------------------------------------------------------------ internals: idempotency
+
+    def _replay(
+        self, caller: User, method: str, token: str, fingerprint: tuple[str, ...]
+    ) -> str | None:
+        if not token:
+            return None
+        seen = self._idempotency.get((caller.id, method, token))
+        if seen is None:
+            return None
+        if seen[0] != fingerprint:
+            raise InvalidArgument(
+                f"idempotency_token {token!r} was already used for a different {method} request"
+            )
+        return seen[1]
+
+    def _record(
+        self, caller: User, method: str, token: str, fingerprint: tuple[str, ...], result: str
+    ) -> None:
+        if token:
+            self._idempotency[(caller.id, method, token)] = (fingerprint, result)
+
+    # ------------------------------------------------------------------ internals: lifecycle
+
+    def _start_instance(self, ws: Workspace) -> Instance:
+        plan = self.plan
+        repository = ws.context.repository
+        if plan.build_policy is BuildPolicy.ALWAYS:
+            needs_build = True
+        elif plan.build_policy is BuildPolicy.NEVER or ws.context.kind != "git":
+            needs_build = False
+        else:
+            needs_build = repository not in self.image_cache
+        instance_id = ids.instance_id(self._rng_ids)
+        while instance_id in self.instances:
+            instance_id = ids.instance_id(self._rng_ids)
+        phase = Phase.IMAGEBUILD if needs_build else Phase.PENDING
+        status = InstanceStatus(
+            version=0,
+            phase=Phase.UNSPECIFIED,
+            url=f"https://{ws.id}.ws-{plan.cluster}.gitpod.io",
+            admission_everyone=ws.shared,
+        )
+        inst = Instance(
+            id=instance_id,
+            workspace_id=ws.id,
+            owner_id=ws.owner_id,
+            owner_token=ids.owner_token(self._rng_tokens),
+            created_at=self.now,
+            status=status,
+            plan=plan,
+            repository=repository,
+            phase_started_at=self.now,
+        )
+        self.instances[inst.id] = inst
+        ws.latest_instance_id = inst.id
+        ws.active_instance_id = inst.id
+        self._touch(ws, self.now)
+        self._enter(inst, phase, "start", first=True)
+        return inst
+
+    def _condition_then(
+        self, inst: Instance, trigger: Trigger, cause: str, **conditions: object
+    ) -> None:
+        """Rule 4: publish the condition in the current phase, then change phase at once."""
+        target = next_phase(inst.phase, trigger)
+        if target is None:
+            raise FailedPrecondition(f"{trigger.value} does not apply in {inst.phase.name}")
+        self._set_status(inst, replace(inst.status, **conditions), cause)  # type: ignore[arg-type]
+        self._enter(inst, target, cause)
+
+    def _enter(
+        self,
+        inst: Instance,
+        phase: Phase,
+        cause: str,
+        *,
+        first: bool = False,
+        message: str | None = None,
+    ) -> None:
+        """Move ``inst`` into ``phase`` now: timers of the old phase go, the new phase's come."""
+        sched = self.scheduler
+        now = self.now
+        plan = inst.plan
+        timeouts = plan.timeouts
+        sched.cancel(inst.step)
+        inst.step = None
+        inst.phase_started_at = now
+        if phase is Phase.IMAGEBUILD:
+            duration = plan.duration_of(phase, self._rng_durations)
+            inst.step = sched.schedule(now + duration, EventKind.STEP, inst.id)
+            lines = build_log(self._rng_logs, inst.repository, plan.build_log_lines)
+            inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
+        elif phase is Phase.PENDING:
+            self._end_build(inst, success=True)
+            inst.step = self._schedule_step(inst, phase)
+            self._schedule_phase_timeout(inst, timeouts.initialization)
+        elif phase is Phase.CREATING:
+            inst.step = self._schedule_step(inst, phase)
+            self._schedule_phase_timeout(inst, timeouts.startup)
+        elif phase is Phase.INITIALIZING:
+            inst.step = self._schedule_step(inst, phase)  # the startup timeout keeps running
+        elif phase is Phase.RUNNING:
+            sched.cancel(inst.phase_timeout)
+            sched.cancel(inst.recover)
+            inst.phase_timeout = inst.recover = None
+            if inst.running_at is None:
+                inst.running_at = now
+                self._touch(self.workspaces[inst.workspace_id], now)
+                if timeouts.max_lifetime is not None:
+                    inst.lifetime = sched.schedule(
+                        inst.created_at + timeouts.max_lifetime, EventKind.LIFETIME_TIMEOUT, inst.id
+                    )
+            self._schedule_inactivity(inst)
+        elif phase is Phase.INTERRUPTED:
+            sched.cancel(inst.inactivity)
+            inst.inactivity = None
+            self._schedule_phase_timeout(inst, timeouts.interruption)
+        elif phase is Phase.STOPPING:
+            self._cancel_all(inst)
+            self._end_build(inst, success=False)
+            inst.step = self._schedule_step(inst, phase)
+            self._schedule_phase_timeout(inst, timeouts.stopping)
+        elif phase is Phase.STOPPED:
+            self._cancel_all(inst)
+            self._end_build(inst, success=False)
+            inst.stopped_at = now
+            ws = self.workspaces[inst.workspace_id]
+            ws.active_instance_id = None
+            self._touch(ws, now)
+        status = replace(inst.status, phase=phase)
+        if message is not None:
+            status = replace(status, message=message)
+        self._set_status(inst, status, cause, first=first)
+        if phase is Phase.IMAGEBUILD and inst.build is not None:
+            self._write_log(inst, inst.build.pending.pop(0))  # a build speaks at once
+            self._schedule_next_log_line(inst)
+
+    def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent:
+        duration = inst.plan.duration_of(phase, self._rng_durations)
+        return self.scheduler.schedule(self.now + duration, EventKind.STEP, inst.id)
+
+    def _schedule_phase_timeout(self, inst: Instance, limit: Duration | None) -> None:
+        self.scheduler.cancel(inst.phase_timeout)
+        inst.phase_timeout = None
+        if limit is not None:
+            inst.timeout_ref = self.now
+            inst.phase_timeout = self.scheduler.schedule(
+                self.now + limit, EventKind.PHASE_TIMEOUT, inst.id
+            )
+
+    def _schedule_inactivity(self, inst: Instance) -> None:
+        self.scheduler.cancel(inst.inactivity)
+        inst.inactivity = None
+        limit = inst.plan.timeouts.inactivity
+        if limit is not None:
+            since = inst.last_activity if inst.last_activity is not None else inst.running_at
+            assert since is not None
+            at = max(since + limit, self.now)
+            inst.inactivity = self.scheduler.schedule(at, EventKind.INACTIVITY_TIMEOUT, inst.id)
+
+    def _cancel_all(self, inst: Instance) -> None:
+        for event in (inst.phase_timeout, inst.inactivity, inst.lifetime, inst.recover, inst.log):
+            self.scheduler.cancel(event)
+        inst.phase_timeout = inst.inactivity = inst.lifetime = inst.recover = inst.log = None
+
+    def _end_build(self, inst: Instance, *, success: bool) -> None:
+        build = inst.build
+        if build is None or build.finished:
+            return
+        if success:
+            for line in build.pending:
+                self._write_log(inst, line)
+            self.image_cache.add(inst.repository)
+        build.pending = []
+        build.finished = True
+        self.scheduler.cancel(inst.log)
+        inst.log = None
+
+    def _write_log(self, inst: Instance, line: str) -> None:
+        assert inst.build is not None
+        inst.build.lines.append(line)
+        if self.observer is not None:
+            self.observer(BuildLogLine(self.now, inst.id, line))
+
+    def _schedule_next_log_line(self, inst: Instance) -> None:
+        build = inst.build
+        if build is None or not build.pending:
+            return
+        written = len(build.lines)
+        total = written + len(build.pending)
+        at = build.started_at + build.duration * written // total
+        inst.log = self.scheduler.schedule(max(at, self.now), EventKind.BUILD_LOG, inst.id)
+
+    def _touch(self, ws: Workspace, at: SimTime) -> None:
+        if at > ws.last_activity_at:
+            ws.last_activity_at = at
+
+    def _set_status(
+        self, inst: Instance, status: InstanceStatus, cause: str, *, first: bool = False
+    ) -> None:
+        previous = None if first else inst.status
+        # Upstream: (unix_seconds << 16) | counter, strictly increasing per instance.
+        version = max(inst.status.version + 1, (self.now // SECOND) << 16)
+        status = replace(status, version=version)
+        inst.status = status
+        change = StatusChange(
+            self.now, inst.id, inst.workspace_id, inst.owner_id, previous, status, cause
+        )
+        if self._fired is not None:
+            self._fired.append(change)
+        if self.observer is not None:
+            self.observer(change)
+
+    def _fire(self, event: ScheduledEvent) -> None:
+        inst = self.instances[event.instance_id]
+        kind = event.kind
+        if kind is EventKind.STEP:
+            inst.step = None
+            target = next_phase(inst.phase, Trigger.STEP_DONE)
+            if target is not None:
+                self._enter(inst, target, "step")
+        elif kind is EventKind.BUILD_LOG:
+            inst.log = None
+            if inst.build is not None and inst.build.pending:
+                self._write_log(inst, inst.build.pending.pop(0))
+                self._schedule_next_log_line(inst)
+        elif kind is EventKind.RECOVER:
+            inst.recover = None
+            if inst.phase is Phase.INTERRUPTED:
+                self._enter(inst, Phase.RUNNING, "recovered", message="")
+        elif kind is EventKind.PHASE_TIMEOUT:
+            inst.phase_timeout = None
+            self._time_out(inst, self._phase_activity(inst))
+        elif kind is EventKind.INACTIVITY_TIMEOUT:
+            inst.inactivity = None
+            if inst.phase is Phase.RUNNING:
+                since = inst.last_activity if inst.last_activity is not None else inst.running_at
+                assert since is not None
+                limit = inst.plan.timeouts.inactivity or 0
+                self._timeout_status(inst, ACTIVITY_INACTIVITY, self.now - since, limit)
+        elif kind is EventKind.LIFETIME_TIMEOUT:
+            inst.lifetime = None
+            if inst.phase in (Phase.RUNNING, Phase.INTERRUPTED):
+                limit = inst.plan.timeouts.max_lifetime or 0
+                self._timeout_status(inst, ACTIVITY_MAX_LIFETIME, self.now - inst.created_at, limit)
+
+    def _phase_activity(self, inst: Instance) -> tuple[str, Duration]:
+        t = inst.plan.timeouts
+        phase = inst.phase
+        if phase is Phase.PENDING:
+            return ACTIVITY_INITIALIZATION, t.initialization or 0
+        if phase in (Phase.CREATING, Phase.INITIALIZING):
+            return ACTIVITY_STARTUP, t.startup or 0
+        if phase is Phase.INTERRUPTED:
+            return ACTIVITY_INTERRUPTION, t.interruption or 0
+        return ACTIVITY_STOPPING, t.stopping or 0
+
+    def _time_out(self, inst: Instance, activity: tuple[str, Duration]) -> None:
+        name, limit = activity
+        self._timeout_status(inst, name, self.now - inst.timeout_ref, limit)
+
+    def _timeout_status(
+        self, inst: Instance, activity: str, took: Duration, limit: Duration
+    ) -> None:
+        text = timeout_text(activity, took, limit)
+        self._condition_then(inst, Trigger.TIMED_OUT, f"timeout:{activity}", timeout=text)
+
+    def iter_active_instances(self) -> Iterator[Instance]:
+        """Every active instance (O(workspaces); for tools and tests, not hot paths)."""
+        for ws in self.workspaces.values():
+            if ws.active_instance_id is not None:
+                yield self.instances[ws.active_instance_id]
+
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "Engine",
+    "Page",
+    "StopResult",
+    "timeout_text",
+]

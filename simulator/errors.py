@@ -1,0 +1,48 @@
+"""The engine's errors. Each names the gRPC status it maps to, so the adapter stays a lookup.
+
+The engine knows nothing of gRPC; ``code`` is the status *name* (``"NOT_FOUND"``), turned into a
+``grpclib.const.Status`` at the edge.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SimError(Exception):
+    """Base class: a request the simulator refuses, with a message meant for the caller."""
+
+    code: ClassVar[str] = "UNKNOWN"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(SimError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(SimError):
+    code = "NOT_FOUND"
+
+
+class FailedPrecondition(SimError):
+    code = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(SimError):
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(SimError):
+    code = "UNAUTHENTICATED"
+
+
+class AlreadyExists(SimError):
+    code = "ALREADY_EXISTS"
+
+
+# Upstream's wording, kept where the spec quotes it.
+WORKSPACE_NOT_FOUND = "workspace does not exist"
+INSUFFICIENT_PERMISSION = "insufficient permission to access workspace"

@@ -1,0 +1,158 @@
+"""The engine's state: users, prebuilds, workspaces, instances and their statuses.
+
+Plain slotted dataclasses: cheap enough to hold 100,000 workspaces, and free of protobuf so the
+engine stays a pure state machine. :mod:`simulator.convert` turns them into wire messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from simulator.simtime import SimTime
+from simulator.transitions import ACTIVE_PHASES, Phase
+
+if TYPE_CHECKING:
+    from simulator.context_urls import ParsedContext
+    from simulator.plan import LifecyclePlan
+    from simulator.scheduler import ScheduledEvent
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A caller of the API. ``id`` is also the workspace owner id."""
+
+    id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prebuild:
+    """A finished prebuild that CreateAndStartWorkspace can start from (the API cannot make one)."""
+
+    id: str
+    context: ParsedContext
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceContext:
+    """Where a workspace came from, as the API reports it."""
+
+    context_url: str
+    kind: str
+    """``git``, ``prebuild`` or ``snapshot``: which member of the ``details`` oneof is set."""
+    normalized_url: str = ""
+    commit: str = ""
+    prebuild_id: str = ""
+    snapshot_id: str = ""
+    repository: str = ""
+    """``host/owner/repo``, the image cache key; empty for snapshots."""
+
+
+@dataclass(slots=True, eq=False)
+class Workspace:
+    id: str
+    owner_id: str
+    context: WorkspaceContext
+    description: str
+    created_at: SimTime
+    seq: int
+    """Creation order, the last tie-breaker of ListWorkspaces."""
+    shared: bool = False
+    latest_instance_id: str | None = None
+    active_instance_id: str | None = None
+    last_activity_at: SimTime = 0
+    """The greatest of creation and the latest instance's created, running and stopped times."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """One immutable status of an instance; every change makes a new one with a greater version."""
+
+    version: int
+    phase: Phase
+    url: str
+    admission_everyone: bool = False
+    failed: str = ""
+    timeout: str = ""
+    message: str = ""
+    first_user_activity: SimTime | None = None
+    stopped_by_request: bool | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.phase in ACTIVE_PHASES
+
+
+@dataclass(slots=True, eq=False)
+class Build:
+    """An image build's log: lines written so far, and the ones still to come."""
+
+    lines: list[str]
+    pending: list[str]
+    started_at: SimTime
+    duration: int
+    finished: bool = False
+    failed: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Instance:
+    id: str
+    workspace_id: str
+    owner_id: str
+    owner_token: str
+    created_at: SimTime
+    status: InstanceStatus
+    plan: LifecyclePlan
+    repository: str
+    phase_started_at: SimTime
+    running_at: SimTime | None = None
+    stopped_at: SimTime | None = None
+    last_activity: SimTime | None = None
+    timeout_ref: SimTime = 0
+    """When the activity that the pending phase timeout measures began."""
+    build: Build | None = None
+    # Pending events; each is cancelled when the phase it belongs to ends.
+    step: ScheduledEvent | None = field(default=None, repr=False)
+    phase_timeout: ScheduledEvent | None = field(default=None, repr=False)
+    inactivity: ScheduledEvent | None = field(default=None, repr=False)
+    lifetime: ScheduledEvent | None = field(default=None, repr=False)
+    recover: ScheduledEvent | None = field(default=None, repr=False)
+    log: ScheduledEvent | None = field(default=None, repr=False)
+
+    @property
+    def phase(self) -> Phase:
+        return self.status.phase
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """What the engine reports for every status change, in order."""
+
+    at: SimTime
+    instance_id: str
+    workspace_id: str
+    owner_id: str
+    previous: InstanceStatus | None
+    status: InstanceStatus
+    cause: str
+    """Why it changed: ``start``, ``step``, ``stop-request``, ``failed``, ``timeout:<activity>``,
+    ``interrupted``, ``recovered``, ``user-activity``, ``admission``."""
+
+    @property
+    def phase_changed(self) -> bool:
+        return self.previous is None or self.previous.phase != self.status.phase
+
+
+@dataclass(frozen=True, slots=True)
+class BuildLogLine:
+    """An image build wrote a line."""
+
+    at: SimTime
+    instance_id: str
+    line: str
+
+
+EngineEvent = StatusChange | BuildLogLine

@@ -1,0 +1,140 @@
+"""Lifecycle plans: how long each phase takes, when a build is needed, the timeout limits.
+
+A plan is plain data. The engine draws every random duration from its own seeded source, so the
+same seed gives the same durations; a plan never touches randomness itself except through the
+``random.Random`` it is handed.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import dataclass, field, replace
+
+from simulator.simtime import HOUR, MINUTE, SECOND, Duration
+from simulator.transitions import Phase
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    """Always the same duration."""
+
+    duration: Duration
+
+    def __post_init__(self) -> None:
+        if self.duration < 0:
+            raise ValueError(f"duration must be >= 0, got {self.duration}us")
+
+    def sample(self, rng: random.Random) -> Duration:
+        return self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class Uniform:
+    """Uniformly between ``low`` and ``high`` (inclusive), to the microsecond."""
+
+    low: Duration
+    high: Duration
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low <= self.high:
+            raise ValueError(f"uniform needs 0 <= low <= high, got {self.low}us..{self.high}us")
+
+    def sample(self, rng: random.Random) -> Duration:
+        return rng.randint(self.low, self.high)
+
+
+@dataclass(frozen=True, slots=True)
+class LogNormal:
+    """Log-normal around ``median`` with shape ``sigma``, capped at ``cap`` (default 100x median).
+
+    Real phase durations have a long right tail; the cap keeps one unlucky draw from stalling a run.
+    """
+
+    median: Duration
+    sigma: float
+    cap: Duration | None = None
+
+    def __post_init__(self) -> None:
+        if self.median <= 0 or not self.sigma >= 0:
+            raise ValueError(f"lognormal needs median > 0 and sigma >= 0, got {self}")
+
+    def sample(self, rng: random.Random) -> Duration:
+        drawn = round(rng.lognormvariate(math.log(self.median), self.sigma))
+        cap = self.cap if self.cap is not None else 100 * self.median
+        return max(0, min(drawn, cap))
+
+
+Distribution = Fixed | Uniform | LogNormal
+
+
+class BuildPolicy(enum.Enum):
+    """When a start needs an image build."""
+
+    FIRST_START = "first-start"
+    """Until a build of the repository has succeeded (the spec's default)."""
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Upstream ws-manager's default limits. ``None`` disables a limit."""
+
+    initialization: Duration | None = 30 * MINUTE
+    """PENDING too long."""
+    startup: Duration | None = 1 * HOUR
+    """CREATING + INITIALIZING together too long."""
+    inactivity: Duration | None = 30 * MINUTE
+    """RUNNING since the last activity (or since RUNNING when never marked active)."""
+    max_lifetime: Duration | None = 36 * HOUR
+    """From the instance's creation, while RUNNING or INTERRUPTED."""
+    interruption: Duration | None = 5 * MINUTE
+    """INTERRUPTED too long."""
+    stopping: Duration | None = 1 * HOUR
+    """STOPPING too long: forced to STOPPED."""
+
+
+DEFAULT_DURATIONS: dict[Phase, Distribution] = {
+    Phase.IMAGEBUILD: Fixed(60 * SECOND),
+    Phase.PENDING: Fixed(2 * SECOND),
+    Phase.CREATING: Fixed(10 * SECOND),
+    Phase.INITIALIZING: Fixed(15 * SECOND),
+    Phase.STOPPING: Fixed(5 * SECOND),
+}
+TIMED_PHASES: frozenset[Phase] = frozenset(DEFAULT_DURATIONS)
+"""The phases that end on their own after a duration."""
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePlan:
+    """Everything that shapes one instance's life; captured by the instance when it starts."""
+
+    durations: dict[Phase, Distribution] = field(default_factory=lambda: dict(DEFAULT_DURATIONS))
+    build_policy: BuildPolicy = BuildPolicy.FIRST_START
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    cluster: str = "eu53"
+    build_log_lines: int = 8
+    """How many image build log lines a build writes (spread over its duration)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.durations) - TIMED_PHASES
+        if unknown:
+            names = ", ".join(sorted(p.name for p in unknown))
+            raise ValueError(f"phases without a duration of their own: {names}")
+        if not self.cluster or not self.cluster.replace("-", "").isalnum():
+            raise ValueError(f"cluster must be letters, digits and '-', got {self.cluster!r}")
+        if self.build_log_lines < 1:
+            raise ValueError("build_log_lines must be >= 1")
+
+    def duration_of(self, phase: Phase, rng: random.Random) -> Duration:
+        dist = self.durations.get(phase) or DEFAULT_DURATIONS[phase]
+        return dist.sample(rng)
+
+    def with_durations(self, **seconds: float) -> LifecyclePlan:
+        """A copy with fixed durations given in seconds by phase name (``pending=1``)."""
+        durations = dict(self.durations)
+        for name, value in seconds.items():
+            durations[Phase[name.upper()]] = Fixed(round(value * SECOND))
+        return replace(self, durations=durations)
