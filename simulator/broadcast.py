@@ -1,0 +1,166 @@
+"""Fan-out of engine events to the streams that follow an instance.
+
+Each status change is encoded at most once, when the first listener needs it, and the same bytes
+go to every listener. A subscription is a queue owned by one stream handler; the handler removes
+it in ``finally`` (also when the client goes away and grpclib cancels the handler), so nothing is
+left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from simulator.activity import Activity
+from simulator.convert import listen_payload, log_payload
+from simulator.model import BuildLogLine, EngineEvent, InstanceStatus, StatusChange
+from simulator.transitions import Phase
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One status change for a listener, with the encoded response every listener shares."""
+
+    change: StatusChange
+    payload: bytes
+
+
+class Closed(Exception):
+    """The hub closed the subscription (server shutting down, or the build ended)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    hub: Hub
+    instance_id: str
+    kind: str
+    """``status`` or ``logs``."""
+    queue: deque[Delivery | bytes] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: str | None = None
+    """Why the hub closed it; "" means a normal end (a finished build)."""
+    waiting: bool = False
+
+    def _wake(self) -> None:
+        # Count the stream as busy at once, not when its task next runs: autojump must not
+        # jump again before this stream has sent what it was just given.
+        if self.waiting:
+            self.waiting = False
+            self.hub.activity.wait_ended()
+        self.ready.set()
+
+    def push(self, item: Delivery | bytes) -> None:
+        self.queue.append(item)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self._wake()
+
+    async def next(self) -> Delivery | bytes | None:
+        """The next item; None after a normal close; raises Closed on shutdown."""
+        while not self.queue:
+            if self.closed is not None:
+                if self.closed:
+                    raise Closed(self.closed)
+                return None
+            self.ready.clear()
+            self.waiting = True
+            self.hub.activity.wait_started()
+            try:
+                await self.ready.wait()
+            finally:
+                if self.waiting:  # cancelled while waiting (client went away)
+                    self.waiting = False
+                    self.hub.activity.wait_ended()
+        return self.queue.popleft()
+
+    def cancel(self) -> None:
+        self.hub.unsubscribe(self)
+
+
+class Hub:
+    """Subscriptions by instance id, fed by the engine's observer."""
+
+    def __init__(self, activity: Activity) -> None:
+        self.activity = activity
+        self._status: dict[str, set[Subscription]] = {}
+        self._logs: dict[str, set[Subscription]] = {}
+        self.shutting_down: str | None = None
+        self._current: dict[str, tuple[int, bytes]] = {}
+
+    def current_payload(self, instance_id: str, status: InstanceStatus) -> bytes:
+        """The encoded current status, shared by every listener that joins while it is current."""
+        cached = self._current.get(instance_id)
+        if cached is not None and cached[0] == status.version:
+            return cached[1]
+        payload = listen_payload(status)
+        self._current[instance_id] = (status.version, payload)
+        return payload
+
+    def subscribe_status(self, instance_id: str) -> Subscription:
+        return self._add(self._status, instance_id, "status")
+
+    def subscribe_logs(self, instance_id: str) -> Subscription:
+        return self._add(self._logs, instance_id, "logs")
+
+    def _add(
+        self, table: dict[str, set[Subscription]], instance_id: str, kind: str
+    ) -> Subscription:
+        sub = Subscription(self, instance_id, kind)
+        if self.shutting_down is not None:
+            sub.close(self.shutting_down)
+        table.setdefault(instance_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        table = self._status if sub.kind == "status" else self._logs
+        subs = table.get(sub.instance_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del table[sub.instance_id]
+                if sub.kind == "status":
+                    self._current.pop(sub.instance_id, None)
+
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self._status.values()) + sum(len(s) for s in self._logs.values())
+
+    def publish(self, event: EngineEvent) -> None:
+        """The engine's observer: deliver ``event`` to whoever follows its instance."""
+        if isinstance(event, StatusChange):
+            subs = self._status.get(event.instance_id)
+            if subs:
+                payload = listen_payload(event.status)
+                self._current[event.instance_id] = (event.status.version, payload)
+                delivery = Delivery(event, payload)
+                for sub in subs:
+                    sub.push(delivery)
+            previous = event.previous
+            if (
+                previous is not None
+                and previous.phase is Phase.IMAGEBUILD
+                and (event.status.phase is not Phase.IMAGEBUILD)
+            ):
+                for sub in self._logs.get(event.instance_id, ()):
+                    sub.close("")  # the build is over: log streams end normally
+        elif isinstance(event, BuildLogLine):
+            subs = self._logs.get(event.instance_id)
+            if subs:
+                payload = log_payload(event.line)
+                for sub in subs:
+                    sub.push(payload)
+
+    def close_all(self, reason: str) -> None:
+        """End every stream (server shutdown); later subscriptions are closed at once."""
+        self.shutting_down = reason
+        for table in (self._status, self._logs):
+            for subs in table.values():
+                for sub in subs:
+                    sub.close(reason)

@@ -1,0 +1,186 @@
+"""The ``gitpod-sim`` command line (click: subcommands, typed options and usage errors with exit
+code 2 come for free, which hand-written argparse subparsers would need glue for)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+from simulator.clock import ClockMode
+from simulator.runtime import Simulator, bound_port
+from simulator.simtime import DEFAULT_START, SECOND, format_instant, parse_duration, parse_instant
+
+
+class _DurationParam(click.ParamType[int]):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _InstantParam(click.ParamType[int]):
+    name = "iso8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _UserParam(click.ParamType[tuple[str, str]]):
+    name = "NAME=TOKEN"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, token = str(value).partition("=")
+        if not sep or not name.strip() or not token.strip():
+            self.fail(f"expected NAME=TOKEN, got {value!r}", param, ctx)
+        if any(c.isspace() for c in name + token):
+            self.fail(f"NAME and TOKEN must not contain whitespace: {value!r}", param, ctx)
+        return name, token
+
+
+class _SpeedParam(click.ParamType[float]):
+    name = "factor"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            speed = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"speed must be a number, got {value!r}", param, ctx)
+        if not (speed > 0 and speed != float("inf")):
+            self.fail(f"speed must be a finite number > 0, got {value!r}", param, ctx)
+        return speed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gitpod-sim")
+def main() -> None:
+    """gitpod-sim: a deterministic, in-memory simulator of Gitpod's workspaces API."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=50051,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port; 0 picks a free one.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Decides every id, token and draw."
+)
+@click.option(
+    "--clock",
+    "clock_mode",
+    default="realtime",
+    show_default=True,
+    type=click.Choice([m.value for m in ClockMode]),
+    help="How simulated time moves.",
+)
+@click.option(
+    "--speed", default=1.0, show_default=True, type=_SpeedParam(), help="Realtime speed factor."
+)
+@click.option(
+    "--autojump-grace",
+    default="20ms",
+    show_default=True,
+    type=_DurationParam(),
+    help="Real quiet time before autojump jumps to a timeout.",
+)
+@click.option(
+    "--start-time",
+    default=format_instant(DEFAULT_START),
+    show_default=True,
+    type=_InstantParam(),
+    help="Simulated time at start (ISO 8601).",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    type=_UserParam(),
+    help="A caller: NAME=TOKEN (repeatable). NAME is the user id.",
+)
+@click.option("--quiet", is_flag=True, help="Do not log every RPC and phase change.")
+def serve(
+    host: str,
+    port: int,
+    seed: int,
+    clock_mode: str,
+    speed: float,
+    autojump_grace: int,
+    start_time: int,
+    users: tuple[tuple[str, str], ...],
+    quiet: bool,
+) -> None:
+    """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
+    names = [name for name, _ in users]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise click.BadParameter(f"user given twice: {', '.join(duplicates)}", param_hint="--user")
+    tokens = [token for _, token in users]
+    if len(set(tokens)) != len(tokens):
+        raise click.BadParameter("two users share one token", param_hint="--user")
+    sim = Simulator(
+        seed=seed,
+        clock=clock_mode,
+        speed=speed,
+        autojump_grace=autojump_grace / SECOND,
+        start_time=start_time,
+        users=dict(users),
+    )
+    if not users:
+        user = sim.add_user("developer")
+        click.echo(f"user developer token {user.token}")
+    _configure_logging(quiet)
+    try:
+        asyncio.run(_serve(sim, host, port))
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+async def _serve(sim: Simulator, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with sim.serve(host, port) as server:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"listening on {shown}:{bound_port(server)}", flush=True)
+        await stop.wait()
+        print("shutting down", flush=True)
+
+
+def _configure_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("gitpod_sim")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+    # Every handler stream flushes after each record, so piped output is timely.
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Engine state -> gitpod.v1 wire messages. The only module that knows both sides."""
+
+from __future__ import annotations
+
+from simulator._proto.gitpod import v1 as pb
+from simulator.model import Instance, InstanceStatus, Workspace
+from simulator.simtime import to_datetime
+
+
+def workspace_pb(ws: Workspace) -> pb.Workspace:
+    ctx = ws.context
+    git = pb.WorkspaceContextGit(normalized_context_url=ctx.normalized_url, commit=ctx.commit)
+    if ctx.kind == "prebuild":
+        context = pb.WorkspaceContext(
+            context_url=ctx.context_url,
+            prebuild=pb.WorkspaceContextPrebuild(original_context=git, prebuild_id=ctx.prebuild_id),
+        )
+    elif ctx.kind == "snapshot":
+        context = pb.WorkspaceContext(
+            context_url=ctx.context_url,
+            snapshot=pb.WorkspaceContextSnapshot(snapshot_id=ctx.snapshot_id),
+        )
+    else:
+        context = pb.WorkspaceContext(context_url=ctx.context_url, git=git)
+    return pb.Workspace(
+        workspace_id=ws.id,
+        owner_id=ws.owner_id,
+        project_id="",
+        context=context,
+        description=ws.description,
+    )
+
+
+def status_pb(status: InstanceStatus) -> pb.WorkspaceInstanceStatus:
+    first = status.first_user_activity
+    return pb.WorkspaceInstanceStatus(
+        status_version=status.version,
+        phase=status.phase,
+        conditions=pb.WorkspaceInstanceStatusConditions(
+            failed=status.failed,
+            timeout=status.timeout,
+            first_user_activity=to_datetime(first) if first is not None else None,
+            stopped_by_request=status.stopped_by_request,
+        ),
+        message=status.message,
+        url=status.url,
+        admission=(
+            pb.AdmissionLevel.EVERYONE
+            if status.admission_everyone
+            else pb.AdmissionLevel.OWNER_ONLY
+        ),
+    )
+
+
+def instance_pb(inst: Instance) -> pb.WorkspaceInstance:
+    return pb.WorkspaceInstance(
+        instance_id=inst.id,
+        workspace_id=inst.workspace_id,
+        created_at=to_datetime(inst.created_at),
+        status=status_pb(inst.status),
+    )
+
+
+def listen_payload(status: InstanceStatus) -> bytes:
+    """A ListenToWorkspaceInstanceResponse, serialised once for every listener."""
+    return bytes(pb.ListenToWorkspaceInstanceResponse(instance_status=status_pb(status)))
+
+
+def log_payload(line: str) -> bytes:
+    return bytes(pb.ListenToImageBuildLogsResponse(line=line))
+
+
+STOP_PAYLOAD = bytes(pb.StopWorkspaceResponse())

@@ -1,0 +1,60 @@
+"""The task that moves simulated time on its own in ``realtime`` and ``autojump`` modes.
+
+In ``manual`` mode it sleeps until the mode changes. It never waits on real time to make a phase
+pass except where the mode says so: realtime sleeps until the wall clock reaches the next event;
+autojump sleeps only for the grace period before a timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import anyio
+
+from simulator.clock import ClockMode
+
+if TYPE_CHECKING:
+    from simulator.runtime import Simulator
+
+
+class ClockDriver:
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+        self._wake = anyio.Event()
+
+    def kick(self) -> None:
+        """Something changed (mode, schedule, activity): look again."""
+        self._wake.set()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        with anyio.move_on_after(math.inf if seconds is None else seconds):
+            await self._wake.wait()
+        if self._wake.is_set():
+            self._wake = anyio.Event()
+
+    async def run(self) -> None:
+        sim = self._sim
+        clock = sim.clock
+        engine = sim.engine
+        activity = sim.activity
+        while True:
+            mode = clock.mode
+            if mode is ClockMode.MANUAL:
+                await self._sleep(None)
+            elif mode is ClockMode.REALTIME:
+                sim.sync()
+                event = engine.next_event()
+                await self._sleep(None if event is None else clock.wall_delay_until(event.at))
+            else:
+                event = engine.next_event()
+                if event is None or not activity.may_jump:
+                    await self._sleep(None)
+                    continue
+                if event.kind.is_timeout:
+                    remaining = clock.autojump_grace - activity.quiet_for()
+                    if remaining > 0:
+                        await self._sleep(remaining)
+                        continue
+                sim.jump_to(event.at)
+                await anyio.lowlevel.checkpoint()
