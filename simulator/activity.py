@@ -12,11 +12,13 @@ from collections.abc import Callable
 
 
 class Activity:
-    __slots__ = ("_wall", "busy", "last_io", "on_change", "waiting")
+    __slots__ = ("_wall", "busy", "calls", "last_io", "on_change", "waiting")
 
     def __init__(self, wall: Callable[[], float] = time.monotonic) -> None:
         self._wall = wall
         self.busy = 0
+        self.calls = 0
+        """Calls received since start (tests use it to know a request has arrived)."""
         """Calls being handled, streams included while they are not waiting."""
         self.waiting = 0
         """Streams blocked until the simulator has something to send them."""
@@ -24,6 +26,7 @@ class Activity:
         self.on_change: Callable[[], None] = lambda: None
 
     def call_started(self) -> None:
+        self.calls += 1
         self.busy += 1
         self.last_io = self._wall()
 

@@ -14,6 +14,8 @@ Everything here is single-threaded asyncio; engine calls never await, so every R
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -49,6 +51,7 @@ from simulator.transitions import Phase
 
 log = logging.getLogger("gitpod_sim.engine")
 _T = TypeVar("_T")
+SHUTDOWN_MESSAGE = "gitpod-sim is shutting down"
 
 DurationLike = float | str | dt.timedelta
 """A number of seconds, a text such as ``90s``, ``5m``, ``1h30m``, or a timedelta."""
@@ -225,22 +228,26 @@ class Simulator:
             return
         self._driver_users = 1
         self.hub.shutting_down = None
+        # A plain task rather than an anyio task group: a fixture may enter this block in one
+        # task and leave it in another (pytest-asyncio does), which a cancel scope forbids.
+        task = asyncio.get_running_loop().create_task(self.driver.run(), name="gitpod-sim clock")
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.driver.run)
-                try:
-                    yield self
-                finally:
-                    self.hub.close_all("gitpod-sim is shutting down")
-                    tg.cancel_scope.cancel()
+            yield self
         finally:
             self._driver_users = 0
+            self.hub.close_all(SHUTDOWN_MESSAGE)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @asynccontextmanager
     async def channel(self) -> AsyncIterator[Channel]:
         """A grpclib client channel connected to this simulator in memory (no sockets)."""
         async with self.running(), ChannelFor([self.service], codec=self.codec) as channel:
-            yield channel
+            try:
+                yield channel
+            finally:
+                await self._end_streams()
 
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Server]:
@@ -251,10 +258,19 @@ class Simulator:
             try:
                 yield server
             finally:
-                self.hub.close_all("gitpod-sim is shutting down")
-                await anyio.lowlevel.checkpoint()
+                await self._end_streams()
                 server.close()
                 await server.wait_closed()
+
+    async def _end_streams(self, rounds: int = 200) -> None:
+        """End open streams with UNAVAILABLE and give their handlers a chance to say so."""
+        self.hub.close_all(SHUTDOWN_MESSAGE)
+        for _ in range(rounds):
+            if self.activity.busy == 0 and self.activity.waiting == 0:
+                break
+            await asyncio.sleep(0)
+        for _ in range(10):  # let the trailers just written reach the transport and the peer
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ internals
 
