@@ -7,13 +7,15 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from simulator.clock import ClockMode
-from simulator.runtime import Simulator, bound_port
 from simulator.simtime import DEFAULT_START, SECOND, format_instant, parse_duration, parse_instant
+
+if TYPE_CHECKING:
+    from simulator.runtime import Simulator
 
 
 class _DurationParam(click.ParamType[int]):
@@ -134,6 +136,8 @@ def serve(
     quiet: bool,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
+    from simulator.runtime import Simulator  # the server stack loads only when it serves
+
     names = [name for name, _ in users]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -161,6 +165,8 @@ def serve(
 
 
 async def _serve(sim: Simulator, host: str, port: int) -> None:
+    from simulator.runtime import bound_port
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from simulator import ids
 from simulator.build_logs import build_log, failure_tail
@@ -115,6 +115,7 @@ class Engine:
         self._rng_tokens = random.Random(f"gitpod-sim:{seed}:tokens")
         self._rng_durations = random.Random(f"gitpod-sim:{seed}:durations")
         self._rng_logs = random.Random(f"gitpod-sim:{seed}:logs")
+        self._rng_pages = random.Random(f"gitpod-sim:{seed}:pages")
         self.scheduler = Scheduler()
         self.users: dict[str, User] = {}
         self._users_by_token: dict[str, User] = {}
@@ -288,11 +289,10 @@ class Engine:
             raise FailedPrecondition(
                 f"workspace {workspace_id} is {inst.phase.name}, activity counts only while RUNNING"
             )
-        inst.last_activity = self.now
-        self._touch(ws, self.now)
+        inst.last_activity = self.now  # not the list order: that is creation/running/stopped
         if inst.status.first_user_activity is None:
             self._set_status(
-                inst, replace(inst.status, first_user_activity=self.now), "user-activity"
+                inst, inst.status._replace(first_user_activity=self.now), "user-activity"
             )
         self._schedule_inactivity(inst)
         return inst
@@ -304,7 +304,7 @@ class Engine:
         if ws.active_instance_id is not None:
             inst = self.instances[ws.active_instance_id]
             if inst.status.admission_everyone != shared:
-                self._set_status(inst, replace(inst.status, admission_everyone=shared), "admission")
+                self._set_status(inst, inst.status._replace(admission_everyone=shared), "admission")
         return ws
 
     def fail(self, instance_id: str, reason: str, log_tail: list[str] | None = None) -> Instance:
@@ -365,6 +365,7 @@ class Engine:
         self._fired = fired
         try:
             while (event := self.scheduler.pop_due(t)) is not None:
+                assert event.at >= self.now, f"{event} was scheduled in the past"
                 self.now = event.at
                 self._fire(event)
             self.now = t
@@ -436,7 +437,7 @@ class Engine:
             items.append((ws, latest))
         next_token = ""
         if offset + size < len(cursor.workspace_ids):
-            next_token = ids.page_token(self._rng_tokens)
+            next_token = ids.page_token(self._rng_pages)
             self._cursors[next_token] = (cursor, offset + size)
             while len(self._cursors) > MAX_CURSORS:
                 self._cursors.popitem(last=False)
@@ -450,12 +451,18 @@ class Engine:
 
     def check_invariants(self) -> None:
         """Raise AssertionError when the state breaks a rule (for tests; O(n))."""
+        active: dict[str, list[str]] = {}
+        for inst in self.instances.values():
+            if inst.status.is_active:
+                active.setdefault(inst.workspace_id, []).append(inst.id)
         for ws in self.workspaces.values():
-            active = [
-                i for i in self.instances.values() if i.workspace_id == ws.id and i.status.is_active
-            ]
-            assert len(active) <= 1, f"{ws.id} has {len(active)} active instances"
-            assert (active[0].id if active else None) == ws.active_instance_id, ws.id
+            ids_ = active.get(ws.id, [])
+            assert len(ids_) <= 1, f"{ws.id} has {len(ids_)} active instances"
+            assert (ids_[0] if ids_ else None) == ws.active_instance_id, ws.id
+            if ws.latest_instance_id is not None:
+                assert self.instances[ws.latest_instance_id].workspace_id == ws.id
+        for owner, owned in self._by_owner.items():
+            assert all(ws.owner_id == owner for ws in owned)
 
     # ------------------------------------------------------------------ internals: lookups
 
@@ -538,10 +545,10 @@ class Engine:
     def _start_instance(self, ws: Workspace) -> Instance:
         plan = self.plan
         repository = ws.context.repository
-        if plan.build_policy is BuildPolicy.ALWAYS:
+        if ws.context.kind != "git" or plan.build_policy is BuildPolicy.NEVER:
+            needs_build = False  # a prebuild's image is built; a snapshot brings its own
+        elif plan.build_policy is BuildPolicy.ALWAYS:
             needs_build = True
-        elif plan.build_policy is BuildPolicy.NEVER or ws.context.kind != "git":
-            needs_build = False
         else:
             needs_build = repository not in self.image_cache
         instance_id = ids.instance_id(self._rng_ids)
@@ -579,7 +586,7 @@ class Engine:
         target = next_phase(inst.phase, trigger)
         if target is None:
             raise FailedPrecondition(f"{trigger.value} does not apply in {inst.phase.name}")
-        self._set_status(inst, replace(inst.status, **conditions), cause)  # type: ignore[arg-type]
+        self._set_status(inst, inst.status._replace(**conditions), cause)  # type: ignore[arg-type]
         self._enter(inst, target, cause)
 
     def _enter(
@@ -621,9 +628,9 @@ class Engine:
                 inst.running_at = now
                 self._touch(self.workspaces[inst.workspace_id], now)
                 if timeouts.max_lifetime is not None:
-                    inst.lifetime = sched.schedule(
-                        inst.created_at + timeouts.max_lifetime, EventKind.LIFETIME_TIMEOUT, inst.id
-                    )
+                    # Never in the past: a lifetime already over ends at once.
+                    at = max(inst.created_at + timeouts.max_lifetime, now)
+                    inst.lifetime = sched.schedule(at, EventKind.LIFETIME_TIMEOUT, inst.id)
             self._schedule_inactivity(inst)
         elif phase is Phase.INTERRUPTED:
             sched.cancel(inst.inactivity)
@@ -641,9 +648,9 @@ class Engine:
             ws = self.workspaces[inst.workspace_id]
             ws.active_instance_id = None
             self._touch(ws, now)
-        status = replace(inst.status, phase=phase)
+        status = inst.status._replace(phase=phase)
         if message is not None:
-            status = replace(status, message=message)
+            status = status._replace(message=message)
         self._set_status(inst, status, cause, first=first)
         if phase is Phase.IMAGEBUILD and inst.build is not None:
             self._write_log(inst, inst.build.pending.pop(0))  # a build speaks at once
@@ -715,7 +722,7 @@ class Engine:
         previous = None if first else inst.status
         # Upstream: (unix_seconds << 16) | counter, strictly increasing per instance.
         version = max(inst.status.version + 1, (self.now // SECOND) << 16)
-        status = replace(status, version=version)
+        status = status._replace(version=version)
         inst.status = status
         change = StatusChange(
             self.now, inst.id, inst.workspace_id, inst.owner_id, previous, status, cause

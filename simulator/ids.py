@@ -68,8 +68,9 @@ _NOT_ID_CHAR_RE = re.compile(r"[^a-z0-9]")
 
 
 def _draw(rng: random.Random, alphabet: Sequence[str], length: int) -> str:
-    """``length`` characters from ``alphabet``, one ``rng.choice`` each (stable across Pythons)."""
-    return "".join(rng.choice(alphabet) for _ in range(length))
+    """``length`` characters from ``alphabet`` in one ``rng.choices`` call (fast, and stable
+    across Python versions: it draws from ``random()`` only)."""
+    return "".join(rng.choices(alphabet, k=length))
 
 
 def _clean_segment(text: str) -> str:

@@ -7,7 +7,7 @@ engine stays a pure state machine. :mod:`simulator.convert` turns them into wire
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from simulator.simtime import SimTime
 from simulator.transitions import ACTIVE_PHASES, Phase
@@ -66,9 +66,12 @@ class Workspace:
     """The greatest of creation and the latest instance's created, running and stopped times."""
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceStatus:
-    """One immutable status of an instance; every change makes a new one with a greater version."""
+class InstanceStatus(NamedTuple):
+    """One immutable status of an instance; every change makes a new one with a greater version.
+
+    A NamedTuple rather than a frozen dataclass: ``_replace`` is several times faster than
+    ``dataclasses.replace``, and a status is built for every transition.
+    """
 
     version: int
     phase: Phase

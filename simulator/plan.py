@@ -70,7 +70,7 @@ Distribution = Fixed | Uniform | LogNormal
 
 
 class BuildPolicy(enum.Enum):
-    """When a start needs an image build."""
+    """When a start from a git context needs an image build (prebuilds and snapshots never do)."""
 
     FIRST_START = "first-start"
     """Until a build of the repository has succeeded (the spec's default)."""

@@ -1,0 +1,56 @@
+"""How the pure engine's cost grows with the number of workspaces.
+
+Runs N workspaces through a full lifecycle (create -> RUNNING -> stop -> STOPPED) for N = 10,000
+and 100,000, and prints status changes per CPU-second and the ratio between the two sizes
+(1.0 means the cost grows linearly). Not part of CI; run it by hand::
+
+    .venv/bin/python benchmarks/engine_scale.py [N ...]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from simulator.engine import Engine
+from simulator.model import EngineEvent, StatusChange
+from simulator.simtime import MINUTE
+
+
+def run(n: int) -> tuple[int, float]:
+    """(status changes, CPU seconds) for n full lifecycles, 100 users, 50 repositories."""
+    changes = 0
+
+    def count(event: EngineEvent) -> None:
+        nonlocal changes
+        changes += isinstance(event, StatusChange)
+
+    engine = Engine(seed=1, observer=count)
+    users = [engine.add_user(f"user{i}") for i in range(100)]
+    start = time.process_time()
+    created = [
+        engine.create_workspace(users[i % 100], context_url=f"https://github.com/org/r{i % 50}")
+        for i in range(n)
+    ]
+    engine.advance_to(engine.now + 5 * MINUTE)
+    for ws in created:
+        engine.stop_workspace(engine.users[ws.owner_id], ws.id)
+    engine.advance_to(engine.now + 5 * MINUTE)
+    return changes, time.process_time() - start
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
+    rates = []
+    print(f"{'workspaces':>10} {'status changes':>15} {'cpu s':>8} {'changes/cpu-s':>14}")
+    for n in sizes:
+        changes, cpu = run(n)
+        rates.append(changes / cpu)
+        print(f"{n:>10} {changes:>15} {cpu:>8.2f} {rates[-1]:>14,.0f}")
+    if len(rates) > 1:
+        ratio = rates[-1] / rates[0]
+        print(f"rate at {sizes[-1]:,} / rate at {sizes[0]:,}: {ratio:.2f} (1.0 = linear)")
+
+
+if __name__ == "__main__":
+    main()
