@@ -7,43 +7,19 @@ neither the server's code nor generated stubs.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import grpc
 import pytest
+from server_process import LOCAL, ServerProcess, popen
 
-STARTUP_TIMEOUT = 20.0
-EXIT_TIMEOUT = 10.0
 RPC_TIMEOUT = 10.0
 SERVICE = "/gitpod.v1.WorkspacesService/"
-LOCAL = ("--port", "0", "--host", "127.0.0.1")
-
-
-def _command(*args: str) -> list[str]:
-    script = Path(sys.executable).parent / "gitpod-sim"
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "simulator.cli", *args]
-
-
-def _popen(*args: str, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        _command(*args),
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,11 +49,11 @@ def finished() -> dict[str, tuple[int, str, str]]:
     """Run every help and bad-flag command at once; name -> (exit code, stdout, stderr)."""
     procs: dict[str, subprocess.Popen[str]] = {}
     for name, args in HELP_CASES.items():
-        procs[name] = _popen(*args)
+        procs[name] = popen(*args)
     for name, (args, _) in BAD_FLAGS.items():
         # a listening address of its own goes first so that a flag wrongly accepted binds
         # 127.0.0.1:0 (a later --port overrides it), and is then caught by the timeout
-        procs[name] = _popen("serve", *LOCAL, *args)
+        procs[name] = popen("serve", *LOCAL, *args)
     results: dict[str, tuple[int, str, str]] = {}
     deadline = time.monotonic() + 45
     for name, proc in procs.items():
@@ -125,75 +101,10 @@ def test_bad_flag_exits_2(finished: dict[str, tuple[int, str, str]], name: str) 
 # --------------------------------------------------------------------------------------------
 
 
-class Server:
-    """A ``gitpod-sim serve`` process whose stdout lines are collected by a reader thread."""
-
-    def __init__(self, *args: str) -> None:
-        # stderr goes to a file so that nothing the server writes there can block it
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in teardown)
-        self.proc = _popen("serve", *LOCAL, *args, stderr=self._stderr)
-        self.lines: list[str] = []
-        self.eof = False
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-        line = self.wait_for(lambda line: line.startswith("listening on "), STARTUP_TIMEOUT)
-        self.address = line.removeprefix("listening on ").strip()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
-
-    def wait_for(self, pred: Callable[[str], bool], timeout: float = 5.0) -> str:
-        """The first stdout line matching ``pred``, waiting at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if pred(line):
-                        return line
-                left = deadline - time.monotonic()
-                if self.eof or left <= 0:
-                    self.kill()
-                    pytest.fail(f"no matching line; stdout so far: {self.lines!r}")
-                self._cond.wait(left)
-
-    def stop(self, sig: int) -> int:
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"server did not exit within {EXIT_TIMEOUT} s of signal {sig}")
-        with self._cond:
-            self._cond.wait_for(lambda: self.eof, timeout=5)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read()
-
-    def close(self) -> None:
-        self.kill()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
+def servers() -> Iterator[list[ServerProcess]]:
     """Servers started by a test; any still running at teardown are killed."""
-    started: list[Server] = []
+    started: list[ServerProcess] = []
     yield started
     for server in started:
         server.close()
@@ -284,8 +195,8 @@ def _create_and_get_instance(channel: grpc.Channel, metadata: tuple[tuple[str, s
 # --------------------------------------------------------------------------------------------
 
 
-def test_no_user_prints_developer_token_then_sigint_stops(servers: list[Server]) -> None:
-    server = Server("--clock", "manual")
+def test_no_user_prints_developer_token_then_sigint_stops(servers: list[ServerProcess]) -> None:
+    server = ServerProcess("--clock", "manual")
     servers.append(server)
     listening = server.lines.index(f"listening on {server.address}")
     token_lines = [n for n, line in enumerate(server.lines) if line.startswith("user developer ")]
@@ -305,8 +216,8 @@ def test_no_user_prints_developer_token_then_sigint_stops(servers: list[Server])
     assert "shutting down" in server.lines
 
 
-def test_rpc_log_lines_on_stdout(servers: list[Server]) -> None:
-    server = Server("--clock", "manual", "--user", "alice=tok-a")
+def test_rpc_log_lines_on_stdout(servers: list[ServerProcess]) -> None:
+    server = ServerProcess("--clock", "manual", "--user", "alice=tok-a")
     servers.append(server)
     with grpc.insecure_channel(server.address) as channel:
         _create_and_get_instance(channel, (("authorization", "Bearer tok-a"),))
@@ -316,8 +227,8 @@ def test_rpc_log_lines_on_stdout(servers: list[Server]) -> None:
     assert server.stop(signal.SIGTERM) == 0, server.stderr()
 
 
-def test_sigterm_ends_open_listen_stream(servers: list[Server]) -> None:
-    server = Server("--clock", "manual", "--seed", "7", "--user", "alice=tok-a")
+def test_sigterm_ends_open_listen_stream(servers: list[ServerProcess]) -> None:
+    server = ServerProcess("--clock", "manual", "--seed", "7", "--user", "alice=tok-a")
     servers.append(server)
     metadata = (("authorization", "Bearer tok-a"),)
     with grpc.insecure_channel(server.address) as channel:

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +20,9 @@ from typing import Any
 
 import grpc
 import pytest
+from server_process import ServerProcess
 
 PROTO_DIR = Path(__file__).parent.parent / "proto"
-STARTUP_TIMEOUT = 20.0
-SHUTDOWN_TIMEOUT = 10.0
 RPC_TIMEOUT = 10.0
 
 ALICE = (("authorization", "Bearer tok-a"),)
@@ -91,86 +86,8 @@ def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
 # --------------------------------------------------------------------------------------------
 
 
-def _server_command(*args: str) -> list[str]:
-    script = Path(sys.executable).parent / "gitpod-sim"
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "simulator.cli", *args]
-
-
-class ServerProcess:
-    """A ``gitpod-sim serve`` subprocess; stdout is collected by a reader thread."""
-
-    def __init__(self, *args: str) -> None:
-        # stderr goes to a file so that nothing the server writes there can block it
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in teardown)
-        self.proc = subprocess.Popen(
-            _server_command("serve", *args),
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            bufsize=1,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.address = self._wait_listening()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("<EOF>")
-            self._cond.notify_all()
-
-    def _wait_listening(self) -> str:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if line.startswith("listening on "):
-                        return line.removeprefix("listening on ").strip()
-                    if line == "<EOF>":
-                        self._fail("server exited before listening")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self._fail("no 'listening on' line within 20 s")
-                self._cond.wait(left)
-
-    def _fail(self, why: str) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=5)
-        pytest.fail(f"{why}; stdout={self.lines!r} stderr={self.stderr()!r}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` and return the exit code (kills and fails if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=SHUTDOWN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            pytest.fail(f"server did not exit within {SHUTDOWN_TIMEOUT} s of signal {sig}")
-        self._reader.join(timeout=5)
-        return rc
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read()
-
-
 def _start(*extra: str) -> Iterator[str]:
     server = ServerProcess(
-        "--port",
-        "0",
-        "--host",
-        "127.0.0.1",
         "--seed",
         "7",
         "--user",
@@ -184,9 +101,7 @@ def _start(*extra: str) -> Iterator[str]:
     finally:
         rc = server.stop()
         stderr = server.stderr()
-        if server.proc.stdout is not None:
-            server.proc.stdout.close()
-        server._stderr.close()
+        server.close()
         assert rc == 0, f"server exit code {rc}; stderr:\n{stderr}"
 
 

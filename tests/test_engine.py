@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
+from engine_helpers import START, assert_valid_stream, secs, t
 
 from simulator import ids
 from simulator.engine import INTERRUPTED_MESSAGE, Engine
@@ -33,7 +34,6 @@ from simulator.model import (
     BuildLogLine,
     EngineEvent,
     Instance,
-    InstanceStatus,
     StatusChange,
     User,
     Workspace,
@@ -47,10 +47,9 @@ from simulator.plan import (
     Timeouts,
     Uniform,
 )
-from simulator.simtime import DEFAULT_START, HOUR, MINUTE, SECOND
-from simulator.transitions import LEGAL_TRANSITIONS, Phase, is_legal
+from simulator.simtime import HOUR, MINUTE, SECOND
+from simulator.transitions import LEGAL_TRANSITIONS, Phase
 
-START = DEFAULT_START
 REPO = "https://github.com/gitpod-io/gitpod"
 REPO_KEY = "github.com/gitpod-io/gitpod"
 OTHER_REPO = "https://github.com/gitpod-io/website"
@@ -70,37 +69,7 @@ IB, PE, CR, IN, RU, IR, SG, SD = (
 )
 
 
-def t(seconds: float) -> int:
-    """The simulated instant ``seconds`` after the engine's start."""
-    return START + round(seconds * SECOND)
-
-
-def secs(at: int) -> float:
-    return (at - START) / SECOND
-
-
 # ------------------------------------------------------------------------------------- harness
-
-
-def assert_valid_stream(events: list[EngineEvent]) -> None:
-    """Every rule an observer of the engine relies on, checked over a whole event stream."""
-    last: dict[str, InstanceStatus] = {}
-    previous_at: int | None = None
-    for event in events:
-        if previous_at is not None:
-            assert event.at >= previous_at, f"simulated time went backwards at {event}"
-        previous_at = event.at
-        if not isinstance(event, StatusChange):
-            continue
-        before = last.get(event.instance_id)
-        assert event.previous == before, f"change does not follow the last status: {event}"
-        assert event.status.phase is not Phase.UNSPECIFIED
-        assert is_legal(before.phase if before else None, event.status.phase), (
-            f"illegal {before.phase.name if before else None} -> {event.status.phase.name}"
-        )
-        if before is not None:
-            assert event.status.version > before.version, f"version not increasing: {event}"
-        last[event.instance_id] = event.status
 
 
 class Sim:

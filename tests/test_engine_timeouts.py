@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from engine_helpers import assert_valid_stream, secs, t
 
 from simulator.engine import Engine, timeout_text
 from simulator.errors import FailedPrecondition
-from simulator.model import EngineEvent, Instance, InstanceStatus, StatusChange, Workspace
+from simulator.model import EngineEvent, Instance, StatusChange, Workspace
 from simulator.plan import BuildPolicy, LifecyclePlan, Timeouts
-from simulator.simtime import DEFAULT_START, HOUR, MINUTE, SECOND
-from simulator.transitions import Phase, is_legal
+from simulator.simtime import HOUR, MINUTE, SECOND
+from simulator.transitions import Phase
 
-START = DEFAULT_START
 REPO = "https://github.com/gitpod-io/gitpod"
 NO_BUILD = LifecyclePlan(build_policy=BuildPolicy.NEVER)
 
@@ -38,30 +38,6 @@ PE, CR, IN, RU, IR, SG, SD = (
 )
 
 Row = tuple[float, Phase, str, str]
-
-
-def t(seconds: float) -> int:
-    return START + round(seconds * SECOND)
-
-
-def secs(at: int) -> float:
-    return (at - START) / SECOND
-
-
-def assert_valid_stream(events: list[EngineEvent]) -> None:
-    last: dict[str, InstanceStatus] = {}
-    previous_at = START
-    for event in events:
-        assert event.at >= previous_at, f"simulated time went backwards at {event}"
-        previous_at = event.at
-        if not isinstance(event, StatusChange):
-            continue
-        before = last.get(event.instance_id)
-        assert event.previous == before
-        assert is_legal(before.phase if before else None, event.status.phase), event
-        if before is not None:
-            assert event.status.version > before.version
-        last[event.instance_id] = event.status
 
 
 class Sim:
