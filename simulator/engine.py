@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulator import ids
@@ -446,9 +446,6 @@ class Engine:
     def latest_instance(self, ws: Workspace) -> Instance | None:
         return self.instances[ws.latest_instance_id] if ws.latest_instance_id else None
 
-    def workspaces_of(self, user_id: str) -> list[Workspace]:
-        return list(self._by_owner.get(user_id, ()))
-
     def check_invariants(self) -> None:
         """Raise AssertionError when the state breaks a rule (for tests; O(n))."""
         active: dict[str, list[str]] = {}
@@ -785,12 +782,6 @@ class Engine:
     ) -> None:
         text = timeout_text(activity, took, limit)
         self._condition_then(inst, Trigger.TIMED_OUT, f"timeout:{activity}", timeout=text)
-
-    def iter_active_instances(self) -> Iterator[Instance]:
-        """Every active instance (O(workspaces); for tools and tests, not hot paths)."""
-        for ws in self.workspaces.values():
-            if ws.active_instance_id is not None:
-                yield self.instances[ws.active_instance_id]
 
 
 __all__ = [

@@ -68,27 +68,6 @@ def parse_duration(text: str) -> Duration:
     return round(total)
 
 
-def format_duration(d: Duration) -> str:
-    """Render a duration compactly (``1h30m``, ``2.5s``, ``0s``) for logs and errors."""
-    if d == 0:
-        return "0s"
-    sign = "-" if d < 0 else ""
-    d = abs(d)
-    parts: list[str] = []
-    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE)):
-        if d >= size:
-            parts.append(f"{d // size}{unit}")
-            d %= size
-    if d:
-        if d % SECOND == 0:
-            parts.append(f"{d // SECOND}s")
-        elif d % MILLISECOND == 0 and d < SECOND:
-            parts.append(f"{d // MILLISECOND}ms")
-        else:
-            parts.append(f"{d / SECOND:g}s")
-    return sign + "".join(parts)
-
-
 def format_go_minutes(d: Duration) -> str:
     """Upstream ws-manager's timeout text: rounded to the minute, as ``%02dh%02dm`` (``00h30m``)."""
     minutes = (d + MINUTE // 2) // MINUTE

@@ -38,7 +38,6 @@ __all__ = [
     "HAPPY_PATH",
     "INITIAL_PHASES",
     "LEGAL_TRANSITIONS",
-    "STARTING_PHASES",
     "Phase",
     "Trigger",
     "is_legal",
@@ -66,11 +65,6 @@ HAPPY_PATH: tuple[Phase, ...] = (
     Phase.STOPPING,
     Phase.STOPPED,
 )
-
-STARTING_PHASES: frozenset[Phase] = frozenset(
-    {Phase.IMAGEBUILD, Phase.PENDING, Phase.CREATING, Phase.INITIALIZING}
-)
-"""Phases before RUNNING: a stop or failure here never reaches RUNNING."""
 
 ACTIVE_PHASES: frozenset[Phase] = frozenset(
     p for p in Phase if p not in (Phase.UNSPECIFIED, Phase.STOPPED)
