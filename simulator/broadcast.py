@@ -27,11 +27,12 @@ class Delivery:
 
 
 class Closed(Exception):
-    """The hub closed the subscription (server shutting down, or the build ended)."""
+    """The hub ended the subscription abnormally (shutdown, reset); ``code`` is a Status name."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "UNAVAILABLE") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 @dataclass(slots=True, eq=False)
@@ -44,6 +45,7 @@ class Subscription:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     closed: str | None = None
     """Why the hub closed it; "" means a normal end (a finished build)."""
+    closed_code: str = "UNAVAILABLE"
     waiting: bool = False
 
     def _wake(self) -> None:
@@ -58,9 +60,10 @@ class Subscription:
         self.queue.append(item)
         self._wake()
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
         if self.closed is None:
             self.closed = reason
+            self.closed_code = code
             self._wake()
 
     async def next(self) -> Delivery | bytes | None:
@@ -68,7 +71,7 @@ class Subscription:
         while not self.queue:
             if self.closed is not None:
                 if self.closed:
-                    raise Closed(self.closed)
+                    raise Closed(self.closed, self.closed_code)
                 return None
             self.ready.clear()
             self.waiting = True
@@ -157,10 +160,12 @@ class Hub:
                 for sub in subs:
                     sub.push(payload)
 
-    def close_all(self, reason: str) -> None:
-        """End every stream (server shutdown); later subscriptions are closed at once."""
-        self.shutting_down = reason
+    def close_all(self, reason: str, code: str = "UNAVAILABLE", *, final: bool = True) -> None:
+        """End every stream. ``final`` (shutdown): later subscriptions are closed at once too."""
+        if final:
+            self.shutting_down = reason
         for table in (self._status, self._logs):
             for subs in table.values():
                 for sub in subs:
-                    sub.close(reason)
+                    sub.close(reason, code)
+        self._current.clear()

@@ -4,7 +4,9 @@ code 2 come for free, which hand-written argparse subparsers would need glue for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -123,6 +125,37 @@ def main() -> None:
     type=_UserParam(),
     help="A caller: NAME=TOKEN (repeatable). NAME is the user id.",
 )
+@click.option(
+    "--http-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve Connect and gRPC-Web over HTTP/1.1 on this port (0: a free one).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Origin allowed to call the HTTP port from a browser (repeatable; * for any).",
+)
+@click.option(
+    "--admin-token",
+    default=None,
+    help="Token for the control service (gitpod.simulator.v1); default: generated and printed.",
+)
+@click.option(
+    "--state",
+    "state_file",
+    default=None,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Load the state from FILE at start (if it exists) and write it there at clean shutdown.",
+)
+@click.option(
+    "--journal-size",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Journal entries kept (the oldest go first).",
+)
 @click.option("--quiet", is_flag=True, help="Do not log every RPC and phase change.")
 def serve(
     host: str,
@@ -133,6 +166,11 @@ def serve(
     autojump_grace: int,
     start_time: int,
     users: tuple[tuple[str, str], ...],
+    http_port: int | None,
+    cors_origins: tuple[str, ...],
+    admin_token: str | None,
+    state_file: str | None,
+    journal_size: int,
     quiet: bool,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
@@ -152,28 +190,61 @@ def serve(
         autojump_grace=autojump_grace / SECOND,
         start_time=start_time,
         users=dict(users),
+        admin_token=admin_token,
+        journal_size=journal_size,
     )
-    if not users:
+    if admin_token is not None and (not admin_token.strip() or admin_token in tokens):
+        raise click.BadParameter(
+            "must be non-empty and differ from every API token", param_hint="--admin-token"
+        )
+    if state_file is not None and os.path.exists(state_file):
+        from simulator.errors import SimError
+
+        try:
+            sim.load_state(state_file)
+        except (OSError, SimError) as exc:
+            click.echo(f"error: cannot load state from {state_file}: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"state loaded from {state_file}")
+        for name, token in users:
+            if name not in sim.engine.users:
+                sim.add_user(name, token)
+    if not sim.engine.users:
         user = sim.add_user("developer")
         click.echo(f"user developer token {user.token}")
+    if admin_token is None:
+        click.echo(f"admin token {sim.admin_token}")
     _configure_logging(quiet)
     try:
-        asyncio.run(_serve(sim, host, port))
+        asyncio.run(_serve(sim, host, port, http_port, cors_origins))
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(1)
+    if state_file is not None:
+        sim.save_state(state_file)
+        click.echo(f"state written to {state_file}")
 
 
-async def _serve(sim: Simulator, host: str, port: int) -> None:
+async def _serve(
+    sim: Simulator,
+    host: str,
+    port: int,
+    http_port: int | None = None,
+    cors_origins: tuple[str, ...] = (),
+) -> None:
     from simulator.runtime import bound_port
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with sim.serve(host, port) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(sim.serve(host, port))
         shown = f"[{host}]" if ":" in host else host
         print(f"listening on {shown}:{bound_port(server)}", flush=True)
+        if http_port is not None:
+            gateway = await stack.enter_async_context(sim.serve_http(host, http_port, cors_origins))
+            print(f"connect and grpc-web on http://{shown}:{gateway.port}", flush=True)
         await stop.wait()
         print("shutting down", flush=True)
 
@@ -187,6 +258,14 @@ def _configure_logging(quiet: bool) -> None:
     root.propagate = False
     # Every handler stream flushes after each record, so piped output is timely.
 
+
+def _register_ctl() -> None:
+    from simulator.ctl import ctl
+
+    main.add_command(ctl)
+
+
+_register_ctl()
 
 if __name__ == "__main__":
     main()

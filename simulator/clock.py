@@ -63,6 +63,11 @@ class SimClock:
         self._anchor_sim = t
         self._anchor_wall = self._wall()
 
+    def reset(self, t: SimTime) -> None:
+        """Stand at ``t``, even in the past: only for a reset or an import of the whole state."""
+        self._anchor_sim = t
+        self._anchor_wall = self._wall()
+
     def set_mode(self, mode: ClockMode, speed: float | None = None) -> None:
         now = self.now()
         self.mode = mode

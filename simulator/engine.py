@@ -30,6 +30,22 @@ from simulator.errors import (
     NotFound,
     PermissionDenied,
 )
+from simulator.faults import (
+    LIFECYCLE_EFFECTS,
+    RPC_EFFECTS,
+    Effect,
+    FailPhase,
+    Fault,
+    InterruptRunning,
+    RpcError,
+    StallPhase,
+    StreamDuplicate,
+    StreamEnd,
+    Target,
+    TargetKind,
+    compile_pattern,
+    validate_effect,
+)
 from simulator.model import (
     Build,
     BuildLogLine,
@@ -39,10 +55,11 @@ from simulator.model import (
     Prebuild,
     StatusChange,
     User,
+    Wake,
     Workspace,
     WorkspaceContext,
 )
-from simulator.plan import BuildPolicy, LifecyclePlan
+from simulator.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
 from simulator.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
 from simulator.transitions import Phase, Trigger, next_phase
@@ -128,6 +145,13 @@ class Engine:
         self._cursors: OrderedDict[str, tuple[_Cursor, int]] = OrderedDict()
         self._workspace_seq = 0
         self._fired: list[StatusChange] | None = None
+        self._rng_faults = random.Random(f"gitpod-sim:{seed}:faults")
+        self.faults: dict[str, Fault] = {}
+        self._fault_seq = 0
+        self.plans: dict[str, ScopedPlan] = {}
+        self._plan_seq = 0
+        self._wakes: dict[str, ScheduledEvent] = {}
+        self._wake_seq = 0
 
     # ------------------------------------------------------------------ users and world
 
@@ -352,6 +376,233 @@ class Engine:
         self._enter(inst, Phase.RUNNING, "recovered", message="")
         return inst
 
+    # ------------------------------------------------------------------ plans
+
+    def set_plan(self, scope: str, value: str, plan: LifecyclePlan) -> ScopedPlan:
+        """Set the plan of a scope (``global``, ``user`` id, ``context`` pattern), replacing it."""
+        if scope == "global":
+            value = ""
+        elif scope == "user":
+            if value not in self.users:
+                raise NotFound(f"user {value!r} does not exist")
+        elif scope == "context":
+            compile_pattern(value)
+        else:
+            raise InvalidArgument(f"unknown plan scope {scope!r}: expected global, user or context")
+        for existing in self.plans.values():
+            if existing.scope == scope and existing.value == value:
+                del self.plans[existing.id]
+                break
+        self._plan_seq += 1
+        scoped = ScopedPlan(f"plan-{self._plan_seq}", scope, value, plan)
+        self.plans[scoped.id] = scoped
+        if scope == "global":
+            self.plan = plan
+        return scoped
+
+    def delete_plan(self, plan_id: str) -> None:
+        scoped = self.plans.pop(plan_id, None)
+        if scoped is None:
+            raise NotFound(f"plan {plan_id!r} does not exist")
+        if scoped.scope == "global":
+            self.plan = LifecyclePlan()
+
+    def plan_for(self, ws: Workspace) -> LifecyclePlan:
+        """The most specific plan: newest matching context pattern, then user, then global."""
+        user_plan: LifecyclePlan | None = None
+        url = ws.context.normalized_url or ws.context.context_url
+        for scoped in reversed(self.plans.values()):
+            if scoped.scope == "context" and compile_pattern(scoped.value).search(url):
+                return scoped.plan
+            if scoped.scope == "user" and scoped.value == ws.owner_id and user_plan is None:
+                user_plan = scoped.plan
+        return user_plan or self.plan
+
+    # ------------------------------------------------------------------ faults
+
+    def add_fault(
+        self,
+        effect: Effect,
+        target: Target,
+        *,
+        count: int = 0,
+        active_from: SimTime | None = None,
+        active_until: SimTime | None = None,
+    ) -> Fault:
+        """Register a fault; one aimed at a workspace or instance binds to its active one now."""
+        validate_effect(effect)
+        if target.kind is TargetKind.WORKSPACE:
+            self._workspace(target.value)
+        elif target.kind is TargetKind.INSTANCE:
+            inst = self._instance(target.value)
+            if isinstance(effect, LIFECYCLE_EFFECTS) and not inst.status.is_active:
+                raise FailedPrecondition(f"instance {target.value} is STOPPED")
+        self._fault_seq += 1
+        fault = Fault(
+            f"fault-{self._fault_seq}",
+            effect,
+            target,
+            count=count,
+            active_from=active_from,
+            active_until=active_until,
+        )
+        self.faults[fault.id] = fault
+        if fault.is_lifecycle and fault.applies_at(self.now):
+            current = self._active_target(target)
+            if current is not None:
+                self._bind(fault, current, apply_now=True)
+        return fault
+
+    def clear_faults(self, fault_ids: list[str] | None = None) -> int:
+        """Remove faults (all when ``fault_ids`` is None); stalled phases they caused go on."""
+        if fault_ids is None:
+            chosen = list(self.faults.values())
+        else:
+            missing = [f for f in fault_ids if f not in self.faults]
+            if missing:
+                raise NotFound(f"no such fault: {', '.join(missing)}")
+            chosen = [self.faults[f] for f in fault_ids]
+        for fault in chosen:
+            del self.faults[fault.id]
+            for instance_id in fault.instances:
+                inst = self.instances[instance_id]
+                if fault.id in inst.faults:
+                    inst.faults.remove(fault.id)
+                    self._resume(inst, fault)
+        return len(chosen)
+
+    def take_rpc_faults(self, method: str) -> list[Fault]:
+        """The RPC faults that hit this call of ``method`` (a full path), consuming them."""
+        hits: list[Fault] = []
+        for fault in self.faults.values():
+            effect = fault.effect
+            if not isinstance(effect, RPC_EFFECTS) or effect.method != method:
+                continue
+            if not fault.applies_at(self.now):
+                continue
+            if (
+                isinstance(effect, RpcError)
+                and effect.probability > 0
+                and self._rng_faults.random() >= effect.probability
+            ):
+                continue
+            fault.take()
+            hits.append(fault)
+        return hits
+
+    def take_stream_faults(self, inst: Instance) -> list[Fault]:
+        """The stream faults that hit a new listen stream of ``inst``, consuming them."""
+        hits: list[Fault] = []
+        for fault in self.faults.values():
+            if not isinstance(fault.effect, (StreamEnd, StreamDuplicate)):
+                continue
+            target = fault.target
+            if target.kind is TargetKind.WORKSPACE and target.value != inst.workspace_id:
+                continue
+            if target.kind is TargetKind.INSTANCE and target.value != inst.id:
+                continue
+            if fault.applies_at(self.now):
+                fault.take()
+                hits.append(fault)
+        return hits
+
+    def _active_target(self, target: Target) -> Instance | None:
+        if target.kind is TargetKind.INSTANCE:
+            inst = self.instances[target.value]
+            return inst if inst.status.is_active else None
+        if target.kind is TargetKind.WORKSPACE:
+            ws = self.workspaces[target.value]
+            return self.instances[ws.active_instance_id] if ws.active_instance_id else None
+        return None
+
+    def _lifecycle_faults_for_start(self, ws: Workspace) -> list[Fault]:
+        url = ws.context.normalized_url or ws.context.context_url
+        chosen = []
+        for fault in self.faults.values():
+            if not fault.is_lifecycle or not fault.applies_at(self.now):
+                continue
+            target = fault.target
+            if (
+                target.kind is TargetKind.NEXT_START
+                or (target.kind is TargetKind.WORKSPACE and target.value == ws.id)
+                or (
+                    target.kind is TargetKind.CONTEXT
+                    and target.pattern is not None
+                    and target.pattern.search(url)
+                )
+            ):
+                chosen.append(fault)
+        return chosen
+
+    def _bind(self, fault: Fault, inst: Instance, *, apply_now: bool) -> None:
+        """Attach a lifecycle fault to an instance; ``apply_now`` acts on its current phase."""
+        fault.take()
+        fault.instances.append(inst.id)
+        inst.faults.append(fault.id)
+        if not apply_now:
+            return
+        effect = fault.effect
+        if isinstance(effect, StallPhase) and inst.phase is effect.phase:
+            self.scheduler.cancel(inst.step)
+            inst.step = None
+        elif isinstance(effect, InterruptRunning) and inst.phase is Phase.RUNNING:
+            self._schedule_interrupt(inst)
+
+    def _bound(self, inst: Instance, kind: type, phase: Phase | None) -> Fault | None:
+        """The first fault of ``kind`` bound to ``inst`` (for ``phase`` when it has one)."""
+        for fault_id in inst.faults:
+            fault = self.faults.get(fault_id)
+            if fault is None or not isinstance(fault.effect, kind):
+                continue
+            if phase is None or getattr(fault.effect, "phase", None) is phase:
+                return fault
+        return None
+
+    def _schedule_interrupt(self, inst: Instance) -> None:
+        fault = self._bound(inst, InterruptRunning, None)
+        if fault is None or inst.interrupt is not None:
+            return
+        effect = fault.effect
+        assert isinstance(effect, InterruptRunning)
+        inst.interrupt = self.scheduler.schedule(
+            self.now + effect.after, EventKind.INTERRUPT, inst.id
+        )
+
+    def _resume(self, inst: Instance, cleared: Fault) -> None:
+        """Undo what a cleared fault was doing to an active instance."""
+        if not inst.status.is_active:
+            return
+        phase = inst.phase
+        if (
+            isinstance(cleared.effect, StallPhase)
+            and inst.step is None
+            and phase in TIMED_PHASES
+            and phase is cleared.effect.phase
+            and self._bound(inst, StallPhase, phase) is None
+        ):
+            if phase is Phase.IMAGEBUILD and inst.build is not None:
+                inst.build.started_at, inst.build.duration = self.now, 0
+            inst.step = self._schedule_step(inst, phase)
+        elif (
+            isinstance(cleared.effect, InterruptRunning)
+            and inst.interrupt is not None
+            and self._bound(inst, InterruptRunning, None) is None
+        ):
+            self.scheduler.cancel(inst.interrupt)
+            inst.interrupt = None
+
+    # ------------------------------------------------------------------ runtime timers
+
+    def schedule_wake(self, delay: Duration) -> str:
+        """A timer that fires a :class:`Wake` event ``delay`` from now; answers its key."""
+        self._wake_seq += 1
+        key = f"wake-{self._wake_seq}"
+        self._wakes[key] = self.scheduler.schedule(self.now + delay, EventKind.WAKE, key)
+        return key
+
+    def cancel_wake(self, key: str) -> None:
+        self.scheduler.cancel(self._wakes.pop(key, None))
+
     # ------------------------------------------------------------------ time
 
     def next_event(self) -> ScheduledEvent | None:
@@ -540,7 +791,7 @@ class Engine:
     # ------------------------------------------------------------------ internals: lifecycle
 
     def _start_instance(self, ws: Workspace) -> Instance:
-        plan = self.plan
+        plan = self.plan_for(ws)
         repository = ws.context.repository
         if ws.context.kind != "git" or plan.build_policy is BuildPolicy.NEVER:
             needs_build = False  # a prebuild's image is built; a snapshot brings its own
@@ -573,6 +824,8 @@ class Engine:
         ws.latest_instance_id = inst.id
         ws.active_instance_id = inst.id
         self._touch(ws, self.now)
+        for fault in self._lifecycle_faults_for_start(ws):
+            self._bind(fault, inst, apply_now=False)
         self._enter(inst, phase, "start", first=True)
         return inst
 
@@ -605,7 +858,8 @@ class Engine:
         inst.phase_started_at = now
         if phase is Phase.IMAGEBUILD:
             duration = plan.duration_of(phase, self._rng_durations)
-            inst.step = sched.schedule(now + duration, EventKind.STEP, inst.id)
+            if self._bound(inst, StallPhase, phase) is None:
+                inst.step = sched.schedule(now + duration, EventKind.STEP, inst.id)
             lines = build_log(self._rng_logs, inst.repository, plan.build_log_lines)
             inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
         elif phase is Phase.PENDING:
@@ -629,6 +883,7 @@ class Engine:
                     at = max(inst.created_at + timeouts.max_lifetime, now)
                     inst.lifetime = sched.schedule(at, EventKind.LIFETIME_TIMEOUT, inst.id)
             self._schedule_inactivity(inst)
+            self._schedule_interrupt(inst)
         elif phase is Phase.INTERRUPTED:
             sched.cancel(inst.inactivity)
             inst.inactivity = None
@@ -653,7 +908,9 @@ class Engine:
             self._write_log(inst, inst.build.pending.pop(0))  # a build speaks at once
             self._schedule_next_log_line(inst)
 
-    def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent:
+    def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent | None:
+        if self._bound(inst, StallPhase, phase) is not None:
+            return None  # stalled: only a timeout, a stop or clearing the fault ends it
         duration = inst.plan.duration_of(phase, self._rng_durations)
         return self.scheduler.schedule(self.now + duration, EventKind.STEP, inst.id)
 
@@ -677,9 +934,17 @@ class Engine:
             inst.inactivity = self.scheduler.schedule(at, EventKind.INACTIVITY_TIMEOUT, inst.id)
 
     def _cancel_all(self, inst: Instance) -> None:
-        for event in (inst.phase_timeout, inst.inactivity, inst.lifetime, inst.recover, inst.log):
+        for event in (
+            inst.phase_timeout,
+            inst.inactivity,
+            inst.lifetime,
+            inst.recover,
+            inst.log,
+            inst.interrupt,
+        ):
             self.scheduler.cancel(event)
         inst.phase_timeout = inst.inactivity = inst.lifetime = inst.recover = inst.log = None
+        inst.interrupt = None
 
     def _end_build(self, inst: Instance, *, success: bool) -> None:
         build = inst.build
@@ -730,10 +995,22 @@ class Engine:
             self.observer(change)
 
     def _fire(self, event: ScheduledEvent) -> None:
-        inst = self.instances[event.instance_id]
         kind = event.kind
+        if kind is EventKind.WAKE:
+            self._wakes.pop(event.instance_id, None)
+            if self.observer is not None:
+                self.observer(Wake(self.now, event.instance_id))
+            return
+        inst = self.instances[event.instance_id]
         if kind is EventKind.STEP:
             inst.step = None
+            failure = self._bound(inst, FailPhase, inst.phase)
+            if failure is not None:
+                effect = failure.effect
+                assert isinstance(effect, FailPhase)
+                inst.faults.remove(failure.id)
+                self.fail(inst.id, effect.reason, list(effect.log_tail) or None)
+                return
             target = next_phase(inst.phase, Trigger.STEP_DONE)
             if target is not None:
                 self._enter(inst, target, "step")
@@ -742,6 +1019,14 @@ class Engine:
             if inst.build is not None and inst.build.pending:
                 self._write_log(inst, inst.build.pending.pop(0))
                 self._schedule_next_log_line(inst)
+        elif kind is EventKind.INTERRUPT:
+            inst.interrupt = None
+            fault = self._bound(inst, InterruptRunning, None)
+            if fault is not None and inst.phase is Phase.RUNNING:
+                inst.faults.remove(fault.id)
+                effect = fault.effect
+                assert isinstance(effect, InterruptRunning)
+                self.interrupt(inst.id, effect.duration)
         elif kind is EventKind.RECOVER:
             inst.recover = None
             if inst.phase is Phase.INTERRUPTED:

@@ -124,6 +124,9 @@ class Instance:
     lifetime: ScheduledEvent | None = field(default=None, repr=False)
     recover: ScheduledEvent | None = field(default=None, repr=False)
     log: ScheduledEvent | None = field(default=None, repr=False)
+    interrupt: ScheduledEvent | None = field(default=None, repr=False)
+    faults: list[str] = field(default_factory=list, repr=False)
+    """Ids of the lifecycle faults bound to this instance and not yet spent."""
 
     @property
     def phase(self) -> Phase:
@@ -158,4 +161,12 @@ class BuildLogLine:
     line: str
 
 
-EngineEvent = StatusChange | BuildLogLine
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """A timer the runtime asked for (e.g. a simulated RPC latency) is due."""
+
+    at: SimTime
+    key: str
+
+
+EngineEvent = StatusChange | BuildLogLine | Wake

@@ -138,3 +138,13 @@ class LifecyclePlan:
         for name, value in seconds.items():
             durations[Phase[name.upper()]] = Fixed(round(value * SECOND))
         return replace(self, durations=durations)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedPlan:
+    """A plan and who it applies to: ``global``, a ``user`` id, or a ``context`` URL pattern."""
+
+    id: str
+    scope: str
+    value: str
+    plan: LifecyclePlan

@@ -17,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
+import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from grpclib.client import Channel
@@ -32,10 +37,14 @@ from simulator.activity import Activity
 from simulator.broadcast import Hub
 from simulator.clock import DEFAULT_AUTOJUMP_GRACE, ClockMode, SimClock
 from simulator.codec import SimCodec
+from simulator.control import ControlService
 from simulator.driver import ClockDriver
 from simulator.engine import Engine
-from simulator.model import EngineEvent, Instance, Prebuild, StatusChange, User, Workspace
-from simulator.plan import LifecyclePlan
+from simulator.errors import InvalidArgument
+from simulator.faults import Effect, Fault, Target
+from simulator.journal import DEFAULT_MAX_ENTRIES, Journal, summarize
+from simulator.model import EngineEvent, Instance, Prebuild, StatusChange, User, Wake, Workspace
+from simulator.plan import LifecyclePlan, ScopedPlan
 from simulator.service import WorkspacesService
 from simulator.simtime import (
     DEFAULT_START,
@@ -47,7 +56,11 @@ from simulator.simtime import (
     parse_instant,
     to_datetime,
 )
+from simulator.state import export_state, import_state
 from simulator.transitions import Phase
+
+if TYPE_CHECKING:
+    from simulator.connect_gateway import ConnectGateway
 
 log = logging.getLogger("gitpod_sim.engine")
 _T = TypeVar("_T")
@@ -87,9 +100,12 @@ class Simulator:
         start_time: SimTime | str | dt.datetime = DEFAULT_START,
         plan: LifecyclePlan | None = None,
         users: Mapping[str, str | None] | Iterable[str] | None = None,
+        admin_token: str | None = None,
+        journal_size: int = DEFAULT_MAX_ENTRIES,
         wall: Callable[[], float] = time.monotonic,
     ) -> None:
         start = _to_instant(start_time)
+        self._start_time = start
         grace = to_duration(autojump_grace) / SECOND
         self.activity = Activity(wall)
         self.hub = Hub(self.activity)
@@ -98,6 +114,10 @@ class Simulator:
         self.driver = ClockDriver(self)
         self.activity.on_change = self.driver.kick
         self.service = WorkspacesService(self)
+        self.control = ControlService(self)
+        self.journal = Journal(journal_size)
+        self.admin_token = admin_token or _admin_token(seed)
+        self._wake_futures: dict[str, asyncio.Future[None]] = {}
         self.codec = SimCodec()
         self._listeners: list[Callable[[EngineEvent], None]] = []
         self._driver_users = 0
@@ -202,16 +222,179 @@ class Simulator:
             changes += self.jump_to(event.at)
         return changes
 
-    def set_clock(self, mode: ClockMode | str, speed: float | None = None) -> None:
+    def set_clock(
+        self,
+        mode: ClockMode | str,
+        speed: float | None = None,
+        *,
+        autojump_grace: DurationLike | None = None,
+    ) -> None:
+        """Switch the clock's mode (and speed, grace period); time stays where it is."""
         self.sync()
         self.clock.set_mode(ClockMode(mode), speed)
+        if autojump_grace is not None:
+            self.clock.autojump_grace = to_duration(autojump_grace) / SECOND
         self.kick()
+
+    def clock_info(self) -> ClockInfo:
+        """The clock and what is scheduled next."""
+        self.sync()
+        event = self.engine.next_event()
+        return ClockInfo(
+            now=self.clock.now(),
+            mode=self.clock.mode,
+            speed=self.clock.speed,
+            autojump_grace=self.clock.autojump_grace,
+            next_event_at=None if event is None else event.at,
+            next_event_kind="" if event is None else event.kind.value,
+            pending_events=len(self.engine.scheduler),
+        )
+
+    # ------------------------------------------------------------------ plans and faults
+
+    def set_plan(
+        self, plan: LifecyclePlan, *, scope: str = "global", value: str = ""
+    ) -> ScopedPlan:
+        """Set the plan for starts in a scope: ``global``, ``user`` (id) or ``context`` (regex)."""
+        return self.engine.set_plan(scope, value, plan)
+
+    def delete_plan(self, plan_id: str) -> None:
+        self.engine.delete_plan(plan_id)
+
+    def plans(self) -> list[ScopedPlan]:
+        return list(self.engine.plans.values())
+
+    def add_fault(
+        self,
+        effect: Effect,
+        target: Target,
+        *,
+        count: int = 0,
+        active_from: SimTime | None = None,
+        active_until: SimTime | None = None,
+    ) -> Fault:
+        """Aim a fault (see :mod:`simulator.faults`); ``count`` 0 means unlimited."""
+        self.sync()
+        fault = self.engine.add_fault(
+            effect, target, count=count, active_from=active_from, active_until=active_until
+        )
+        self.kick()
+        return fault
+
+    def faults(self) -> list[Fault]:
+        return list(self.engine.faults.values())
+
+    def clear_faults(self, fault_ids: list[str] | None = None) -> int:
+        """Clear the given faults (all when None); answers how many were cleared."""
+        self.sync()
+        return self._kicked(self.engine.clear_faults(fault_ids))
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self, seed: int | None = None, *, drop_users: bool = False) -> None:
+        """Empty the simulator without a restart (same or new seed); users stay unless dropped.
+
+        Open streams end with ABORTED; the clock goes back to the start time in the same mode.
+        """
+        users = [] if drop_users else list(self.engine.users.values())
+        engine = Engine(
+            seed=self.engine.seed if seed is None else seed,
+            start_time=self._start_time,
+            observer=self._observe,
+        )
+        for user in users:
+            engine.add_user(user.id, user.token)
+        self._install(engine, "the simulator was reset")
+
+    def export_state(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data (see :mod:`simulator.state`)."""
+        self.sync()
+        data = export_state(self.engine)
+        data["clock"] = {
+            "mode": self.clock.mode.value,
+            "speed": self.clock.speed,
+            "autojump_grace": self.clock.autojump_grace,
+        }
+        return data
+
+    def import_state(self, data: dict[str, Any]) -> None:
+        """Replace the whole state with an exported one (open streams end with ABORTED)."""
+        engine = import_state(data, observer=self._observe)
+        clock = data.get("clock") or {}
+        self._install(engine, "the simulator's state was replaced by an import")
+        try:
+            self.clock.set_mode(
+                ClockMode(clock.get("mode", self.clock.mode.value)), clock.get("speed")
+            )
+            self.clock.autojump_grace = float(
+                clock.get("autojump_grace", self.clock.autojump_grace)
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"malformed clock in state: {exc}") from None
+
+    def save_state(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`export_state` to a file (atomically: a crash leaves the old file)."""
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps(self.export_state()), encoding="utf-8")
+        os.replace(tmp, target)
+
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{path} is not JSON: {exc}") from None
+        self.import_state(data)
+
+    def _install(self, engine: Engine, reason: str) -> None:
+        self.hub.close_all(reason, code="ABORTED", final=False)
+        for future in self._wake_futures.values():
+            if not future.done():
+                future.set_result(None)
+        self._wake_futures.clear()
+        self.engine = engine
+        self.clock.reset(engine.now)
+        self.kick()
+
+    # ------------------------------------------------------------------ for the service layer
+
+    def record_rpc(
+        self, method: str, caller: str, request: object, code: str, message: str
+    ) -> None:
+        self.journal.record_rpc(self.engine.now, method, caller, summarize(request), code, message)
+
+    async def sleep_simulated(self, delay: Duration) -> None:
+        """Wait until ``delay`` of simulated time has passed (a stream-like wait for autojump)."""
+        key = self.engine.schedule_wake(delay)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wake_futures[key] = future
+        self.kick()
+        self.activity.wait_started()
+        try:
+            await future
+        finally:
+            self.activity.wait_ended()
+            if self._wake_futures.pop(key, None) is not None:
+                self.engine.cancel_wake(key)
 
     def kick(self) -> None:
         """Wake the clock driver after anything that may change what is due next."""
         self.driver.kick()
 
     # ------------------------------------------------------------------ serving
+
+    def api_services(self) -> list[Any]:
+        """The simulator's own gRPC services: what health and reflection describe."""
+        return [self.service, self.control]
+
+    def services(self) -> list[Any]:
+        """Everything served on a port or channel: the API services, health and reflection."""
+        from simulator.health import HEALTH_SERVICE, health_service
+        from simulator.reflection import reflection_services, service_names
+
+        apis = self.api_services()
+        names = service_names(apis)
+        return [*apis, health_service(names), *reflection_services([*names, HEALTH_SERVICE])]
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Simulator]:
@@ -243,7 +426,7 @@ class Simulator:
     @asynccontextmanager
     async def channel(self) -> AsyncIterator[Channel]:
         """A grpclib client channel connected to this simulator in memory (no sockets)."""
-        async with self.running(), ChannelFor([self.service], codec=self.codec) as channel:
+        async with self.running(), ChannelFor(self.services(), codec=self.codec) as channel:
             try:
                 yield channel
             finally:
@@ -252,7 +435,7 @@ class Simulator:
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Server]:
         """Serve on a TCP port (0: a free one; read it from :func:`bound_port`)."""
-        server = Server([self.service], codec=self.codec)
+        server = Server(self.services(), codec=self.codec)
         async with self.running():
             await server.start(host, port)
             try:
@@ -261,6 +444,22 @@ class Simulator:
                 await self._end_streams()
                 server.close()
                 await server.wait_closed()
+
+    @asynccontextmanager
+    async def serve_http(
+        self, host: str = "127.0.0.1", port: int = 0, cors_origins: Iterable[str] = ()
+    ) -> AsyncIterator[ConnectGateway]:
+        """Serve Connect and gRPC-Web over HTTP/1.1 (0: a free port; read ``gateway.port``)."""
+        from simulator.connect_gateway import ConnectGateway
+
+        gateway = ConnectGateway(self.services(), self.codec, cors_origins)
+        async with self.running():
+            await gateway.start(host, port)
+            try:
+                yield gateway
+            finally:
+                await self._end_streams()
+                await gateway.close()
 
     async def _end_streams(self, rounds: int = 200) -> None:
         """End open streams with UNAVAILABLE and give their handlers a chance to say so."""
@@ -275,8 +474,14 @@ class Simulator:
     # ------------------------------------------------------------------ internals
 
     def _observe(self, event: EngineEvent) -> None:
+        if isinstance(event, Wake):
+            future = self._wake_futures.pop(event.key, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
         self.hub.publish(event)
         if isinstance(event, StatusChange):
+            self.journal.record_transition(event)
             self.driver.kick()
             if log.isEnabledFor(logging.INFO):
                 prev = event.previous.phase.name if event.previous is not None else "-"
@@ -294,6 +499,24 @@ class Simulator:
     def _kicked(self, value: _T) -> _T:
         self.kick()
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class ClockInfo:
+    now: SimTime
+    mode: ClockMode
+    speed: float
+    autojump_grace: float
+    """Seconds of real quiet before autojump jumps to a timeout."""
+    next_event_at: SimTime | None
+    next_event_kind: str
+    pending_events: int
+
+
+def _admin_token(seed: int) -> str:
+    """The admin token when none is given: from the seed (so runs are reproducible)."""
+    rng = random.Random(f"gitpod-sim:{seed}:admin")
+    return "gitpod_sim_admin_" + "".join(rng.choices("0123456789abcdefghijklmnopqrstuvwxyz", k=32))
 
 
 def bound_port(server: Server) -> int:

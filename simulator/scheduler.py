@@ -28,6 +28,10 @@ class EventKind(enum.Enum):
     """A limit on the current phase (initialization, startup, interruption, stopping)."""
     INACTIVITY_TIMEOUT = "inactivity-timeout"
     LIFETIME_TIMEOUT = "lifetime-timeout"
+    INTERRUPT = "interrupt"
+    """An interrupt fault's scheduled effect."""
+    WAKE = "wake"
+    """A runtime timer (``instance_id`` holds its key); fires a Wake event."""
 
     @property
     def is_timeout(self) -> bool:

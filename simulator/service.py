@@ -8,6 +8,7 @@ read the current state (no await in between), so they never miss or repeat a cha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,19 +19,23 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.auth import authenticate
+from simulator.auth import authenticate, bearer_token
 from simulator.broadcast import Closed, Delivery, Subscription
 from simulator.codec import Preencoded
 from simulator.convert import STOP_PAYLOAD, instance_pb, log_payload, workspace_pb
-from simulator.errors import InvalidArgument, SimError
+from simulator.errors import InvalidArgument, PermissionDenied, SimError
+from simulator.faults import RpcError, RpcLatency, StreamDuplicate, StreamEnd
 from simulator.field_mask import FieldMaskError, FieldMaskPlan
 from simulator.model import User
+from simulator.simtime import SECOND
 from simulator.transitions import Phase
 
 if TYPE_CHECKING:
+    from simulator.engine import Engine
     from simulator.runtime import Simulator
 
 SERVICE_NAME = "gitpod.v1.WorkspacesService"
+CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
 log = logging.getLogger("gitpod_sim.rpc")
 
 Req = TypeVar("Req")
@@ -43,9 +48,12 @@ class WorkspacesService:
 
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim
-        self._engine = sim.engine
         self._hub = sim.hub
         self._activity = sim.activity
+
+    @property
+    def _engine(self) -> Engine:
+        return self._sim.engine  # replaced on reset and import
 
     # ------------------------------------------------------------------ plumbing
 
@@ -83,57 +91,94 @@ class WorkspacesService:
             for name, wrap, fn, request, reply in table
         }
 
-    def _begin(self, stream: Stream[Any, Any], request: Any) -> User:
-        """Authenticate and bring the engine up to the clock's present."""
+    async def _begin(self, path: str, stream: Stream[Any, Any], request: Any) -> User:
+        """Authenticate, bring the engine up to the clock's present, apply RPC faults."""
         self._activity.io()
         if request is None:
             raise InvalidArgument("request message is missing")
+        if bearer_token(stream.metadata) == self._sim.admin_token:
+            raise PermissionDenied(
+                f"the admin token is for {CONTROL_SERVICE} only;"
+                f" call {SERVICE_NAME} with an API token"
+            )
         user = authenticate(stream.metadata, self._engine.user_by_token)
         self._sim.sync()
+        faults = self._engine.take_rpc_faults(path)
+        for fault in faults:  # latency first, then an injected error
+            effect = fault.effect
+            if isinstance(effect, RpcLatency):
+                if effect.simulated:
+                    await self._sim.sleep_simulated(effect.latency)
+                else:
+                    await asyncio.sleep(effect.latency / SECOND)
+                self._sim.sync()
+        for fault in faults:
+            effect = fault.effect
+            if isinstance(effect, RpcError):
+                raise GRPCError(Status[effect.code], effect.message)
         return user
 
     def _unary(self, method: str, fn: Callable[[User, Any], Any]) -> RawHandler:
+        path = f"/{SERVICE_NAME}/{method}"
+
         async def handle(stream: Stream[Any, Any]) -> None:
             self._activity.call_started()
-            caller = "-"
+            caller, code, message, request = "-", "OK", "", None
             try:
                 request = await stream.recv_message()
-                user = self._begin(stream, request)
+                user = await self._begin(path, stream, request)
                 caller = user.id
                 response = fn(user, request)
                 self._sim.kick()
             except SimError as exc:
-                _log_rpc(method, caller, exc.code, exc.message)
+                code, message = exc.code, exc.message
                 raise GRPCError(Status[exc.code], exc.message) from None
+            except GRPCError as exc:
+                code, message = exc.status.name, exc.message or ""
+                raise
             finally:
                 self._activity.call_ended()
+                self._finish(path, caller, request, code, message)
             await stream.send_message(response)
-            _log_rpc(method, caller, "OK")
 
         return handle
 
     def _streaming(
         self, method: str, fn: Callable[[Stream[Any, Any], User, Any], Awaitable[None]]
     ) -> RawHandler:
+        path = f"/{SERVICE_NAME}/{method}"
+
         async def handle(stream: Stream[Any, Any]) -> None:
             self._activity.call_started()
-            caller = "-"
+            caller, code, message, request = "-", "OK", "", None
             try:
                 request = await stream.recv_message()
-                user = self._begin(stream, request)
+                user = await self._begin(path, stream, request)
                 caller = user.id
                 await fn(stream, user, request)
             except SimError as exc:
-                _log_rpc(method, caller, exc.code, exc.message)
+                code, message = exc.code, exc.message
                 raise GRPCError(Status[exc.code], exc.message) from None
             except Closed as exc:
-                _log_rpc(method, caller, "UNAVAILABLE", exc.reason)
-                raise GRPCError(Status.UNAVAILABLE, exc.reason) from None
+                code, message = exc.code, exc.reason
+                raise GRPCError(Status[exc.code], exc.reason) from None
+            except GRPCError as exc:
+                code, message = exc.status.name, exc.message or ""
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
             finally:
                 self._activity.call_ended()
-            _log_rpc(method, caller, "OK")
+                self._finish(path, caller, request, code, message)
 
         return handle
+
+    def _finish(self, path: str, caller: str, request: Any, code: str, message: str) -> None:
+        self._sim.record_rpc(path, caller, request, code, message)
+        if log.isEnabledFor(logging.INFO):
+            suffix = f": {message}" if message else ""
+            log.info("rpc %s by %s -> %s%s", path.rsplit("/", 1)[-1], caller, code, suffix)
 
     async def _send(self, stream: Stream[Any, Any], message: Any) -> None:
         await stream.send_message(message)
@@ -204,16 +249,31 @@ class WorkspacesService:
     ) -> None:
         """The current status, then every change in order; ends right after STOPPED."""
         inst = self._engine.instance_for(user, request.instance_id)
-        current = Preencoded(self._hub.current_payload(inst.id, inst.status))
+        faults = [f.effect for f in self._engine.take_stream_faults(inst)]
+        end = next((e for e in faults if isinstance(e, StreamEnd)), None)
+        duplicate = any(isinstance(e, StreamDuplicate) for e in faults)
+        sent = 0
+
+        async def send(payload: bytes) -> None:
+            nonlocal sent
+            if end is not None and sent >= end.after_messages:
+                raise GRPCError(Status[end.code], end.message)
+            await self._send(stream, Preencoded(payload))
+            sent += 1
+
+        current = self._hub.current_payload(inst.id, inst.status)
         if inst.phase is Phase.STOPPED:
-            await self._send(stream, current)
+            await send(current)
             return
         sub = self._hub.subscribe_status(inst.id)
         try:
-            await self._send(stream, current)
+            await send(current)
             while (item := await sub.next()) is not None:
                 assert isinstance(item, Delivery)
-                await self._send(stream, Preencoded(item.payload))
+                await send(item.payload)
+                if duplicate:
+                    duplicate = False
+                    await send(item.payload)
                 if item.change.status.phase is Phase.STOPPED:
                     return
         finally:
@@ -264,9 +324,3 @@ class WorkspacesService:
                     await self._send(stream, _STOP)
         finally:
             sub.cancel()
-
-
-def _log_rpc(method: str, caller: str, code: str, detail: str = "") -> None:
-    if log.isEnabledFor(logging.INFO):
-        suffix = f": {detail}" if detail else ""
-        log.info("rpc %s by %s -> %s%s", method, caller, code, suffix)

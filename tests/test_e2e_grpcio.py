@@ -7,11 +7,8 @@ imported here.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,45 +37,9 @@ WORKSPACE_ID_RE = re.compile(r"^[0-9a-z]{2,16}-[0-9a-z]{2,16}-[0-9a-z]{8,11}$")
 
 
 @pytest.fixture(scope="session")
-def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """Google protobuf messages and grpc stubs, generated from ``proto/`` into a temp dir."""
-    import grpc_tools
-
-    out = tmp_path_factory.mktemp("grpcio_stubs")
-    include = Path(grpc_tools.__file__).parent / "_proto"
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
-    assert protos, f"no .proto files under {PROTO_DIR}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{PROTO_DIR}",
-            f"-I{include}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            *protos,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, f"protoc failed:\n{proc.stdout}\n{proc.stderr}"
-    sys.path.insert(0, str(out))
-    try:
-        importlib.invalidate_caches()
-        workspaces_pb2 = importlib.import_module("gitpod.v1.workspaces_pb2")
-        pagination_pb2 = importlib.import_module("gitpod.v1.pagination_pb2")
-        workspaces_pb2_grpc = importlib.import_module("gitpod.v1.workspaces_pb2_grpc")
-        yield SimpleNamespace(
-            ws=workspaces_pb2, pagination=pagination_pb2, grpc=workspaces_pb2_grpc
-        )
-    finally:
-        while str(out) in sys.path:
-            sys.path.remove(str(out))
-        for name in [m for m in sys.modules if m == "gitpod" or m.startswith("gitpod.")]:
-            del sys.modules[name]
+def pb(grpcio_pb: SimpleNamespace) -> SimpleNamespace:
+    """Google protobuf messages and grpc stubs, generated from ``proto/`` at test time."""
+    return grpcio_pb
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,387 @@
+"""gitpod.simulator.v1 messages <-> the simulator's own plan, fault and journal types.
+
+Every conversion validates as it goes: a bad control request becomes INVALID_ARGUMENT with a
+message naming the field, never a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import betterproto2
+from grpclib.const import Status
+
+from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.errors import InvalidArgument
+from simulator.faults import (
+    DEFAULT_CONTENT_INIT_REASON,
+    DEFAULT_IMAGE_BUILD_REASON,
+    DEFAULT_IMAGE_PULL_REASON,
+    Effect,
+    FailPhase,
+    Fault,
+    InterruptRunning,
+    RpcError,
+    RpcLatency,
+    StallPhase,
+    StreamDuplicate,
+    StreamEnd,
+    Target,
+    TargetKind,
+    method_path,
+)
+from simulator.journal import Entry, RpcEntry
+from simulator.model import StatusChange
+from simulator.plan import (
+    DEFAULT_DURATIONS,
+    BuildPolicy,
+    Distribution,
+    Fixed,
+    LifecyclePlan,
+    LogNormal,
+    ScopedPlan,
+    Timeouts,
+    Uniform,
+)
+from simulator.simtime import Duration, SimTime, from_datetime, to_datetime
+from simulator.transitions import Phase
+
+_BUILD_POLICIES = {
+    spb.BuildPolicy.FIRST_START: BuildPolicy.FIRST_START,
+    spb.BuildPolicy.ALWAYS: BuildPolicy.ALWAYS,
+    spb.BuildPolicy.NEVER: BuildPolicy.NEVER,
+}
+_TIMEOUT_FIELDS = (
+    "initialization",
+    "startup",
+    "inactivity",
+    "max_lifetime",
+    "interruption",
+    "stopping",
+)
+
+
+# ---------------------------------------------------------------------------- time
+
+
+def duration_in(value: dt.timedelta | None, field: str, *, default: Duration = 0) -> Duration:
+    """A protobuf Duration as microseconds; negative is INVALID_ARGUMENT naming ``field``."""
+    if value is None:
+        return default
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    if micros < 0:
+        raise InvalidArgument(f"{field} must not be negative, got {value}")
+    return micros
+
+
+def duration_out(micros: Duration) -> dt.timedelta:
+    return dt.timedelta(microseconds=micros)
+
+
+def instant_in(value: dt.datetime | None) -> SimTime | None:
+    return None if value is None else from_datetime(value)
+
+
+def transition_pb(change: StatusChange) -> spb.Transition:
+    return spb.Transition(
+        at=to_datetime(change.at),
+        instance_id=change.instance_id,
+        workspace_id=change.workspace_id,
+        from_phase=change.previous.phase if change.previous is not None else Phase.UNSPECIFIED,
+        to_phase=change.status.phase,
+        status_version=change.status.version,
+        cause=change.cause,
+        owner_id=change.owner_id,
+    )
+
+
+def journal_entry_pb(entry: Entry) -> spb.JournalEntry:
+    if isinstance(entry, RpcEntry):
+        return spb.JournalEntry(
+            seq=entry.seq,
+            at=to_datetime(entry.at),
+            rpc=spb.RpcRecord(
+                method=entry.method,
+                caller=entry.caller,
+                request=entry.request,
+                code=entry.code,
+                message=entry.message,
+            ),
+        )
+    return spb.JournalEntry(
+        seq=entry.seq, at=to_datetime(entry.at), transition=transition_pb(entry.change)
+    )
+
+
+# ---------------------------------------------------------------------------- plans
+
+
+def _distribution_in(d: spb.Distribution | None, phase: Phase) -> Distribution:
+    where = f"duration of {phase.name}"
+    if d is None:
+        raise InvalidArgument(f"{where} is missing")
+    kind, value = betterproto2.which_one_of(d, "kind")
+    try:
+        if kind == "fixed":
+            return Fixed(duration_in(value, where))
+        if kind == "uniform":
+            assert isinstance(value, spb.UniformDistribution)
+            return Uniform(duration_in(value.low, where), duration_in(value.high, where))
+        if kind == "lognormal":
+            assert isinstance(value, spb.LogNormalDistribution)
+            cap = None if value.cap is None else duration_in(value.cap, where)
+            return LogNormal(duration_in(value.median, where), value.sigma, cap)
+    except ValueError as exc:
+        raise InvalidArgument(f"{where}: {exc}") from None
+    raise InvalidArgument(f"{where} needs one of fixed, uniform, lognormal")
+
+
+def plan_in(message: spb.LifecyclePlan | None) -> LifecyclePlan:
+    if message is None:
+        return LifecyclePlan()
+    durations = dict(DEFAULT_DURATIONS)
+    for item in message.durations:
+        phase = Phase(item.phase)
+        if phase not in DEFAULT_DURATIONS:
+            raise InvalidArgument(
+                f"phase {phase.name} has no duration of its own "
+                "(IMAGEBUILD, PENDING, CREATING, INITIALIZING, STOPPING do)"
+            )
+        durations[phase] = _distribution_in(item.duration, phase)
+    timeouts = Timeouts()
+    if message.timeouts is not None:
+        values: dict[str, Duration | None] = {}
+        for name in _TIMEOUT_FIELDS:
+            given = getattr(message.timeouts, name)
+            if given is None:
+                values[name] = getattr(timeouts, name)
+            else:
+                micros = duration_in(given, f"timeouts.{name}")
+                values[name] = micros or None  # zero disables the limit
+        timeouts = Timeouts(**values)
+    try:
+        return LifecyclePlan(
+            durations=durations,
+            build_policy=_BUILD_POLICIES.get(message.build_policy, BuildPolicy.FIRST_START),
+            timeouts=timeouts,
+            cluster=message.cluster or "eu53",
+            build_log_lines=message.build_log_lines or 8,
+        )
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _distribution_out(d: Distribution) -> spb.Distribution:
+    if isinstance(d, Fixed):
+        return spb.Distribution(fixed=duration_out(d.duration))
+    if isinstance(d, Uniform):
+        return spb.Distribution(
+            uniform=spb.UniformDistribution(low=duration_out(d.low), high=duration_out(d.high))
+        )
+    return spb.Distribution(
+        lognormal=spb.LogNormalDistribution(
+            median=duration_out(d.median),
+            sigma=d.sigma,
+            cap=None if d.cap is None else duration_out(d.cap),
+        )
+    )
+
+
+def plan_out(plan: LifecyclePlan) -> spb.LifecyclePlan:
+    reverse = {v: k for k, v in _BUILD_POLICIES.items()}
+    t = plan.timeouts
+    return spb.LifecyclePlan(
+        durations=[
+            spb.PhaseDuration(phase=phase, duration=_distribution_out(d))
+            for phase, d in plan.durations.items()
+        ],
+        build_policy=reverse[plan.build_policy],
+        timeouts=spb.Timeouts(
+            **{name: duration_out(getattr(t, name) or 0) for name in _TIMEOUT_FIELDS}
+        ),
+        cluster=plan.cluster,
+        build_log_lines=plan.build_log_lines,
+    )
+
+
+def scope_in(scope: spb.PlanScope | None) -> tuple[str, str]:
+    if scope is None:
+        return "global", ""
+    kind, value = betterproto2.which_one_of(scope, "target")
+    if kind in ("", "global", "global_"):
+        return "global", ""
+    if kind == "user_id":
+        if not value:
+            raise InvalidArgument("scope.user_id must not be empty")
+        return "user", str(value)
+    return "context", str(value)
+
+
+def scoped_plan_out(scoped: ScopedPlan) -> spb.ScopedPlan:
+    if scoped.scope == "user":
+        scope = spb.PlanScope(user_id=scoped.value)
+    elif scoped.scope == "context":
+        scope = spb.PlanScope(context_pattern=scoped.value)
+    else:
+        scope = spb.PlanScope(global_=True)
+    return spb.ScopedPlan(id=scoped.id, scope=scope, plan=plan_out(scoped.plan))
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def status_name(code: int) -> str:
+    """A gRPC status code number (1..16) as its name; OK (0) and unknown numbers are refused."""
+    try:
+        status = Status(code)
+    except ValueError:
+        raise InvalidArgument(f"unknown gRPC status code {code}: expected 1..16") from None
+    if status is Status.OK:
+        raise InvalidArgument("a fault's status code cannot be OK (0)")
+    return status.name
+
+
+def target_in(target: spb.FaultTarget | None, default: TargetKind) -> Target:
+    if target is None:
+        return Target.of(default)
+    kind, value = betterproto2.which_one_of(target, "target")
+    mapping = {
+        "next_start": TargetKind.NEXT_START,
+        "workspace_id": TargetKind.WORKSPACE,
+        "instance_id": TargetKind.INSTANCE,
+        "context_pattern": TargetKind.CONTEXT,
+        "any": TargetKind.ANY,
+    }
+    if kind == "":
+        return Target.of(default)
+    if kind in ("workspace_id", "instance_id", "context_pattern"):
+        return Target.of(mapping[kind], str(value))
+    return Target.of(mapping[kind])
+
+
+def effect_in(spec: spb.FaultSpec) -> tuple[Effect, TargetKind]:
+    """The effect of a fault spec and the target kind used when the spec names none."""
+    kind, value = betterproto2.which_one_of(spec, "kind")
+    if kind == "fail_image_build":
+        assert isinstance(value, spb.FailImageBuild)
+        reason = value.reason or DEFAULT_IMAGE_BUILD_REASON
+        return FailPhase(Phase.IMAGEBUILD, reason, tuple(value.log_tail)), TargetKind.NEXT_START
+    if kind == "fail_creating":
+        assert isinstance(value, spb.FailCreating)
+        return (
+            FailPhase(Phase.CREATING, value.reason or DEFAULT_IMAGE_PULL_REASON),
+            TargetKind.NEXT_START,
+        )
+    if kind == "fail_initializing":
+        assert isinstance(value, spb.FailInitializing)
+        return (
+            FailPhase(Phase.INITIALIZING, value.reason or DEFAULT_CONTENT_INIT_REASON),
+            TargetKind.NEXT_START,
+        )
+    if kind == "interrupt":
+        assert isinstance(value, spb.Interrupt)
+        duration = None if value.duration is None else duration_in(value.duration, "duration")
+        return (
+            InterruptRunning(duration_in(value.after, "after"), duration),
+            TargetKind.NEXT_START,
+        )
+    if kind == "stall_phase":
+        assert isinstance(value, spb.StallPhase)
+        return StallPhase(Phase(value.phase)), TargetKind.NEXT_START
+    if kind == "rpc_error":
+        assert isinstance(value, spb.RpcError)
+        return (
+            RpcError(
+                method_path(value.method),
+                status_name(value.code),
+                value.message or f"injected fault: {status_name(value.code)}",
+                value.probability,
+            ),
+            TargetKind.ANY,
+        )
+    if kind == "rpc_latency":
+        assert isinstance(value, spb.RpcLatency)
+        return (
+            RpcLatency(
+                method_path(value.method), duration_in(value.latency, "latency"), value.simulated
+            ),
+            TargetKind.ANY,
+        )
+    if kind == "stream_end":
+        assert isinstance(value, spb.StreamEnd)
+        code = status_name(value.code)
+        return (
+            StreamEnd(value.after_messages, code, value.message or f"injected fault: {code}"),
+            TargetKind.ANY,
+        )
+    if kind == "stream_duplicate":
+        return StreamDuplicate(), TargetKind.ANY
+    raise InvalidArgument(
+        "unknown fault kind: set one of fail_image_build, fail_creating, fail_initializing, "
+        "interrupt, stall_phase, rpc_error, rpc_latency, stream_end, stream_duplicate"
+    )
+
+
+def _target_out(target: Target) -> spb.FaultTarget:
+    kind = target.kind
+    if kind is TargetKind.WORKSPACE:
+        return spb.FaultTarget(workspace_id=target.value)
+    if kind is TargetKind.INSTANCE:
+        return spb.FaultTarget(instance_id=target.value)
+    if kind is TargetKind.CONTEXT:
+        return spb.FaultTarget(context_pattern=target.value)
+    if kind is TargetKind.ANY:
+        return spb.FaultTarget(any=True)
+    return spb.FaultTarget(next_start=True)
+
+
+def _code_number(name: str) -> int:
+    return int(Status[name].value)
+
+
+def fault_out(fault: Fault) -> spb.Fault:
+    effect = fault.effect
+    spec = spb.FaultSpec(
+        target=_target_out(fault.target),
+        count=fault.count,
+        active_from=None if fault.active_from is None else to_datetime(fault.active_from),
+        active_until=None if fault.active_until is None else to_datetime(fault.active_until),
+    )
+    if isinstance(effect, FailPhase):
+        if effect.phase is Phase.IMAGEBUILD:
+            spec.fail_image_build = spb.FailImageBuild(
+                reason=effect.reason, log_tail=list(effect.log_tail)
+            )
+        elif effect.phase is Phase.CREATING:
+            spec.fail_creating = spb.FailCreating(reason=effect.reason)
+        else:
+            spec.fail_initializing = spb.FailInitializing(reason=effect.reason)
+    elif isinstance(effect, InterruptRunning):
+        spec.interrupt = spb.Interrupt(
+            after=duration_out(effect.after),
+            duration=None if effect.duration is None else duration_out(effect.duration),
+        )
+    elif isinstance(effect, StallPhase):
+        spec.stall_phase = spb.StallPhase(phase=effect.phase)
+    elif isinstance(effect, RpcError):
+        spec.rpc_error = spb.RpcError(
+            method=effect.method,
+            code=_code_number(effect.code),
+            message=effect.message,
+            probability=effect.probability,
+        )
+    elif isinstance(effect, RpcLatency):
+        spec.rpc_latency = spb.RpcLatency(
+            method=effect.method, latency=duration_out(effect.latency), simulated=effect.simulated
+        )
+    elif isinstance(effect, StreamEnd):
+        spec.stream_end = spb.StreamEnd(
+            after_messages=effect.after_messages,
+            code=_code_number(effect.code),
+            message=effect.message,
+        )
+    else:
+        spec.stream_duplicate = spb.StreamDuplicate()
+    return spb.Fault(
+        id=fault.id, spec=spec, times_applied=fault.times_applied, exhausted=fault.exhausted
+    )

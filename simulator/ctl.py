@@ -1,0 +1,502 @@
+"""``gitpod-sim ctl``: steer a running simulator through its control service.
+
+Every command is one call of gitpod.simulator.v1.SimulatorService. A refused or bad request exits
+with code 1 and the server's message on stderr; a usage error exits with 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
+
+from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.simtime import format_instant, from_datetime, parse_duration, parse_instant
+from simulator.transitions import Phase
+
+T = TypeVar("T")
+_MODES = {
+    "manual": spb.ClockMode.MANUAL,
+    "realtime": spb.ClockMode.REALTIME,
+    "autojump": spb.ClockMode.AUTOJUMP,
+}
+_BUILD = {
+    "first-start": spb.BuildPolicy.FIRST_START,
+    "always": spb.BuildPolicy.ALWAYS,
+    "never": spb.BuildPolicy.NEVER,
+}
+
+
+def _td(text: str, what: str) -> dt.timedelta:
+    try:
+        return dt.timedelta(microseconds=parse_duration(text))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+
+
+def _ts(text: str | None, what: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(parse_instant(text) / 1e6, tz=dt.UTC)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+
+
+def _show_ts(value: dt.datetime | None) -> str:
+    return "-" if value is None else format_instant(from_datetime(value))
+
+
+def _call(ctx: click.Context, fn: Callable[[spb.SimulatorServiceStub], Awaitable[T]]) -> T:
+    """Run one call against the target; server errors exit 1 with the message on stderr."""
+    target: str = ctx.obj["target"]
+    token: str = ctx.obj["admin_token"]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {target!r}", param_hint="--target")
+
+    async def run() -> T:
+        channel = Channel(host.strip("[]"), int(port))
+        try:
+            stub = spb.SimulatorServiceStub(
+                channel, metadata={"authorization": f"Bearer {token}"}, timeout=30
+            )
+            return await fn(stub)
+        finally:
+            channel.close()
+
+    try:
+        return asyncio.run(run())
+    except GRPCError as exc:
+        click.echo(f"error: {exc.status.name}: {exc.message}", err=True)
+        sys.exit(1)
+    except (OSError, TimeoutError) as exc:
+        click.echo(f"error: cannot reach {target}: {exc}", err=True)
+        sys.exit(1)
+
+
+def _print_clock(clock: spb.Clock | None) -> None:
+    assert clock is not None
+    mode = spb.ClockMode(clock.mode).name.lower()
+    grace = clock.autojump_grace.total_seconds() if clock.autojump_grace else 0.0
+    click.echo(f"now      {_show_ts(clock.now)}")
+    click.echo(f"mode     {mode} (speed {clock.speed:g}, autojump grace {grace * 1000:g}ms)")
+    nxt = f"{_show_ts(clock.next_event_at)} {clock.next_event_kind}" if clock.next_event_at else "-"
+    click.echo(f"next     {nxt}")
+    click.echo(f"pending  {clock.pending_events}")
+
+
+def _print_transitions(transitions: list[spb.Transition]) -> None:
+    for t in transitions:
+        click.echo(
+            f"{_show_ts(t.at)} {t.instance_id} {Phase(t.from_phase).name} -> "
+            f"{Phase(t.to_phase).name} ({t.cause})"
+        )
+
+
+@click.group()
+@click.option("--target", required=True, help="HOST:PORT of a running gitpod-sim.")
+@click.option("--admin-token", required=True, help="The server's admin token.")
+@click.pass_context
+def ctl(ctx: click.Context, target: str, admin_token: str) -> None:
+    """Steer a running simulator: clock, plans, faults, journal and state."""
+    ctx.obj = {"target": target, "admin_token": admin_token}
+
+
+# ---------------------------------------------------------------------------- clock
+
+
+@ctl.command()
+@click.pass_context
+def clock(ctx: click.Context) -> None:
+    """Print the clock and what is scheduled next."""
+    response = _call(ctx, lambda s: s.get_clock(spb.GetClockRequest()))
+    _print_clock(response.clock)
+
+
+@ctl.command()
+@click.argument("mode", type=click.Choice(list(_MODES)))
+@click.option("--speed", type=float, default=None, help="Realtime speed factor.")
+@click.option("--grace", default=None, help="Autojump grace period, e.g. 20ms.")
+@click.pass_context
+def mode(ctx: click.Context, mode: str, speed: float | None, grace: str | None) -> None:
+    """Switch the clock to MODE."""
+    request = spb.SetClockRequest(
+        mode=_MODES[mode],
+        speed=speed,
+        autojump_grace=None if grace is None else _td(grace, "--grace"),
+    )
+    _print_clock(_call(ctx, lambda s: s.set_clock(request)).clock)
+
+
+@ctl.command()
+@click.argument("duration", required=False)
+@click.option("--next", "to_next", is_flag=True, help="Jump to the next scheduled event.")
+@click.option("--idle", is_flag=True, help="Run until nothing is scheduled.")
+@click.option("--limit", default="7d", show_default=True, help="With --idle: at most this much.")
+@click.pass_context
+def advance(
+    ctx: click.Context, duration: str | None, to_next: bool, idle: bool, limit: str
+) -> None:
+    """Move simulated time: by DURATION (90s, 5m, 1h30m), --next or --idle."""
+    chosen = sum([duration is not None, to_next, idle])
+    if chosen != 1:
+        raise click.UsageError("give exactly one of DURATION, --next, --idle")
+    if duration is not None:
+        request = spb.AdvanceRequest(by=_td(duration, "DURATION"))
+    elif to_next:
+        request = spb.AdvanceRequest(to_next_event=True)
+    else:
+        request = spb.AdvanceRequest(until_idle=_td(limit, "--limit"))
+    response = _call(ctx, lambda s: s.advance(request))
+    _print_transitions(response.transitions)
+    assert response.clock is not None
+    click.echo(f"now {_show_ts(response.clock.now)}{' (idle)' if response.idle else ''}")
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+def _distribution(text: str, what: str) -> spb.Distribution:
+    low, sep, high = text.partition("..")
+    if sep:
+        return spb.Distribution(
+            uniform=spb.UniformDistribution(low=_td(low, what), high=_td(high, what))
+        )
+    return spb.Distribution(fixed=_td(text, what))
+
+
+@ctl.group()
+def plan() -> None:
+    """Lifecycle plans: durations, image builds, timeouts, cluster."""
+
+
+@plan.command("set")
+@click.option("--user", "user_id", default=None, help="Only this user's starts.")
+@click.option("--context", "pattern", default=None, help="Only contexts matching this regex.")
+@click.option(
+    "--duration",
+    "durations",
+    multiple=True,
+    metavar="PHASE=D",
+    help="A phase's duration: fixed (10s) or uniform (5s..15s). Repeatable.",
+)
+@click.option("--build", type=click.Choice(list(_BUILD)), default=None, help="Build policy.")
+@click.option(
+    "--timeout",
+    "timeouts",
+    multiple=True,
+    metavar="NAME=D",
+    help="initialization, startup, inactivity, max_lifetime, interruption, stopping (0 disables).",
+)
+@click.option("--cluster", default="", help="Cluster name in instance URLs.")
+@click.pass_context
+def plan_set(
+    ctx: click.Context,
+    user_id: str | None,
+    pattern: str | None,
+    durations: tuple[str, ...],
+    build: str | None,
+    timeouts: tuple[str, ...],
+    cluster: str,
+) -> None:
+    """Set the plan of a scope (global unless --user or --context)."""
+    if user_id is not None and pattern is not None:
+        raise click.UsageError("give at most one of --user, --context")
+    scope = (
+        spb.PlanScope(user_id=user_id)
+        if user_id is not None
+        else spb.PlanScope(context_pattern=pattern)
+        if pattern is not None
+        else spb.PlanScope(global_=True)
+    )
+    phases = []
+    for item in durations:
+        name, sep, value = item.partition("=")
+        if not sep or name.upper() not in Phase.__members__:
+            raise click.BadParameter(
+                f"expected PHASE=DURATION, got {item!r}", param_hint="--duration"
+            )
+        phases.append(
+            spb.PhaseDuration(
+                phase=Phase[name.upper()], duration=_distribution(value, "--duration")
+            )
+        )
+    limits: dict[str, dt.timedelta] = {}
+    for item in timeouts:
+        name, sep, value = item.partition("=")
+        if not sep or name not in spb.Timeouts.__dataclass_fields__:
+            raise click.BadParameter(
+                f"expected NAME=DURATION, got {item!r}", param_hint="--timeout"
+            )
+        limits[name] = _td(value, "--timeout")
+    request = spb.SetPlanRequest(
+        scope=scope,
+        plan=spb.LifecyclePlan(
+            durations=phases,
+            build_policy=_BUILD[build] if build else spb.BuildPolicy.UNSPECIFIED,
+            timeouts=spb.Timeouts(**limits) if limits else None,
+            cluster=cluster,
+        ),
+    )
+    response = _call(ctx, lambda s: s.set_plan(request))
+    assert response.plan is not None
+    click.echo(response.plan.id)
+
+
+@plan.command("list")
+@click.pass_context
+def plan_list(ctx: click.Context) -> None:
+    """List the plans."""
+    response = _call(ctx, lambda s: s.list_plans(spb.ListPlansRequest()))
+    for scoped in response.plans:
+        click.echo(f"{scoped.id} {json.dumps(scoped.to_dict())}")
+
+
+@plan.command("delete")
+@click.argument("plan_id")
+@click.pass_context
+def plan_delete(ctx: click.Context, plan_id: str) -> None:
+    """Delete a plan."""
+    _call(ctx, lambda s: s.delete_plan(spb.DeletePlanRequest(id=plan_id)))
+
+
+@ctl.command("mark-active")
+@click.argument("workspace_id")
+@click.pass_context
+def mark_active(ctx: click.Context, workspace_id: str) -> None:
+    """Record user activity in a workspace."""
+    _call(ctx, lambda s: s.mark_active(spb.MarkActiveRequest(workspace_id=workspace_id)))
+
+
+@ctl.command()
+@click.argument("workspace_id")
+@click.option("--off", is_flag=True, help="Unshare instead.")
+@click.pass_context
+def share(ctx: click.Context, workspace_id: str, off: bool) -> None:
+    """Share a workspace (admission EVERYONE), or unshare it with --off."""
+    level = pb.AdmissionLevel.OWNER_ONLY if off else pb.AdmissionLevel.EVERYONE
+    request = spb.SetAdmissionRequest(workspace_id=workspace_id, admission=level)
+    _call(ctx, lambda s: s.set_admission(request))
+
+
+@ctl.command()
+@click.argument("prebuild_id")
+@click.argument("context_url")
+@click.option("--commit", default="", help="40 hex characters.")
+@click.pass_context
+def prebuild(ctx: click.Context, prebuild_id: str, context_url: str, commit: str) -> None:
+    """Register a finished prebuild."""
+    request = spb.AddPrebuildRequest(
+        prebuild_id=prebuild_id, context_url=context_url, commit=commit
+    )
+    response = _call(ctx, lambda s: s.add_prebuild(request))
+    click.echo(f"{response.prebuild_id} {response.commit}")
+
+
+# ---------------------------------------------------------------------------- faults
+
+FAULT_KINDS = (
+    "fail-image-build",
+    "fail-creating",
+    "fail-initializing",
+    "interrupt",
+    "stall",
+    "rpc-error",
+    "rpc-latency",
+    "stream-end",
+    "stream-duplicate",
+)
+
+
+@ctl.command()
+@click.argument("kind", type=click.Choice(FAULT_KINDS))
+@click.option("--next-start", is_flag=True, help="Aim at the next instance(s) that start.")
+@click.option("--workspace", default=None, help="Aim at a workspace.")
+@click.option("--instance", default=None, help="Aim at an instance.")
+@click.option("--context", "pattern", default=None, help="Aim at contexts matching a regex.")
+@click.option("--count", default=0, type=click.IntRange(0), help="How many times (0: unlimited).")
+@click.option("--from", "active_from", default=None, help="Active from (ISO 8601).")
+@click.option("--until", "active_until", default=None, help="Active until (ISO 8601).")
+@click.option("--reason", default="", help="Failure reason.")
+@click.option("--log-tail", multiple=True, help="fail-image-build: a last log line (repeatable).")
+@click.option("--after", default=None, help="interrupt: after RUNNING for this long.")
+@click.option("--duration", default=None, help="interrupt: for this long (default: until timeout).")
+@click.option("--phase", default=None, help="stall: the phase that never ends on its own.")
+@click.option("--method", default=None, help="rpc-error/rpc-latency: e.g. GetWorkspace.")
+@click.option("--code", default=None, type=int, help="rpc-error/stream-end: gRPC status number.")
+@click.option("--message", default="", help="rpc-error/stream-end: the status message.")
+@click.option("--probability", default=0.0, type=float, help="rpc-error: chance per call.")
+@click.option("--latency", default=None, help="rpc-latency: how long.")
+@click.option("--real", is_flag=True, help="rpc-latency: real time instead of simulated.")
+@click.option("--after-messages", default=0, type=click.IntRange(0), help="stream-end.")
+@click.pass_context
+def fault(ctx: click.Context, /, kind: str, **o: Any) -> None:
+    """Add a fault of KIND; prints its id."""
+    targets = [
+        spb.FaultTarget(next_start=True) if o["next_start"] else None,
+        spb.FaultTarget(workspace_id=o["workspace"]) if o["workspace"] else None,
+        spb.FaultTarget(instance_id=o["instance"]) if o["instance"] else None,
+        spb.FaultTarget(context_pattern=o["pattern"]) if o["pattern"] is not None else None,
+    ]
+    chosen = [t for t in targets if t is not None]
+    if len(chosen) > 1:
+        raise click.UsageError("give at most one target")
+    spec = spb.FaultSpec(
+        target=chosen[0] if chosen else None,
+        count=o["count"],
+        active_from=_ts(o["active_from"], "--from"),
+        active_until=_ts(o["active_until"], "--until"),
+    )
+    if kind == "fail-image-build":
+        spec.fail_image_build = spb.FailImageBuild(reason=o["reason"], log_tail=list(o["log_tail"]))
+    elif kind == "fail-creating":
+        spec.fail_creating = spb.FailCreating(reason=o["reason"])
+    elif kind == "fail-initializing":
+        spec.fail_initializing = spb.FailInitializing(reason=o["reason"])
+    elif kind == "interrupt":
+        spec.interrupt = spb.Interrupt(
+            after=_td(o["after"], "--after") if o["after"] else None,
+            duration=_td(o["duration"], "--duration") if o["duration"] else None,
+        )
+    elif kind == "stall":
+        phase = (o["phase"] or "").upper()
+        if phase not in Phase.__members__:
+            raise click.BadParameter(f"unknown phase {o['phase']!r}", param_hint="--phase")
+        spec.stall_phase = spb.StallPhase(phase=Phase[phase])
+    elif kind in ("rpc-error", "rpc-latency") and not o["method"]:
+        raise click.UsageError(f"{kind} needs --method")
+    elif kind == "rpc-error":
+        spec.rpc_error = spb.RpcError(
+            method=o["method"],
+            code=o["code"] or 14,
+            message=o["message"],
+            probability=o["probability"],
+        )
+    elif kind == "rpc-latency":
+        if not o["latency"]:
+            raise click.UsageError("rpc-latency needs --latency")
+        spec.rpc_latency = spb.RpcLatency(
+            method=o["method"], latency=_td(o["latency"], "--latency"), simulated=not o["real"]
+        )
+    elif kind == "stream-end":
+        spec.stream_end = spb.StreamEnd(
+            after_messages=o["after_messages"], code=o["code"] or 14, message=o["message"]
+        )
+    else:
+        spec.stream_duplicate = spb.StreamDuplicate()
+    response = _call(ctx, lambda s: s.add_fault(spb.AddFaultRequest(spec=spec)))
+    assert response.fault is not None
+    click.echo(response.fault.id)
+
+
+@ctl.group(invoke_without_command=True)
+@click.pass_context
+def faults(ctx: click.Context) -> None:
+    """List faults (or `faults clear [ID...]`)."""
+    if ctx.invoked_subcommand is None:
+        response = _call(ctx, lambda s: s.list_faults(spb.ListFaultsRequest()))
+        for f in response.faults:
+            state = "exhausted" if f.exhausted else "active"
+            assert f.spec is not None
+            click.echo(f"{f.id} {state} applied={f.times_applied} {json.dumps(f.spec.to_dict())}")
+
+
+@faults.command("clear")
+@click.argument("ids", nargs=-1)
+@click.pass_context
+def faults_clear(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Clear the given faults, or all of them."""
+    response = _call(ctx, lambda s: s.clear_faults(spb.ClearFaultsRequest(ids=list(ids))))
+    click.echo(f"cleared {response.cleared}")
+
+
+# ---------------------------------------------------------------------------- journal
+
+
+def _entry_json(entry: spb.JournalEntry) -> str:
+    return json.dumps(entry.to_dict(), ensure_ascii=False)
+
+
+@ctl.command()
+@click.option(
+    "--from", "from_seq", default=0, type=click.IntRange(0), help="First sequence number."
+)
+@click.option("--limit", default=1000, type=click.IntRange(1), help="At most this many.")
+@click.option("--follow", is_flag=True, help="Keep printing new entries (Ctrl-C ends).")
+@click.pass_context
+def journal(ctx: click.Context, from_seq: int, limit: int, follow: bool) -> None:
+    """Print journal entries as JSON Lines."""
+    if not follow:
+        request = spb.ReadJournalRequest(from_seq=from_seq, limit=limit)
+        for entry in _call(ctx, lambda s: s.read_journal(request)).entries:
+            click.echo(_entry_json(entry))
+        return
+
+    async def follow_all(stub: spb.SimulatorServiceStub) -> None:
+        request = spb.FollowJournalRequest(from_seq=from_seq)
+        async for entry in stub.follow_journal(request, timeout=None):
+            click.echo(_entry_json(entry))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _call(ctx, follow_all)
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@ctl.command()
+@click.option("--seed", default=None, type=int, help="A new seed (default: keep).")
+@click.option("--drop-users", is_flag=True, help="Also remove every user.")
+@click.pass_context
+def reset(ctx: click.Context, seed: int | None, drop_users: bool) -> None:
+    """Empty the simulator without a restart."""
+    request = spb.ResetRequest(seed=seed, drop_users=drop_users)
+    click.echo(f"seed {_call(ctx, lambda s: s.reset(request)).seed}")
+
+
+@ctl.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@click.pass_context
+def export_(ctx: click.Context, file: str) -> None:
+    """Write the whole state to FILE (JSON)."""
+    response = _call(ctx, lambda s: s.export_state(spb.ExportStateRequest()))
+    Path(file).write_text(response.state_json, encoding="utf-8")
+
+
+@ctl.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def import_(ctx: click.Context, file: str) -> None:
+    """Replace the whole state with FILE's."""
+    text = Path(file).read_text(encoding="utf-8")
+    response = _call(ctx, lambda s: s.import_state(spb.ImportStateRequest(state_json=text)))
+    click.echo(
+        f"users {response.users} workspaces {response.workspaces} instances {response.instances}"
+    )
+
+
+@ctl.group()
+def user() -> None:
+    """Users of the Gitpod API."""
+
+
+@user.command("add")
+@click.argument("spec", metavar="NAME[=TOKEN]")
+@click.pass_context
+def user_add(ctx: click.Context, spec: str) -> None:
+    """Add a user; without a token one is generated. Prints NAME TOKEN."""
+    name, _, token = spec.partition("=")
+    request = spb.AddUserRequest(user_id=name, token=token)
+    response = _call(ctx, lambda s: s.add_user(request))
+    click.echo(f"{response.user_id} {response.token}")

@@ -1,0 +1,62 @@
+"""The standard health service (``grpc.health.v1.Health``), for probes and load balancers.
+
+Why so little: the simulator is in memory and has nothing that can fail, so every served service
+(and the server itself, ``""``) is SERVING while the server runs. Messages come from the private
+descriptor pool, never from Google's default one (see reflection.py for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from simulator.reflection import message_class
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+SERVING = 1
+SERVICE_UNKNOWN = 3
+
+
+class Health:
+    """Check and Watch over raw grpclib streams."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._names = {"", *names}
+        self._request = message_class("grpc.health.v1.HealthCheckRequest")
+        self._response = message_class("grpc.health.v1.HealthCheckResponse")
+        self._closed = asyncio.Event()
+
+    def __mapping__(self) -> dict[str, Handler]:
+        prefix = f"/{HEALTH_SERVICE}"
+        return {
+            f"{prefix}/Check": Handler(
+                self._check, Cardinality.UNARY_UNARY, self._request, self._response
+            ),
+            f"{prefix}/Watch": Handler(
+                self._watch, Cardinality.UNARY_STREAM, self._request, self._response
+            ),
+        }
+
+    async def _check(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        if request is None or request.service not in self._names:
+            raise GRPCError(Status.NOT_FOUND, "unknown service")
+        await stream.send_message(self._response(status=SERVING))
+
+    async def _watch(self, stream: Stream[Any, Any]) -> None:
+        """The status once; statuses never change, so then wait for the client to leave (its
+        deadline or cancel ends the wait, as does the server closing)."""
+        request = await stream.recv_message()
+        known = request is not None and request.service in self._names
+        await stream.send_message(self._response(status=SERVING if known else SERVICE_UNKNOWN))
+        await self._closed.wait()
+
+
+def health_service(names: Iterable[str]) -> Health:
+    """A Health service that reports SERVING for each of ``names`` and for the server."""
+    return Health(names)

@@ -1,0 +1,136 @@
+"""The journal: every RPC and every transition, stamped with simulated time, in order.
+
+Bounded (the oldest entries go first) so a long-running server keeps flat memory; sequence
+numbers keep counting, so a reader can tell what it missed. An RPC is journaled when it ends,
+with the status code it ended with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.model import StatusChange
+from simulator.simtime import SimTime, format_instant
+
+DEFAULT_MAX_ENTRIES = 100_000
+REQUEST_SUMMARY_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RpcEntry:
+    seq: int
+    at: SimTime
+    method: str
+    caller: str
+    request: str
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": format_instant(self.at),
+            "type": "rpc",
+            "method": self.method,
+            "caller": self.caller,
+            "request": self.request,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionEntry:
+    seq: int
+    at: SimTime
+    change: StatusChange
+
+    def to_dict(self) -> dict[str, Any]:
+        change = self.change
+        return {
+            "seq": self.seq,
+            "at": format_instant(self.at),
+            "type": "transition",
+            "instance_id": change.instance_id,
+            "workspace_id": change.workspace_id,
+            "owner_id": change.owner_id,
+            "from": change.previous.phase.name if change.previous is not None else None,
+            "to": change.status.phase.name,
+            "status_version": change.status.version,
+            "cause": change.cause,
+        }
+
+
+Entry = RpcEntry | TransitionEntry
+
+
+def summarize(request: object) -> str:
+    """A request in short, for the journal (the message's repr, cut)."""
+    text = repr(request)
+    if len(text) > REQUEST_SUMMARY_LIMIT:
+        text = text[: REQUEST_SUMMARY_LIMIT - 1] + "…"
+    return text
+
+
+class Journal:
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("the journal must keep at least one entry")
+        self._entries: deque[Entry] = deque(maxlen=max_entries)
+        self._next_seq = 1
+        self._new: asyncio.Event | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest sequence number still kept (``next_seq`` when empty)."""
+        return self._entries[0].seq if self._entries else self._next_seq
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def record_rpc(
+        self, at: SimTime, method: str, caller: str, request: str, code: str, message: str = ""
+    ) -> None:
+        self._append(RpcEntry(self._next_seq, at, method, caller, request, code, message))
+
+    def record_transition(self, change: StatusChange) -> None:
+        self._append(TransitionEntry(self._next_seq, change.at, change))
+
+    def _append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        self._next_seq += 1
+        if self._new is not None:
+            self._new.set()
+            self._new = None
+
+    def read(self, from_seq: int = 0, limit: int = 1000) -> list[Entry]:
+        """Entries with ``seq >= from_seq``, oldest first, at most ``limit``."""
+        if not self._entries:
+            return []
+        start = max(from_seq, self.first_seq) - self.first_seq
+        out: list[Entry] = []
+        for i in range(start, min(start + limit, len(self._entries))):
+            out.append(self._entries[i])
+        return out
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(list(self._entries))
+
+    async def wait_for_more(self) -> None:
+        """Return once an entry has been added after this call started."""
+        if self._new is None:
+            self._new = asyncio.Event()
+        await self._new.wait()
+
+    def to_jsonl(self) -> str:
+        """Every kept entry as JSON Lines."""
+        return "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self._entries)

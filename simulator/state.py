@@ -1,0 +1,425 @@
+"""The whole engine state as JSON, and back.
+
+Everything that decides future answers is saved: users, prebuilds, workspaces, instances with
+their statuses, builds and pending events (with their schedule order), image cache, idempotency
+records, plans, faults, and the state of every seeded random stream. So an export, a new process
+and an import give the same answers as the original would have. Not saved: ListWorkspaces page
+tokens (a token from before an import is INVALID_ARGUMENT after it) and timers of calls in flight.
+
+JSON, not pickle: an import over the control plane must not be able to run code.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from simulator.context_urls import parse_context_url
+from simulator.engine import Engine, Observer
+from simulator.errors import InvalidArgument
+from simulator.faults import (
+    Effect,
+    FailPhase,
+    Fault,
+    InterruptRunning,
+    RpcError,
+    RpcLatency,
+    StallPhase,
+    StreamDuplicate,
+    StreamEnd,
+    Target,
+    TargetKind,
+)
+from simulator.model import (
+    Build,
+    Instance,
+    InstanceStatus,
+    Prebuild,
+    User,
+    Workspace,
+    WorkspaceContext,
+)
+from simulator.plan import (
+    BuildPolicy,
+    Distribution,
+    Fixed,
+    LifecyclePlan,
+    LogNormal,
+    ScopedPlan,
+    Timeouts,
+    Uniform,
+)
+from simulator.scheduler import EventKind
+from simulator.transitions import Phase
+
+FORMAT = "gitpod-sim-state"
+VERSION = 1
+_EVENT_SLOTS = ("step", "phase_timeout", "inactivity", "lifetime", "recover", "log", "interrupt")
+_RNGS = ("_rng_ids", "_rng_tokens", "_rng_durations", "_rng_logs", "_rng_pages", "_rng_faults")
+_TIMEOUT_FIELDS = (
+    "initialization",
+    "startup",
+    "inactivity",
+    "max_lifetime",
+    "interruption",
+    "stopping",
+)
+
+Json = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- plans
+
+
+def _dist_to_json(dist: Distribution) -> Json:
+    if isinstance(dist, Fixed):
+        return {"fixed": dist.duration}
+    if isinstance(dist, Uniform):
+        return {"uniform": [dist.low, dist.high]}
+    return {"lognormal": [dist.median, dist.sigma, dist.cap]}
+
+
+def _dist_from_json(data: Json) -> Distribution:
+    if "fixed" in data:
+        return Fixed(int(data["fixed"]))
+    if "uniform" in data:
+        low, high = data["uniform"]
+        return Uniform(int(low), int(high))
+    median, sigma, cap = data["lognormal"]
+    return LogNormal(int(median), float(sigma), None if cap is None else int(cap))
+
+
+def plan_to_json(plan: LifecyclePlan) -> Json:
+    return {
+        "durations": {phase.name: _dist_to_json(d) for phase, d in plan.durations.items()},
+        "build_policy": plan.build_policy.value,
+        "timeouts": {name: getattr(plan.timeouts, name) for name in _TIMEOUT_FIELDS},
+        "cluster": plan.cluster,
+        "build_log_lines": plan.build_log_lines,
+    }
+
+
+def plan_from_json(data: Json) -> LifecyclePlan:
+    return LifecyclePlan(
+        durations={Phase[name]: _dist_from_json(d) for name, d in data["durations"].items()},
+        build_policy=BuildPolicy(data["build_policy"]),
+        timeouts=Timeouts(**{name: data["timeouts"][name] for name in _TIMEOUT_FIELDS}),
+        cluster=data["cluster"],
+        build_log_lines=int(data["build_log_lines"]),
+    )
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def _effect_to_json(effect: Effect) -> Json:
+    if isinstance(effect, FailPhase):
+        return {
+            "type": "fail-phase",
+            "phase": effect.phase.name,
+            "reason": effect.reason,
+            "log_tail": list(effect.log_tail),
+        }
+    if isinstance(effect, InterruptRunning):
+        return {"type": "interrupt", "after": effect.after, "duration": effect.duration}
+    if isinstance(effect, StallPhase):
+        return {"type": "stall-phase", "phase": effect.phase.name}
+    if isinstance(effect, RpcError):
+        return {
+            "type": "rpc-error",
+            "method": effect.method,
+            "code": effect.code,
+            "message": effect.message,
+            "probability": effect.probability,
+        }
+    if isinstance(effect, RpcLatency):
+        return {
+            "type": "rpc-latency",
+            "method": effect.method,
+            "latency": effect.latency,
+            "simulated": effect.simulated,
+        }
+    if isinstance(effect, StreamEnd):
+        return {
+            "type": "stream-end",
+            "after_messages": effect.after_messages,
+            "code": effect.code,
+            "message": effect.message,
+        }
+    return {"type": "stream-duplicate"}
+
+
+def _effect_from_json(data: Json) -> Effect:
+    kind = data["type"]
+    if kind == "fail-phase":
+        return FailPhase(Phase[data["phase"]], data["reason"], tuple(data["log_tail"]))
+    if kind == "interrupt":
+        return InterruptRunning(int(data["after"]), data["duration"])
+    if kind == "stall-phase":
+        return StallPhase(Phase[data["phase"]])
+    if kind == "rpc-error":
+        return RpcError(data["method"], data["code"], data["message"], float(data["probability"]))
+    if kind == "rpc-latency":
+        return RpcLatency(data["method"], int(data["latency"]), bool(data["simulated"]))
+    if kind == "stream-end":
+        return StreamEnd(int(data["after_messages"]), data["code"], data["message"])
+    if kind == "stream-duplicate":
+        return StreamDuplicate()
+    raise InvalidArgument(f"unknown fault type {kind!r} in state")
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def _rng_state(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, data: list[Any]) -> None:
+    version, internal, gauss = data
+    rng.setstate((version, tuple(internal), gauss))
+
+
+def _status_to_json(status: InstanceStatus) -> Json:
+    data = status._asdict()
+    data["phase"] = status.phase.name
+    return data
+
+
+def _status_from_json(data: Json) -> InstanceStatus:
+    fields = dict(data)
+    fields["phase"] = Phase[fields["phase"]]
+    return InstanceStatus(**fields)
+
+
+def export_state(engine: Engine) -> Json:
+    """The engine's whole state as JSON-ready data."""
+    plans: list[Json] = []
+    plan_ids: dict[int, int] = {}
+
+    def plan_ref(plan: LifecyclePlan) -> int:
+        key = id(plan)
+        if key not in plan_ids:
+            plan_ids[key] = len(plans)
+            plans.append(plan_to_json(plan))
+        return plan_ids[key]
+
+    instances = []
+    for inst in engine.instances.values():
+        build = inst.build
+        instances.append(
+            {
+                "id": inst.id,
+                "workspace_id": inst.workspace_id,
+                "owner_id": inst.owner_id,
+                "owner_token": inst.owner_token,
+                "created_at": inst.created_at,
+                "status": _status_to_json(inst.status),
+                "plan": plan_ref(inst.plan),
+                "repository": inst.repository,
+                "phase_started_at": inst.phase_started_at,
+                "running_at": inst.running_at,
+                "stopped_at": inst.stopped_at,
+                "last_activity": inst.last_activity,
+                "timeout_ref": inst.timeout_ref,
+                "build": None
+                if build is None
+                else {
+                    "lines": build.lines,
+                    "pending": build.pending,
+                    "started_at": build.started_at,
+                    "duration": build.duration,
+                    "finished": build.finished,
+                    "failed": build.failed,
+                },
+                "events": {
+                    slot: [event.at, event.seq]
+                    for slot in _EVENT_SLOTS
+                    if (event := getattr(inst, slot)) is not None and not event.cancelled
+                },
+                "faults": list(inst.faults),
+            }
+        )
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "seed": engine.seed,
+        "now": engine.now,
+        "plan": plan_ref(engine.plan),
+        "scoped_plans": [
+            {"id": p.id, "scope": p.scope, "value": p.value, "plan": plan_ref(p.plan)}
+            for p in engine.plans.values()
+        ],
+        "rngs": {name: _rng_state(getattr(engine, name)) for name in _RNGS},
+        "counters": {
+            "workspace_seq": engine._workspace_seq,
+            "fault_seq": engine._fault_seq,
+            "plan_seq": engine._plan_seq,
+            "wake_seq": engine._wake_seq,
+            "scheduler_seq": engine.scheduler._seq,
+        },
+        "users": [{"id": u.id, "token": u.token} for u in engine.users.values()],
+        "prebuilds": [
+            {"id": p.id, "context_url": p.context.original, "commit": p.commit}
+            for p in engine.prebuilds.values()
+        ],
+        "workspaces": [
+            {
+                "id": ws.id,
+                "owner_id": ws.owner_id,
+                "context": {
+                    "context_url": ws.context.context_url,
+                    "kind": ws.context.kind,
+                    "normalized_url": ws.context.normalized_url,
+                    "commit": ws.context.commit,
+                    "prebuild_id": ws.context.prebuild_id,
+                    "snapshot_id": ws.context.snapshot_id,
+                    "repository": ws.context.repository,
+                },
+                "description": ws.description,
+                "created_at": ws.created_at,
+                "seq": ws.seq,
+                "shared": ws.shared,
+                "latest_instance_id": ws.latest_instance_id,
+                "active_instance_id": ws.active_instance_id,
+                "last_activity_at": ws.last_activity_at,
+            }
+            for ws in engine.workspaces.values()
+        ],
+        "instances": instances,
+        "plans": plans,
+        "image_cache": sorted(engine.image_cache),
+        "idempotency": [
+            {"key": list(key), "fingerprint": list(fp), "result": result}
+            for key, (fp, result) in engine._idempotency.items()
+        ],
+        "faults": [
+            {
+                "id": f.id,
+                "effect": _effect_to_json(f.effect),
+                "target": {"kind": f.target.kind.value, "value": f.target.value},
+                "count": f.count,
+                "active_from": f.active_from,
+                "active_until": f.active_until,
+                "times_applied": f.times_applied,
+                "instances": list(f.instances),
+            }
+            for f in engine.faults.values()
+        ],
+    }
+
+
+def import_state(data: Json, observer: Observer | None = None) -> Engine:
+    """A new engine holding ``data`` (from :func:`export_state`); bad data is INVALID_ARGUMENT."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InvalidArgument(f"not a {FORMAT} document")
+    if data.get("version") != VERSION:
+        raise InvalidArgument(f"unsupported state version {data.get('version')!r}")
+    try:
+        return _import(data, observer)
+    except InvalidArgument:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InvalidArgument(f"malformed state: {type(exc).__name__}: {exc}") from None
+
+
+def _import(data: Json, observer: Observer | None) -> Engine:
+    plans = [plan_from_json(p) for p in data["plans"]]
+    engine = Engine(seed=int(data["seed"]), start_time=int(data["now"]), plan=plans[data["plan"]])
+    for name in _RNGS:
+        _set_rng_state(getattr(engine, name), data["rngs"][name])
+    counters = data["counters"]
+    engine._workspace_seq = int(counters["workspace_seq"])
+    engine._fault_seq = int(counters["fault_seq"])
+    engine._plan_seq = int(counters["plan_seq"])
+    engine._wake_seq = int(counters["wake_seq"])
+    for scoped in data["scoped_plans"]:
+        engine.plans[scoped["id"]] = ScopedPlan(
+            scoped["id"], scoped["scope"], scoped["value"], plans[scoped["plan"]]
+        )
+    for user in data["users"]:
+        u = User(user["id"], user["token"])
+        engine.users[u.id] = u
+        engine._users_by_token[u.token] = u
+    for prebuild in data["prebuilds"]:
+        engine.prebuilds[prebuild["id"]] = Prebuild(
+            prebuild["id"], parse_context_url(prebuild["context_url"]), prebuild["commit"]
+        )
+    for w in data["workspaces"]:
+        ws = Workspace(
+            id=w["id"],
+            owner_id=w["owner_id"],
+            context=WorkspaceContext(**w["context"]),
+            description=w["description"],
+            created_at=int(w["created_at"]),
+            seq=int(w["seq"]),
+            shared=bool(w["shared"]),
+            latest_instance_id=w["latest_instance_id"],
+            active_instance_id=w["active_instance_id"],
+            last_activity_at=int(w["last_activity_at"]),
+        )
+        engine.workspaces[ws.id] = ws
+        engine._by_owner.setdefault(ws.owner_id, []).append(ws)
+    pending: list[tuple[int, int, EventKind, Instance, str]] = []
+    for i in data["instances"]:
+        b = i["build"]
+        inst = Instance(
+            id=i["id"],
+            workspace_id=i["workspace_id"],
+            owner_id=i["owner_id"],
+            owner_token=i["owner_token"],
+            created_at=int(i["created_at"]),
+            status=_status_from_json(i["status"]),
+            plan=plans[i["plan"]],
+            repository=i["repository"],
+            phase_started_at=int(i["phase_started_at"]),
+            running_at=i["running_at"],
+            stopped_at=i["stopped_at"],
+            last_activity=i["last_activity"],
+            timeout_ref=int(i["timeout_ref"]),
+            build=None if b is None else Build(**b),
+            faults=list(i["faults"]),
+        )
+        engine.instances[inst.id] = inst
+        for slot, (at, seq) in i["events"].items():
+            pending.append((int(seq), int(at), _slot_kind(slot), inst, slot))
+    # Re-create pending events in their original schedule order, then restore the counter, so
+    # events due at the same instant still fire in the order they would have.
+    for seq, at, kind, inst, slot in sorted(pending, key=lambda p: p[0]):
+        engine.scheduler._seq = seq - 1
+        setattr(inst, slot, engine.scheduler.schedule(at, kind, inst.id))
+    engine.scheduler._seq = int(counters["scheduler_seq"])
+    engine.image_cache = set(data["image_cache"])
+    for record in data["idempotency"]:
+        user_id, method, token = record["key"]
+        engine._idempotency[(user_id, method, token)] = (
+            tuple(record["fingerprint"]),
+            record["result"],
+        )
+    for f in data["faults"]:
+        fault = Fault(
+            f["id"],
+            _effect_from_json(f["effect"]),
+            Target.of(TargetKind(f["target"]["kind"]), f["target"]["value"]),
+            count=int(f["count"]),
+            active_from=f["active_from"],
+            active_until=f["active_until"],
+            times_applied=int(f["times_applied"]),
+            instances=list(f["instances"]),
+        )
+        engine.faults[fault.id] = fault
+    engine.observer = observer
+    return engine
+
+
+def _slot_kind(slot: str) -> EventKind:
+    return {
+        "step": EventKind.STEP,
+        "phase_timeout": EventKind.PHASE_TIMEOUT,
+        "inactivity": EventKind.INACTIVITY_TIMEOUT,
+        "lifetime": EventKind.LIFETIME_TIMEOUT,
+        "recover": EventKind.RECOVER,
+        "log": EventKind.BUILD_LOG,
+        "interrupt": EventKind.INTERRUPT,
+    }[slot]
