@@ -1,14 +1,26 @@
-"""A protobuf codec that lets a handler send bytes it encoded earlier.
+"""A protobuf codec that lets a handler send bytes it encoded earlier, and refuses bad input.
 
 Why: one status change goes to many listeners. Encoding it once and handing every stream the same
 bytes keeps fan-out bound by the transport, not by betterproto2's encoder (STACK.md).
+
+Decoding is strict: betterproto2's parser accepts truncated or mistyped input silently (or
+crashes on it), so each request is first parsed by Google's protobuf against the committed
+descriptors; anything that is not a valid message of the expected type is INVALID_ARGUMENT with
+the parser's reason, never UNKNOWN.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from betterproto2 import Message
+from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
+
+from simulator._proto.message_pool import default_message_pool
+
+_URL_PREFIX = "type.googleapis.com/"
 
 
 class Preencoded:
@@ -26,7 +38,91 @@ class Preencoded:
 class SimCodec(ProtoCodec):
     """grpclib's ProtoCodec (betterproto2 messages speak its protocol) plus :class:`Preencoded`."""
 
+    def __init__(self) -> None:
+        self._checkers: dict[type[Any], Any] = {}
+
     def encode(self, message: Any, message_type: Any) -> bytes:
         if type(message) is Preencoded:
             return message.data
         return super().encode(message, message_type)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        checker = self._checker(message_type)
+        name = message_type.__name__
+        if checker is not None:
+            try:
+                checker.FromString(data)
+            except Exception as exc:  # the parser's own DecodeError and friends
+                raise GRPCError(
+                    Status.INVALID_ARGUMENT, f"malformed {name}: {exc or type(exc).__name__}"
+                ) from None
+        try:
+            message = message_type.FromString(data)
+            if isinstance(message, Message):
+                _check_types(message, name)
+        except GRPCError:
+            raise
+        except Exception as exc:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"malformed {name}: {type(exc).__name__}: {exc}"
+            ) from None
+        return message
+
+    def _checker(self, message_type: Any) -> Any:
+        """A Google message class with the same descriptor, built once per type (lazily: the
+        protobuf runtime is loaded only when the first request arrives)."""
+        if message_type in self._checkers:
+            return self._checkers[message_type]
+        checker = None
+        url = (
+            default_message_pool.type_to_url.get(message_type)
+            if isinstance(message_type, type) and issubclass(message_type, Message)
+            else None
+        )
+        if url is not None:
+            from simulator.reflection import message_class
+
+            try:
+                checker = message_class(url.removeprefix(_URL_PREFIX))
+            except KeyError:
+                checker = None
+        self._checkers[message_type] = checker
+        return checker
+
+
+_SCALARS: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "bytes": bytes,
+    "bool": bool,
+    "float": (float, int),
+    "double": (float, int),
+}
+
+
+def _check_types(message: Any, where: str, depth: int = 0) -> None:
+    """betterproto2 stores whatever the wire said, so a varint sent for a string field arrives
+    as an int: refuse a value whose Python type does not fit its field."""
+    if depth > 32:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {where}: nested too deeply")
+    meta = type(message)._betterproto
+    for field_name, field in meta.meta_by_field_name.items():
+        value = getattr(message, field_name, None)
+        if value is None:
+            if field.proto_type != "message" and not field.optional and field.group is None:
+                _refuse(where, field_name, field.proto_type)  # e.g. a group sent for a string
+            continue
+        values = value if field.repeated and isinstance(value, list) else [value]
+        for item in values:
+            kind = field.proto_type
+            if kind == "message" and field.unwrap is None and field.map_meta is None:
+                if not isinstance(item, Message):
+                    _refuse(where, field_name, kind)
+                _check_types(item, f"{where}.{field_name}", depth + 1)
+            elif kind != "message" and not isinstance(item, _SCALARS.get(kind, int)):
+                _refuse(where, field_name, kind)
+
+
+def _refuse(where: str, field: str, kind: str) -> None:
+    raise GRPCError(
+        Status.INVALID_ARGUMENT, f"malformed {where}: field {field!r} is not a valid {kind}"
+    )

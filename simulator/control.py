@@ -165,6 +165,8 @@ class ControlService:
         return spb.GetClockResponse(clock=self._clock())
 
     def set_clock(self, request: spb.SetClockRequest) -> spb.SetClockResponse:
+        if request.mode != spb.ClockMode.UNSPECIFIED and request.mode not in _MODES:
+            raise InvalidArgument(f"unknown clock mode {int(request.mode)}")
         mode = None if request.mode == spb.ClockMode.UNSPECIFIED else _MODES[request.mode]
         grace = (
             None

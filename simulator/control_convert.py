@@ -159,6 +159,10 @@ def plan_in(message: spb.LifecyclePlan | None) -> LifecyclePlan:
                 micros = duration_in(given, f"timeouts.{name}")
                 values[name] = micros or None  # zero disables the limit
         timeouts = Timeouts(**values)
+    if message.build_policy != spb.BuildPolicy.UNSPECIFIED and (
+        message.build_policy not in _BUILD_POLICIES
+    ):
+        raise InvalidArgument(f"unknown build_policy {int(message.build_policy)}")
     try:
         return LifecyclePlan(
             durations=durations,

@@ -82,6 +82,15 @@ ACTIVITY_STOPPING = "stopping"
 INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
 
 
+MAX_CONTEXT_URL = 4096
+MAX_TOKEN = 256
+
+
+def _limit(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{field} is too long: {len(value)} characters (at most {limit})")
+
+
 def timeout_text(activity: str, took: Duration, limit: Duration) -> str:
     """Upstream's ``conditions.timeout`` text."""
     return (
@@ -205,6 +214,9 @@ class Engine:
         """CreateAndStartWorkspace: a new workspace and its first instance, started now."""
         if context_url is None and prebuild_id is None:
             raise InvalidArgument("either context_url or prebuild_id must be set")
+        _limit("context_url", context_url or "", MAX_CONTEXT_URL)
+        _limit("prebuild_id", prebuild_id or "", MAX_TOKEN)
+        _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         fingerprint = (
             ("context", context_url or "")
             if context_url is not None
@@ -268,6 +280,7 @@ class Engine:
         self, caller: User, workspace_id: str, idempotency_token: str = ""
     ) -> Instance:
         """StartWorkspace: the active instance if there is one, otherwise a new instance."""
+        _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         ws = self._workspace_for(caller, workspace_id, owner_only=True)
         fingerprint = (workspace_id,)
         replayed = self._replay(caller, "StartWorkspace", idempotency_token, fingerprint)
@@ -288,6 +301,7 @@ class Engine:
         A repeat with the same idempotency token stops nothing and answers the first call's
         instance, whatever its phase now.
         """
+        _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         ws = self._workspace_for(caller, workspace_id, owner_only=True)
         fingerprint = (workspace_id,)
         replayed = self._replay(caller, "StopWorkspace", idempotency_token, fingerprint)

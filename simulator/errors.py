@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+MAX_MESSAGE = 1024
+"""Messages echo what the caller sent; a 4 MiB id must not come back as a 4 MiB trailer."""
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 12] + "… (clipped)"
+
 
 class SimError(Exception):
     """Base class: a request the simulator refuses, with a message meant for the caller."""
@@ -15,6 +22,7 @@ class SimError(Exception):
     code: ClassVar[str] = "UNKNOWN"
 
     def __init__(self, message: str) -> None:
+        message = clip(message)
         super().__init__(message)
         self.message = message
 

@@ -41,6 +41,7 @@ log = logging.getLogger("gitpod_sim.rpc")
 Req = TypeVar("Req")
 RawHandler = Callable[[Stream[Any, Any]], Awaitable[None]]
 _STOP = Preencoded(STOP_PAYLOAD)
+MAX_MASK_PATHS = 64
 
 
 class WorkspacesService:
@@ -188,6 +189,10 @@ class WorkspacesService:
 
     def list_workspaces(self, user: User, request: pb.ListWorkspacesRequest) -> Any:
         paths = request.field_mask.paths if request.field_mask is not None else []
+        if len(paths) > MAX_MASK_PATHS:
+            raise InvalidArgument(
+                f"invalid field_mask: {len(paths)} paths (at most {MAX_MASK_PATHS})"
+            )
         try:
             mask = FieldMaskPlan.compile(pb.ListWorkspacesResponseWorkspaceAndInstance, paths)
         except FieldMaskError as exc:
