@@ -23,9 +23,11 @@ class ClockDriver:
         self._sim = sim
         self._wake = anyio.Event()
 
-    def kick(self) -> None:
-        """Something changed (mode, schedule, activity): look again."""
-        self._wake.set()
+    def kick(self, *, force: bool = False) -> None:
+        """Something changed (schedule, activity): look again. In manual mode nothing moves on
+        its own, so only a ``force`` (a mode change) wakes the task: RPCs stay cheap."""
+        if force or self._sim.clock.mode is not ClockMode.MANUAL:
+            self._wake.set()
 
     async def _sleep(self, seconds: float | None) -> None:
         with anyio.move_on_after(math.inf if seconds is None else seconds):

@@ -27,9 +27,14 @@ class RpcEntry:
     at: SimTime
     method: str
     caller: str
-    request: str
+    request_message: object
+    """The request itself; summarised only when read (most entries are never read)."""
     code: str
     message: str
+
+    @property
+    def request(self) -> str:
+        return summarize(self.request_message)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,7 +103,7 @@ class Journal:
         return len(self._entries)
 
     def record_rpc(
-        self, at: SimTime, method: str, caller: str, request: str, code: str, message: str = ""
+        self, at: SimTime, method: str, caller: str, request: object, code: str, message: str = ""
     ) -> None:
         self._append(RpcEntry(self._next_seq, at, method, caller, request, code, message))
 

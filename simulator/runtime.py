@@ -42,7 +42,7 @@ from simulator.driver import ClockDriver
 from simulator.engine import Engine
 from simulator.errors import InvalidArgument
 from simulator.faults import Effect, Fault, Target
-from simulator.journal import DEFAULT_MAX_ENTRIES, Journal, summarize
+from simulator.journal import DEFAULT_MAX_ENTRIES, Journal
 from simulator.model import EngineEvent, Instance, Prebuild, StatusChange, User, Wake, Workspace
 from simulator.plan import LifecyclePlan, ScopedPlan
 from simulator.service import WorkspacesService
@@ -234,7 +234,7 @@ class Simulator:
         self.clock.set_mode(ClockMode(mode), speed)
         if autojump_grace is not None:
             self.clock.autojump_grace = to_duration(autojump_grace) / SECOND
-        self.kick()
+        self.driver.kick(force=True)
 
     def clock_info(self) -> ClockInfo:
         """The clock and what is scheduled next."""
@@ -331,6 +331,7 @@ class Simulator:
             )
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"malformed clock in state: {exc}") from None
+        self.driver.kick(force=True)
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`export_state` to a file (atomically: a crash leaves the old file)."""
@@ -353,6 +354,7 @@ class Simulator:
                 future.set_result(None)
         self._wake_futures.clear()
         self.engine = engine
+        self.service.forget_answers()
         self.clock.reset(engine.now)
         self.kick()
 
@@ -361,7 +363,7 @@ class Simulator:
     def record_rpc(
         self, method: str, caller: str, request: object, code: str, message: str
     ) -> None:
-        self.journal.record_rpc(self.engine.now, method, caller, summarize(request), code, message)
+        self.journal.record_rpc(self.engine.now, method, caller, request, code, message)
 
     async def sleep_simulated(self, delay: Duration) -> None:
         """Wait until ``delay`` of simulated time has passed (a stream-like wait for autojump)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,6 +43,7 @@ Req = TypeVar("Req")
 RawHandler = Callable[[Stream[Any, Any]], Awaitable[None]]
 _STOP = Preencoded(STOP_PAYLOAD)
 MAX_MASK_PATHS = 64
+WORKSPACE_ANSWER_CACHE = 4096
 
 
 class WorkspacesService:
@@ -51,6 +53,7 @@ class WorkspacesService:
         self._sim = sim
         self._hub = sim.hub
         self._activity = sim.activity
+        self._workspace_answers: OrderedDict[str, bytes] = OrderedDict()
 
     @property
     def _engine(self) -> Engine:
@@ -214,7 +217,19 @@ class WorkspacesService:
 
     def get_workspace(self, user: User, request: pb.GetWorkspaceRequest) -> Any:
         ws = self._engine.get_workspace(user, request.workspace_id)
-        return pb.GetWorkspaceResponse(result=workspace_pb(ws))
+        # A workspace never changes after creation: encode its answer once.
+        cache = self._workspace_answers
+        payload = cache.get(ws.id)
+        if payload is None:
+            payload = bytes(pb.GetWorkspaceResponse(result=workspace_pb(ws)))
+            cache[ws.id] = payload
+            if len(cache) > WORKSPACE_ANSWER_CACHE:
+                cache.popitem(last=False)
+        return Preencoded(payload)
+
+    def forget_answers(self) -> None:
+        """Drop cached answers (the engine was replaced by a reset or an import)."""
+        self._workspace_answers.clear()
 
     def get_owner_token(self, user: User, request: pb.GetOwnerTokenRequest) -> Any:
         return pb.GetOwnerTokenResponse(token=self._engine.owner_token(user, request.workspace_id))
