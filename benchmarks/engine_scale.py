@@ -40,6 +40,9 @@ def run(n: int) -> tuple[int, float]:
 
 
 def main() -> None:
+    import gc
+
+    gc.set_threshold(50_000, 20, 100)  # as `gitpod-sim serve` does
     sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
     rates = []
     print(f"{'workspaces':>10} {'status changes':>15} {'cpu s':>8} {'changes/cpu-s':>14}")

@@ -82,6 +82,9 @@ ACTIVITY_STOPPING = "stopping"
 INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
 
 
+_new_status = tuple.__new__
+"""Builds a NamedTuple from a tuple without ``_make``'s iterator (a hot path)."""
+
 MAX_CONTEXT_URL = 4096
 MAX_TOKEN = 256
 
@@ -914,9 +917,21 @@ class Engine:
             ws = self.workspaces[inst.workspace_id]
             ws.active_instance_id = None
             self._touch(ws, now)
-        status = inst.status._replace(phase=phase)
-        if message is not None:
-            status = status._replace(message=message)
+        old = inst.status
+        status = _new_status(
+            InstanceStatus,
+            (
+                old[0],
+                phase,
+                old[2],
+                old[3],
+                old[4],
+                old[5],
+                old[6] if message is None else message,
+                old[7],
+                old[8],
+            ),
+        )
         self._set_status(inst, status, cause, first=first)
         if phase is Phase.IMAGEBUILD and inst.build is not None:
             self._write_log(inst, inst.build.pending.pop(0))  # a build speaks at once
@@ -997,11 +1012,12 @@ class Engine:
     ) -> None:
         previous = None if first else inst.status
         # Upstream: (unix_seconds << 16) | counter, strictly increasing per instance.
-        version = max(inst.status.version + 1, (self.now // SECOND) << 16)
-        status = status._replace(version=version)
+        version = max(inst.status[0] + 1, (self.now // SECOND) << 16)
+        status = _new_status(InstanceStatus, (version, *status[1:]))
         inst.status = status
-        change = StatusChange(
-            self.now, inst.id, inst.workspace_id, inst.owner_id, previous, status, cause
+        change = _new_status(
+            StatusChange,
+            (self.now, inst.id, inst.workspace_id, inst.owner_id, previous, status, cause),
         )
         if self._fired is not None:
             self._fired.append(change)

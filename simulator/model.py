@@ -133,9 +133,9 @@ class Instance:
         return self.status.phase
 
 
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """What the engine reports for every status change, in order."""
+class StatusChange(NamedTuple):
+    """What the engine reports for every status change, in order (a NamedTuple: one is made for
+    every transition, and tuples are the cheapest immutable records Python has)."""
 
     at: SimTime
     instance_id: str
