@@ -1,14 +1,17 @@
 """Servers for the benchmarks, run as separate processes: the simulator, and a bare grpclib
-handler that answers a pre-encoded reply (the stack's limit).
+handler that answers pre-encoded replies (the stack's limit).
 
-    python benchmarks/_servers.py sim|bare
-prints ``PORT WORKSPACE_ID INSTANCE_ID`` once listening, then serves until killed.
+    python benchmarks/_servers.py sim|bare [--clock MODE] [--workspaces N] [--messages M]
+
+prints ``PORT WORKSPACE_ID INSTANCE_ID`` once listening, then serves until killed. The simulator's
+admin token is ``bench-admin``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import gc
 from typing import Any
 
 from grpclib.const import Cardinality, Handler
@@ -16,6 +19,7 @@ from grpclib.encoding.base import CodecBase
 from grpclib.server import Server, Stream
 
 TOKEN = "bench-token"
+ADMIN = "bench-admin"
 
 
 class RawCodec(CodecBase):
@@ -31,20 +35,24 @@ class RawCodec(CodecBase):
 
 
 class Bare:
-    """GetWorkspace answering the bytes the simulator would; Listen streaming N copies."""
+    """GetWorkspace answering the bytes the simulator would; Listen streaming M copies."""
 
-    def __init__(self, reply: bytes, status: bytes, count: int) -> None:
+    def __init__(self, reply: bytes, status: bytes, messages: int) -> None:
         self.reply = reply
         self.status = status
-        self.count = count
+        self.messages = messages
+        self.go = asyncio.Event()
 
     async def get(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
+        self.go.set()  # listeners send the rest once a client has asked (fair timing)
         await stream.send_message(self.reply)
 
     async def listen(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
-        for _ in range(self.count):
+        await stream.send_message(self.status)
+        await self.go.wait()
+        for _ in range(self.messages - 1):
             await stream.send_message(self.status)
 
     def __mapping__(self) -> dict[str, Handler]:
@@ -58,28 +66,38 @@ class Bare:
         }
 
 
-async def main(kind: str, clock: str) -> None:
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["sim", "bare"])
+    parser.add_argument("--clock", default="manual")
+    parser.add_argument("--workspaces", type=int, default=1)
+    parser.add_argument("--messages", type=int, default=8)
+    args = parser.parse_args()
+    gc.set_threshold(50_000, 20, 100)  # as `gitpod-sim serve` does
+
     from simulator import Simulator, bound_port
     from simulator._proto.gitpod import v1 as pb
     from simulator.convert import listen_payload, workspace_pb
 
-    sim = Simulator(seed=1, users={"bench": TOKEN}, clock=clock)
+    sim = Simulator(seed=1, users={"bench": TOKEN}, clock=args.clock, admin_token=ADMIN)
     user = sim.engine.users["bench"]
-    ws = sim.engine.create_workspace(user, context_url="https://github.com/gitpod-io/gitpod")
+    created = [
+        sim.engine.create_workspace(user, context_url=f"https://github.com/org/repo{i}")
+        for i in range(args.workspaces)
+    ]
+    ws = created[0]
     inst = sim.engine.instances[ws.latest_instance_id or ""]
-    if kind == "sim":
+    if args.kind == "sim":
         context = sim.serve("127.0.0.1", 0)
         server = await context.__aenter__()
-        port = bound_port(server)
     else:
         reply = bytes(pb.GetWorkspaceResponse(result=workspace_pb(ws)))
-        bare = Bare(reply, listen_payload(inst.status), int(sys.argv[3]) if len(sys.argv) > 3 else 8)
+        bare = Bare(reply, listen_payload(inst.status), args.messages)
         server = Server([bare], codec=RawCodec())
         await server.start("127.0.0.1", 0)
-        port = bound_port(server)
-    print(port, ws.id, inst.id, flush=True)
+    print(bound_port(server), ws.id, inst.id, flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "manual"))
+    asyncio.run(main())

@@ -87,7 +87,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     for row in run():
         bare, sim = row["bare"], row["sim"]
+        ratio = sim["rps"] / bare["rps"]
         print(
             f"{row['callers']:>3} callers: sim {sim['rps']:7.0f} rps (p50 {sim['p50_ms']:.2f} ms,"
-            f" p99 {sim['p99_ms']:.2f} ms) / bare {bare['rps']:7.0f} rps = {sim['rps'] / bare['rps']:.2f}"
+            f" p99 {sim['p99_ms']:.2f} ms) / bare {bare['rps']:7.0f} rps = {ratio:.2f}"
         )

@@ -14,10 +14,10 @@ ROOT = HERE.parent
 
 
 @contextmanager
-def server(kind: str, clock: str = "manual", *extra: str) -> Iterator[tuple[int, str, str]]:
+def server(kind: str, *extra: str) -> Iterator[tuple[int, str, str]]:
     """A ``_servers.py`` process: yields (port, workspace id, instance id)."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_servers.py"), kind, clock, *extra],
+        [sys.executable, str(HERE / "_servers.py"), kind, *extra],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
