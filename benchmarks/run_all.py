@@ -1,0 +1,130 @@
+"""Run every benchmark and print one table: figure, baseline, ratio, target, verdict.
+
+    .venv/bin/python benchmarks/run_all.py            # about 3 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py --suite    # also times the test suite under -n 2
+
+Not part of CI: the figures depend on the machine. Ratios against a baseline measured in the same
+run are what to compare between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_fanout
+import bench_misc
+import bench_unary
+import engine_scale
+from common import ROOT, table
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def _suite() -> list[list[str]]:
+    def timed(*args: str) -> float:
+        begin = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", *args],
+            cwd=ROOT,
+            capture_output=True,
+            env={**os.environ, "GITPOD_SIM_LOAD_SECONDS": "5"},
+            check=True,
+        )
+        return time.perf_counter() - begin
+
+    serial = timed("-p", "no:xdist")
+    parallel = timed("-n", "2")
+    return [
+        ["test suite, 1 worker / 2 workers", f"{serial:.0f} s / {parallel:.0f} s", "",
+         f"{serial / parallel:.2f}x", "> 1x (scales)", _verdict(parallel < serial)],
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suite", action="store_true", help="also time the suite under -n 2")
+    args = parser.parse_args()
+    rows = [["benchmark", "figure", "baseline", "ratio", "target", "verdict"]]
+
+    for row in bench_unary.run():
+        sim, bare = row["sim"], row["bare"]
+        ratio = sim["rps"] / bare["rps"]
+        rows.append([
+            f"GetWorkspace, {row['callers']} callers",
+            f"{sim['rps']:.0f} rps, p50 {sim['p50_ms']:.1f} ms, p99 {sim['p99_ms']:.1f} ms",
+            f"bare grpclib {bare['rps']:.0f} rps", f"{ratio:.2f}",
+            ">= 0.90" if row["callers"] == 8 else "-",
+            _verdict(ratio >= 0.9) if row["callers"] == 8 else "-",
+        ])  # fmt: skip
+
+    for row in bench_fanout.run():
+        sim, bare = row["sim"], row["bare"]
+        ratio = sim["rate"] / bare["rate"]
+        rows.append([
+            f"fan-out, {row['name']}", f"{sim['rate']:.0f} msg/s",
+            f"bare stream {bare['rate']:.0f} msg/s", f"{ratio:.2f}", ">= 0.5",
+            _verdict(ratio >= 0.5),
+        ])  # fmt: skip
+
+    gc.set_threshold(50_000, 20, 100)
+    rates = {}
+    for n in (10_000, 100_000):
+        changes, cpu = engine_scale.run(n)
+        rates[n] = changes / cpu
+    growth = rates[100_000] / rates[10_000]
+    rows.append([
+        "engine, transitions per CPU-second",
+        f"{rates[10_000]:,.0f} (10k), {rates[100_000]:,.0f} (100k)",
+        "10k workspaces", f"{growth:.2f}", ">= 200,000/s, linear",
+        _verdict(rates[10_000] >= 200_000 and growth > 0.8),
+    ])  # fmt: skip
+
+    start = bench_misc.startup()
+    rows.append([
+        "start-up, process to 'listening on'", f"{start['serve_ms']:.0f} ms",
+        f"python -c pass {start['python_ms']:.0f} ms", "-", "<= 200 ms",
+        _verdict(start["serve_ms"] <= 200),
+    ])  # fmt: skip
+    rows.append([
+        "start-up, Simulator + in-memory channel", f"{start['in_process_ms']:.2f} ms", "-", "-",
+        "<= 5 ms", _verdict(start["in_process_ms"] <= 5),
+    ])  # fmt: skip
+
+    mem = bench_misc.memory()
+    for n, per in mem["per_workspace"].items():
+        rows.append([
+            f"memory per stopped workspace ({n:,})", f"{per:.0f} B", "-", "-", "<= 2048 B",
+            _verdict(per <= 2048),
+        ])  # fmt: skip
+    per_entry = mem["per_journal_entry"]
+    rows.append([
+        "memory per journal entry", f"{per_entry:.0f} B", "-", "-", "<= 300 B",
+        _verdict(per_entry <= 300),
+    ])  # fmt: skip
+
+    life = bench_misc.lifecycle()
+    rows.append([
+        "lifecycle over TCP, autojump, grpcio", f"{life['median_ms']:.1f} ms", "-", "-",
+        "<= 40 ms", _verdict(life["median_ms"] <= 40),
+    ])  # fmt: skip
+
+    if args.suite:
+        rows += _suite()
+
+    python = sys.version.split()[0]
+    print(f"gitpod-sim benchmarks, {dt.date.today()}, {os.cpu_count()} cores, Python {python}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
