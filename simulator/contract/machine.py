@@ -1,0 +1,1101 @@
+"""The contract suite: a Hypothesis state machine whose rules are the API's calls.
+
+Hypothesis has no async stateful testing, so the machine owns an event loop (an
+:class:`asyncio.Runner`) and runs every call to completion on it; streams it opens keep running as
+tasks on that loop between steps. Each rule checks its own answer and then the whole model
+(:meth:`GitpodContract.check`), so the falsifying example Hypothesis prints
+(``state = GitpodContract()`` followed by one line per call) fails on its own when pasted into a
+test, with no invariant hooks needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar, cast
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    multiple,
+    precondition,
+    rule,
+)
+
+from simulator._proto.gitpod import v1 as pb
+from simulator._proto.google.protobuf import FieldMask
+from simulator.contract.model import (
+    REACHABLE,
+    ContractViolation,
+    InstanceModel,
+    Model,
+    WorkspaceModel,
+    check_sequence,
+    describe,
+    require,
+)
+from simulator.contract.target import InProcessTarget, Target
+from simulator.transitions import Phase
+
+_T = TypeVar("_T")
+
+CONTEXTS = (
+    "https://github.com/gitpod-io/gitpod",
+    "github.com/gitpod-io/website/tree/main",
+    "https://gitlab.com/acme/widgets",
+)
+BAD_CONTEXT = "not a context url"
+TOKENS = ("", "", "k1", "k2")
+MALFORMED_WORKSPACE = "Not/A-Workspace"
+UNKNOWN_WORKSPACE = "gitpodio-gitpod-aaaaaaaaaaa"
+MALFORMED_INSTANCE = "not-a-uuid"
+UNKNOWN_INSTANCE = "00000000-0000-4000-8000-000000000000"
+MASKS = (
+    ("result.workspace_id",),
+    ("result.owner_id", "last_active_instances.instance_id"),
+    ("last_active_instances.status.phase", "result.context.context_url"),
+)
+ADVANCES = (1.0, 5.0, 30.0, 90.0, 600.0, 1900.0)
+FAULTS = ("fail", "interrupt", "interrupt_forever", "recover", "mark_active", "share")
+ID_RPCS = (
+    "GetWorkspace",
+    "GetOwnerToken",
+    "StartWorkspace",
+    "GetActiveWorkspaceInstance",
+    "StopWorkspace",
+    "GetWorkspaceInstanceOwnerToken",
+    "ListenToWorkspaceInstance",
+    "ListenToImageBuildLogs",
+)
+LIST_PAGES_LIMIT = 200
+REFRESH_PAGE_SIZE = 3
+"""The listing after every step pages in threes: paging is checked on every step, cheaply."""
+STREAM_LIMIT = 500
+
+
+def present(value: _T | None, what: str) -> _T:
+    """A message field the API always sets; its absence is a violation."""
+    require(value is not None, f"{what}: a required field of the answer is unset")
+    assert value is not None
+    return value
+
+
+def _micros(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(eq=False)
+class StreamRecord:
+    """A server stream the machine opened; its task collects messages between steps."""
+
+    kind: str
+    """``listen``, ``logs`` or ``stop``."""
+    user: str
+    instance_id: str
+    workspace_id: str
+    expect_code: Status | None = None
+    expected_first: pb.WorkspaceInstanceStatus | None = None
+    expected_messages: int | None = None
+    messages: list[Any] = field(default_factory=list)
+    error: GRPCError | None = None
+    done: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def label(self) -> str:
+        return f"{self.kind} stream of {self.user} on {self.instance_id or self.workspace_id}"
+
+
+class GitpodContract(RuleBasedStateMachine):
+    """The rules of gitpod.v1.WorkspacesService, as random call sequences by several users."""
+
+    target_factory: ClassVar[Callable[[], Target]] = InProcessTarget
+    """How each example gets a fresh target (a subclass binds another one)."""
+
+    workspaces = Bundle("workspaces")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner = asyncio.Runner()
+        self.stack = AsyncExitStack()
+        self.target = type(self).target_factory()
+        self.exact = self.target.exact
+        self.model = Model(self.target.users)
+        self.streams: list[StreamRecord] = []
+        self.inactive_checked: set[str] = set()
+        self.runner.run(self._open())
+
+    async def _open(self) -> None:
+        await self.target.open(self.stack)
+        for user in self.target.users:
+            listed = await self._list_all(user, 100)
+            self.model.preexisting[user] = {item.result.workspace_id for item in listed}
+
+    def teardown(self) -> None:
+        try:
+            self.runner.run(self._close())
+        finally:
+            self.runner.close()
+
+    async def _close(self) -> None:
+        for record in self.streams:
+            if record.task is not None and not record.task.done():
+                record.task.cancel()
+        tasks = [r.task for r in self.streams if r.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.stack.aclose()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _step(self, body: Coroutine[Any, Any, _T]) -> _T:
+        """Run one rule's calls, let streams catch up, then check everything."""
+        result = self.runner.run(body)
+        self.runner.run(self.check())
+        return result
+
+    def stub(self, user: str) -> pb.WorkspacesServiceStub:
+        return self.target.stubs[user]
+
+    def now(self) -> int | None:
+        return self.target.now() if self.exact else None
+
+    async def call(self, what: str, awaitable: Awaitable[_T], expect: Status | None) -> _T | None:
+        """One unary call: its answer when OK was expected, else None after checking the code."""
+        try:
+            response = await awaitable
+        except GRPCError as exc:
+            require(
+                expect is exc.status,
+                f"{what} answered {exc.status.name} ({exc.message!r}), "
+                f"expected {'OK' if expect is None else expect.name}",
+            )
+            return None
+        require(expect is None, f"{what} answered OK, expected {expect.name if expect else ''}")
+        return response
+
+    def access_code(self, user: str, ws: WorkspaceModel, owner_only: bool) -> Status | None:
+        """The code the spec gives ``user`` for ``ws``: None (allowed) or the refusal."""
+        if ws.owner == user:
+            return None
+        if not ws.shared:
+            return Status.NOT_FOUND
+        return Status.PERMISSION_DENIED if owner_only else None
+
+    def pick_instance(self, ws: WorkspaceModel, which: int) -> InstanceModel | None:
+        if not ws.instances:
+            return None
+        return self.model.instances[ws.instances[which % len(ws.instances)]]
+
+    # ------------------------------------------------------------------ streams
+
+    def open_stream(
+        self, record: StreamRecord, stream: AsyncIterator[Any], keep: Callable[[Any], Any]
+    ) -> None:
+        async def consume() -> None:
+            try:
+                async with contextlib.aclosing(cast(AsyncGenerator[Any, None], stream)) as it:
+                    async for message in it:
+                        record.messages.append(keep(message))
+                        if len(record.messages) > STREAM_LIMIT:
+                            return
+            except GRPCError as exc:
+                record.error = exc
+            finally:
+                record.done = True
+
+        record.task = asyncio.get_running_loop().create_task(consume())
+        self.streams.append(record)
+
+    def listen(
+        self, user: str, inst: InstanceModel, expect: Status | None, expected_first: Any
+    ) -> StreamRecord:
+        record = StreamRecord(
+            "listen", user, inst.id, inst.workspace_id, expect, expected_first=expected_first
+        )
+        request = pb.ListenToWorkspaceInstanceRequest(instance_id=inst.id)
+        self.open_stream(
+            record,
+            self.stub(user).listen_to_workspace_instance(request),
+            lambda m: m.instance_status,
+        )
+        return record
+
+    # ------------------------------------------------------------------ the checks after every step
+
+    async def check(self) -> None:
+        await self.target.settle()
+        for user in self.target.users:
+            await self.refresh(user)
+        if self.exact:
+            await self.check_inactive()
+        await self.target.settle()
+        for record in list(self.streams):
+            await self.check_stream(record)
+
+    async def check_inactive(self) -> None:
+        """Once per instance that reached STOPPED: its workspace now has no active instance."""
+        for ws in self.model.workspaces.values():
+            latest = self.model.latest(ws)
+            if latest is None or latest.active or latest.id in self.inactive_checked:
+                continue
+            self.inactive_checked.add(latest.id)
+            request = pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.id)
+            what = f"GetActiveWorkspaceInstance({ws.id}) by its owner after {latest.id} stopped"
+            await self.call(
+                what,
+                self.stub(ws.owner).get_active_workspace_instance(request),
+                Status.FAILED_PRECONDITION,
+            )
+
+    async def _list_all(self, user: str, page_size: int) -> list[Any]:
+        items: list[Any] = []
+        token = ""
+        for _ in range(LIST_PAGES_LIMIT):
+            response = await self.stub(user).list_workspaces(
+                pb.ListWorkspacesRequest(
+                    pagination=pb.Pagination(page_size=page_size, page_token=token)
+                )
+            )
+            items.extend(response.result)
+            listed = [item.result.workspace_id for item in items]
+            require(
+                len(set(listed)) == len(listed),
+                f"paging ListWorkspaces(page_size={page_size}) for {user} repeated "
+                f"{sorted({w for w in listed if listed.count(w) > 1})}",
+            )
+            token = response.next_page_token
+            if not token:
+                return items
+        raise ContractViolation(f"ListWorkspaces for {user} never reached an empty next_page_token")
+
+    async def refresh(self, user: str) -> None:
+        """List the caller's workspaces: exactly its own, once each, in order; learn statuses."""
+        items = await self._list_all(user, REFRESH_PAGE_SIZE if self.exact else 100)
+        self.check_listing(user, items, complete=True)
+
+    def check_listing(self, user: str, items: list[Any], *, complete: bool) -> None:
+        model = self.model
+        seen: set[str] = set()
+        preexisting = model.preexisting.get(user, set())
+        for item in items:
+            ws_pb = item.result
+            require(ws_pb is not None, f"ListWorkspaces for {user}: an item without its workspace")
+            wsid = ws_pb.workspace_id
+            require(wsid not in seen, f"ListWorkspaces for {user} listed {wsid} twice")
+            seen.add(wsid)
+            if wsid in preexisting:
+                continue
+            ws = model.workspaces.get(wsid)
+            require(
+                ws is not None,
+                f"ListWorkspaces for {user} listed {wsid}, which {user} never created"
+                " (a leak, or a create that should have been de-duplicated)",
+            )
+            assert ws is not None
+            require(
+                ws.owner == user,
+                f"ListWorkspaces for {user} listed {wsid}, which belongs to {ws.owner}",
+            )
+            model.learn_owner_id(user, ws_pb.owner_id)
+            latest = model.latest(ws)
+            inst_pb = item.last_active_instances
+            if latest is None:
+                continue
+            require(
+                inst_pb is not None and inst_pb.instance_id == latest.id,
+                f"ListWorkspaces for {user}: {wsid} reports instance "
+                f"{inst_pb.instance_id if inst_pb else None}, its latest is {latest.id}",
+            )
+            assert inst_pb is not None
+            latest.created_at = _micros(inst_pb.created_at)
+            model.observe(latest, inst_pb.status, f"ListWorkspaces for {user}", self.now())
+        if complete:
+            mine = {ws.id for ws in model.owned_by(user)}
+            missing = mine - seen
+            require(not missing, f"ListWorkspaces for {user} left out {sorted(missing)}")
+        self.check_order(user, [i for i in items if i.result.workspace_id not in preexisting])
+
+    def check_order(self, user: str, items: list[Any]) -> None:
+        """Active first; then latest activity, newest first (checked where the model knows)."""
+        seen_inactive = False
+        bounds: list[tuple[int, int] | None] = []
+        for item in items:
+            inst = item.last_active_instances
+            active = inst is not None and inst.status.phase is not Phase.STOPPED
+            require(
+                not (active and seen_inactive),
+                f"ListWorkspaces for {user}: {item.result.workspace_id} is active but listed after"
+                " an inactive workspace (active ones come first)",
+            )
+            seen_inactive = seen_inactive or not active
+            bounds.append(self.activity_bounds(item) if not active else None)
+        # Among inactive workspaces the latest activity lies in [created, stopped-seen]:
+        # a workspace whose whole window is later must not come after one whose window is earlier.
+        for i, earlier in enumerate(bounds):
+            for j in range(i + 1, len(bounds)):
+                later = bounds[j]
+                if earlier is None or later is None:
+                    continue
+                require(
+                    earlier[1] >= later[0],
+                    f"ListWorkspaces for {user}: {items[j].result.workspace_id} (activity after "
+                    f"{later[0]}) listed after {items[i].result.workspace_id} (activity by "
+                    f"{earlier[1]}); latest activity comes first",
+                )
+
+    def activity_bounds(self, item: Any) -> tuple[int, int] | None:
+        inst = self.model.instances.get(item.last_active_instances.instance_id)
+        if inst is None or inst.created_at is None or inst.stopped_seen_at is None:
+            return None
+        return inst.created_at, inst.stopped_seen_at
+
+    async def check_stream(self, record: StreamRecord) -> None:
+        inst = self.model.instances.get(record.instance_id)
+        if record.expect_code is not None:
+            await self.target.wait_briefly(lambda: record.done)
+            require(
+                record.done and record.error is not None,
+                f"{record.label()}: expected {record.expect_code.name}, got "
+                f"{len(record.messages)} messages and {'an end' if record.done else 'no end'}",
+            )
+            assert record.error is not None
+            require(
+                record.error.status is record.expect_code and not record.messages,
+                f"{record.label()}: answered {record.error.status.name} "
+                f"({record.error.message!r}) after {len(record.messages)} messages, expected "
+                f"{record.expect_code.name}",
+            )
+            self.streams.remove(record)
+            return
+        require(
+            record.error is None,
+            f"{record.label()} failed: {record.error.status.name if record.error else ''} "
+            f"({record.error.message if record.error else ''!r})",
+        )
+        if record.kind == "listen":
+            self.check_listen(record, inst)
+        elif record.kind == "logs":
+            await self.check_logs(record, inst)
+        else:
+            await self.check_stop(record, inst)
+
+    def check_listen(self, record: StreamRecord, inst: InstanceModel | None) -> None:
+        statuses: list[pb.WorkspaceInstanceStatus] = record.messages
+        check_sequence(record.instance_id, statuses)
+        if record.expected_first is not None and statuses:
+            first = statuses[0]
+            require(
+                first.phase is record.expected_first.phase
+                and first.status_version == record.expected_first.status_version,
+                f"{record.label()} started with {describe(first)}; the current status was "
+                f"{describe(record.expected_first)}",
+            )
+        if inst is None or inst.last is None:
+            return
+        if statuses:
+            last = statuses[-1]
+            require(
+                last.status_version <= inst.last.status_version,
+                f"{record.label()} sent {describe(last)}, newer than the status the API answers"
+                f" ({describe(inst.last)})",
+            )
+        if not self.exact:
+            if record.done:
+                require(
+                    bool(statuses) and statuses[-1].phase is Phase.STOPPED,
+                    f"{record.label()} ended before STOPPED",
+                )
+                self.streams.remove(record)
+            return
+        if inst.last.phase is Phase.STOPPED:
+            require(
+                record.done,
+                f"{record.label()} is still open after its instance reached STOPPED"
+                " (a listen stream ends right after STOPPED)",
+            )
+        require(bool(statuses), f"{record.label()} sent nothing, not even the current status")
+        require(
+            statuses[-1].status_version == inst.last.status_version,
+            f"{record.label()} is at {describe(statuses[-1])} but the instance is at "
+            f"{describe(inst.last)}: the stream missed a change",
+        )
+        if record.done:
+            require(
+                statuses[-1].phase is Phase.STOPPED,
+                f"{record.label()} ended at {describe(statuses[-1])}, before STOPPED",
+            )
+            self.streams.remove(record)
+
+    async def check_logs(self, record: StreamRecord, inst: InstanceModel | None) -> None:
+        if inst is None:
+            return
+        if inst.built is False:
+            await self.target.wait_briefly(lambda: record.done)
+            require(
+                not record.messages,
+                f"{record.label()}: {len(record.messages)} build log lines for an instance that"
+                " started without an image build",
+            )
+            require(record.done, f"{record.label()}: no build, but the stream did not end")
+        if self.exact and inst.phase is not Phase.IMAGEBUILD:
+            require(record.done, f"{record.label()}: the build is over but the stream goes on")
+        if record.done:
+            self.streams.remove(record)
+
+    async def check_stop(self, record: StreamRecord, inst: InstanceModel | None) -> None:
+        if inst is None:
+            return
+        count = len(record.messages)
+        require(count <= 2, f"{record.label()}: {count} messages; at most STOPPING and STOPPED")
+        if record.done:
+            require(
+                inst.phase is Phase.STOPPED or not self.exact,
+                f"{record.label()} ended while the instance is {inst.phase}; it ends at STOPPED",
+            )
+            if record.expected_messages is not None:
+                require(
+                    count == record.expected_messages,
+                    f"{record.label()}: {count} messages, expected {record.expected_messages}"
+                    " (one per phase change after the request)",
+                )
+            self.streams.remove(record)
+        elif self.exact and inst.phase is Phase.STOPPED:
+            raise ContractViolation(
+                f"{record.label()}: the instance is STOPPED, the stream goes on"
+            )
+
+    # ------------------------------------------------------------------ rules: workspaces
+
+    @rule(
+        target=workspaces,
+        user=st.sampled_from(("user1", "user2")),
+        context=st.sampled_from((*CONTEXTS, BAD_CONTEXT)),
+        token=st.sampled_from(TOKENS),
+    )
+    def create_and_start_workspace(self, user: str, context: str, token: str) -> Any:
+        return self._step(self._create(self._user(user), context, token))
+
+    async def _create(self, user: str, context: str, token: str) -> Any:
+        key = (user, "create", token)
+        recorded = self.model.idempotency.get(key) if token else None
+        expect = None
+        if context == BAD_CONTEXT or (recorded is not None and recorded[0] != context):
+            expect = Status.INVALID_ARGUMENT
+        what = f"CreateAndStartWorkspace({context!r}, token {token!r}) by {user}"
+        request = pb.CreateAndStartWorkspaceRequest(context_url=context, idempotency_token=token)
+        response = await self.call(
+            what, self.stub(user).create_and_start_workspace(request), expect
+        )
+        if response is None:
+            return multiple()
+        wsid = response.workspace_id
+        if recorded is not None:
+            require(
+                wsid == recorded[1],
+                f"{what} answered {wsid}; the same token and request first answered {recorded[1]}",
+            )
+            return wsid
+        require(wsid not in self.model.workspaces, f"{what} answered existing workspace {wsid}")
+        ws = WorkspaceModel(wsid, user)
+        self.model.workspaces[wsid] = ws
+        if token:
+            self.model.idempotency[key] = (context, wsid)
+        await self._adopt_started(user, ws)
+        return wsid
+
+    async def _adopt_started(self, user: str, ws: WorkspaceModel) -> None:
+        """A create just started the workspace: find its instance and follow it from birth."""
+        request = pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.id)
+        what = f"GetActiveWorkspaceInstance({ws.id}) by {user} right after its create"
+        expect = None if self.exact else Status.FAILED_PRECONDITION
+        try:
+            response = await self.stub(user).get_active_workspace_instance(request)
+        except GRPCError as exc:
+            require(
+                expect is exc.status,
+                f"{what} answered {exc.status.name} ({exc.message!r}), expected OK",
+            )
+            return
+        got = present(response.instance, what)
+        self._adopt_instance(user, ws, got.instance_id, present(got.status, what))
+
+    def _adopt_instance(
+        self, user: str, ws: WorkspaceModel, instance_id: str, status: Any
+    ) -> InstanceModel:
+        inst = self.model.add_instance(ws, instance_id, status if self.exact else None)
+        if not self.exact and status is not None and status.phase is Phase.IMAGEBUILD:
+            inst.built = True
+        self.model.observe(inst, status, "a new instance", self.now())
+        self.listen(user, inst, None, status if self.exact else None)
+        return inst
+
+    @rule(
+        user=st.sampled_from(("user1", "user2")),
+        ws=workspaces,
+        token=st.sampled_from(TOKENS),
+    )
+    def start_workspace(self, user: str, ws: str, token: str) -> None:
+        self._step(self._start(self._user(user), self.model.workspaces[ws], token))
+
+    async def _start(self, user: str, ws: WorkspaceModel, token: str) -> None:
+        key = (user, "start", token)
+        recorded = self.model.idempotency.get(key) if token else None
+        expect = self.access_code(user, ws, owner_only=True)
+        if expect is None and recorded is not None and recorded[0] != ws.id:
+            expect = Status.INVALID_ARGUMENT
+        what = f"StartWorkspace({ws.id}, token {token!r}) by {user}"
+        request = pb.StartWorkspaceRequest(workspace_id=ws.id, idempotency_token=token)
+        response = await self.call(what, self.stub(user).start_workspace(request), expect)
+        if response is None:
+            return
+        await self._after_start(user, ws, what, response.instance_id, recorded)
+        if token and recorded is None:
+            self.model.idempotency[key] = (ws.id, response.instance_id)
+
+    async def _after_start(
+        self,
+        user: str,
+        ws: WorkspaceModel,
+        what: str,
+        instance_id: str,
+        recorded: tuple[str, str] | None,
+    ) -> None:
+        if recorded is not None:
+            require(
+                instance_id == recorded[1],
+                f"{what} answered {instance_id}; the same token first answered {recorded[1]}",
+            )
+            return
+        latest = self.model.latest(ws)
+        if latest is not None and instance_id == latest.id:
+            require(
+                latest.active or not self.exact,
+                f"{what} answered instance {instance_id}, which is STOPPED (a restart must make a"
+                " new instance)",
+            )
+            return
+        if latest is not None:
+            require(
+                not (self.exact and latest.active),
+                f"{what} made instance {instance_id} while {latest.id} is "
+                f"{latest.phase.name if latest.phase else '?'}; it must answer the active one",
+            )
+        status = None
+        try:
+            got = await self.stub(user).get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.id)
+            )
+            active = present(got.instance, what)
+            if active.instance_id == instance_id:
+                status = present(active.status, what)
+        except GRPCError:
+            require(not self.exact, f"{what}: no active instance right after the start")
+        if status is None:
+            require(not self.exact, f"{what}: the new instance is not the active one")
+            self.model.add_instance(ws, instance_id, None)
+            return
+        self._adopt_instance(ws.owner, ws, instance_id, status)
+
+    @rule(
+        user=st.sampled_from(("user1", "user2")),
+        ws=workspaces,
+        token=st.sampled_from(TOKENS),
+    )
+    def stop_workspace(self, user: str, ws: str, token: str) -> None:
+        self._step(self._stop(self._user(user), self.model.workspaces[ws], token))
+
+    async def _stop(self, user: str, ws: WorkspaceModel, token: str) -> None:
+        key = (user, "stop", token)
+        recorded = self.model.idempotency.get(key) if token else None
+        expect = self.access_code(user, ws, owner_only=True)
+        latest = self.model.latest(ws)
+        target_instance = latest
+        expected_messages: int | None = None
+        if expect is None and recorded is not None:
+            if recorded[0] != ws.id:
+                expect = Status.INVALID_ARGUMENT
+            else:
+                target_instance = self.model.instances[recorded[1]]
+        if expect is None and self.exact:
+            phase = target_instance.phase if target_instance is not None else None
+            if recorded is None and (phase is None or phase is Phase.STOPPED):
+                expect = Status.FAILED_PRECONDITION
+            elif phase is Phase.STOPPED:
+                expected_messages = 0
+            elif phase is Phase.STOPPING:
+                expected_messages = 1
+            else:
+                expected_messages = 2
+        record = StreamRecord(
+            "stop",
+            user,
+            target_instance.id if target_instance is not None and expect is None else "",
+            ws.id,
+            expect,
+            expected_messages=expected_messages,
+        )
+        request = pb.StopWorkspaceRequest(workspace_id=ws.id, idempotency_token=token)
+        self.open_stream(record, self.stub(user).stop_workspace(request), lambda m: m)
+        await self.target.settle()
+        if not self.exact and expect is None:
+            # Without a still clock the instance may have stopped on its own meanwhile.
+            await self.target.wait_briefly(lambda: record.done or len(record.messages) > 0)
+            if record.error is not None and record.error.status is Status.FAILED_PRECONDITION:
+                record.expect_code = Status.FAILED_PRECONDITION
+                return
+        if token and recorded is None and expect is None and target_instance is not None:
+            self.model.idempotency[key] = (ws.id, target_instance.id)
+
+    # ------------------------------------------------------------------ rules: reads
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces)
+    def get_workspace(self, user: str, ws: str) -> None:
+        self._step(self._get_workspace(self._user(user), self.model.workspaces[ws]))
+
+    async def _get_workspace(self, user: str, ws: WorkspaceModel) -> None:
+        expect = self.access_code(user, ws, owner_only=False)
+        what = f"GetWorkspace({ws.id}) by {user}"
+        response = await self.call(
+            what, self.stub(user).get_workspace(pb.GetWorkspaceRequest(workspace_id=ws.id)), expect
+        )
+        if response is not None:
+            result = present(response.result, what)
+            require(result.workspace_id == ws.id, f"{what} answered another workspace")
+            if ws.owner == user:
+                self.model.learn_owner_id(user, result.owner_id)
+            else:
+                owner_id = self.model.owner_ids.get(ws.owner)
+                require(
+                    owner_id is None or result.owner_id == owner_id,
+                    f"{what}: owner_id {result.owner_id!r}, expected {owner_id!r}",
+                )
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces)
+    def get_active_workspace_instance(self, user: str, ws: str) -> None:
+        self._step(self._get_active(self._user(user), self.model.workspaces[ws]))
+
+    async def _get_active(self, user: str, ws: WorkspaceModel) -> None:
+        expect = self.access_code(user, ws, owner_only=False)
+        latest = self.model.latest(ws)
+        if expect is None and self.exact and (latest is None or not latest.active):
+            expect = Status.FAILED_PRECONDITION
+        what = f"GetActiveWorkspaceInstance({ws.id}) by {user}"
+        request = pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.id)
+        try:
+            response = await self.stub(user).get_active_workspace_instance(request)
+        except GRPCError as exc:
+            lenient = not self.exact and exc.status is Status.FAILED_PRECONDITION
+            require(
+                exc.status is expect or (lenient and expect is None),
+                f"{what} answered {exc.status.name} ({exc.message!r}), expected "
+                f"{'OK' if expect is None else expect.name}",
+            )
+            return
+        require(expect is None, f"{what} answered OK, expected {expect.name if expect else ''}")
+        got = present(response.instance, what)
+        status = present(got.status, what)
+        require(
+            latest is not None and got.instance_id == latest.id,
+            f"{what} answered instance {got.instance_id}, the latest is "
+            f"{latest.id if latest else None}",
+        )
+        assert latest is not None
+        require(
+            status.phase is not Phase.STOPPED,
+            f"{what} answered a STOPPED instance as the active one",
+        )
+        self.model.observe(latest, status, what, self.now())
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces)
+    def get_owner_token(self, user: str, ws: str) -> None:
+        self._step(self._owner_token(self._user(user), self.model.workspaces[ws]))
+
+    async def _owner_token(self, user: str, ws: WorkspaceModel) -> None:
+        expect = self.access_code(user, ws, owner_only=True)
+        what = f"GetOwnerToken({ws.id}) by {user}"
+        request = pb.GetOwnerTokenRequest(workspace_id=ws.id)
+        response = await self.call(what, self.stub(user).get_owner_token(request), expect)
+        latest = self.model.latest(ws)
+        if response is not None and latest is not None:
+            self._learn_token(what, user, latest, response.token)
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces, which=st.integers(0, 3))
+    def get_workspace_instance_owner_token(self, user: str, ws: str, which: int) -> None:
+        model_ws = self.model.workspaces[ws]
+        self._step(self._instance_token(self._user(user), model_ws, which))
+
+    async def _instance_token(self, user: str, ws: WorkspaceModel, which: int) -> None:
+        inst = self.pick_instance(ws, which)
+        if inst is None:
+            return
+        expect = self.access_code(user, ws, owner_only=True)
+        what = f"GetWorkspaceInstanceOwnerToken({inst.id}) by {user}"
+        request = pb.GetWorkspaceInstanceOwnerTokenRequest(instance_id=inst.id)
+        response = await self.call(
+            what, self.stub(user).get_workspace_instance_owner_token(request), expect
+        )
+        if response is not None:
+            self._learn_token(what, user, inst, response.owner_token)
+
+    def _learn_token(self, what: str, user: str, inst: InstanceModel, token: str) -> None:
+        require(bool(token), f"{what} answered an empty owner token")
+        owner = self.model.owner_tokens.get(token)
+        require(
+            owner is None or owner == inst.owner,
+            f"{what} answered an owner token of {owner}'s workspace to {user}",
+        )
+        if inst.owner_token is None:
+            for other in self.model.instances.values():
+                require(
+                    other.owner_token != token,
+                    f"{what}: instance {inst.id} has the same owner token as {other.id}"
+                    " (a new token per instance)",
+                )
+            inst.owner_token = token
+        require(
+            inst.owner_token == token,
+            f"{what}: owner token of {inst.id} changed from {inst.owner_token!r} to {token!r}",
+        )
+        self.model.owner_tokens[token] = inst.owner
+
+    # ------------------------------------------------------------------ rules: streams
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces, which=st.integers(0, 3))
+    def listen_to_workspace_instance(self, user: str, ws: str, which: int) -> None:
+        self._step(self._listen(self._user(user), self.model.workspaces[ws], which))
+
+    async def _listen(self, user: str, ws: WorkspaceModel, which: int) -> None:
+        inst = self.pick_instance(ws, which)
+        if inst is None:
+            return
+        expect = self.access_code(user, ws, owner_only=False)
+        self.listen(user, inst, expect, inst.last if self.exact and expect is None else None)
+        await self.target.settle()
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces, which=st.integers(0, 3))
+    def listen_to_image_build_logs(self, user: str, ws: str, which: int) -> None:
+        self._step(self._logs(self._user(user), self.model.workspaces[ws], which))
+
+    async def _logs(self, user: str, ws: WorkspaceModel, which: int) -> None:
+        inst = self.pick_instance(ws, which)
+        if inst is None:
+            return
+        expect = self.access_code(user, ws, owner_only=False)
+        record = StreamRecord("logs", user, inst.id, ws.id, expect)
+        request = pb.ListenToImageBuildLogsRequest(instance_id=inst.id)
+        self.open_stream(record, self.stub(user).listen_to_image_build_logs(request), lambda m: m)
+        await self.target.settle()
+
+    # ------------------------------------------------------------------ rules: listing
+
+    @rule(
+        user=st.sampled_from(("user1", "user2")),
+        page_size=st.sampled_from((1, 2, 3, 0)),
+        create_between=st.booleans(),
+    )
+    def list_workspaces(self, user: str, page_size: int, create_between: bool) -> None:
+        self._step(self._list_paged(self._user(user), page_size, create_between))
+
+    async def _list_paged(self, user: str, page_size: int, create_between: bool) -> None:
+        """Page through the listing (optionally creating a workspace between pages)."""
+        before = {ws.id for ws in self.model.owned_by(user)}
+        items: list[Any] = []
+        token = ""
+        changed = False
+        for page in range(LIST_PAGES_LIMIT):
+            response = await self.stub(user).list_workspaces(
+                pb.ListWorkspacesRequest(
+                    pagination=pb.Pagination(page_size=page_size, page_token=token)
+                )
+            )
+            require(
+                len(response.result) <= (page_size or 20),
+                f"ListWorkspaces(page_size={page_size}) by {user} answered "
+                f"{len(response.result)} items",
+            )
+            items.extend(response.result)
+            listed = [item.result.workspace_id for item in items]
+            repeated = sorted({w for w in listed if listed.count(w) > 1})
+            require(
+                not repeated,
+                f"paging ListWorkspaces(page_size={page_size}) by {user} repeated {repeated}",
+            )
+            token = response.next_page_token
+            if not token:
+                break
+            if create_between and page == 0:
+                await self._create(user, CONTEXTS[0], "")
+                changed = True
+        else:
+            raise ContractViolation(f"ListWorkspaces by {user} never ended")
+        missing = before - set(listed)
+        require(
+            not missing,
+            f"paging ListWorkspaces(page_size={page_size}) by {user} left out {sorted(missing)}",
+        )
+        if not changed:
+            self.check_listing(user, items, complete=True)
+
+    @rule(user=st.sampled_from(("user1", "user2")), mask=st.sampled_from(MASKS))
+    def list_workspaces_masked(self, user: str, mask: tuple[str, ...]) -> None:
+        self._step(self._list_masked(self._user(user), mask))
+
+    async def _list_masked(self, user: str, mask: tuple[str, ...]) -> None:
+        stub = self.stub(user)
+        full = await stub.list_workspaces(pb.ListWorkspacesRequest())
+        masked = await stub.list_workspaces(
+            pb.ListWorkspacesRequest(field_mask=FieldMask(paths=list(mask)))
+        )
+        require(
+            len(masked.result) == len(full.result),
+            f"ListWorkspaces with field_mask {list(mask)} by {user}: {len(masked.result)} items,"
+            f" without it {len(full.result)}",
+        )
+        for whole, pruned in zip(full.result, masked.result, strict=True):
+            expected = _prune(whole.to_dict(), mask)
+            got = pruned.to_dict()
+            require(
+                got == expected,
+                f"ListWorkspaces with field_mask {list(mask)} by {user}: item {got} should be "
+                f"{expected}",
+            )
+
+    @rule(
+        user=st.sampled_from(("user1", "user2")),
+        kind=st.sampled_from(("size-101", "size-neg", "bogus-token", "foreign-token", "mask")),
+    )
+    def list_workspaces_invalid(self, user: str, kind: str) -> None:
+        self._step(self._list_invalid(self._user(user), kind))
+
+    async def _list_invalid(self, user: str, kind: str) -> None:
+        request = pb.ListWorkspacesRequest()
+        if kind == "size-101":
+            request.pagination = pb.Pagination(page_size=101)
+        elif kind == "size-neg":
+            request.pagination = pb.Pagination(page_size=-1)
+        elif kind == "bogus-token":
+            request.pagination = pb.Pagination(page_token="bm90LWlzc3VlZA")
+        elif kind == "mask":
+            request.field_mask = FieldMask(paths=["result.no_such_field"])
+        else:
+            others = [u for u in self.target.users if u != user]
+            if not others or len(self.model.owned_by(others[0])) < 2:
+                return
+            theirs = await self.stub(others[0]).list_workspaces(
+                pb.ListWorkspacesRequest(pagination=pb.Pagination(page_size=1))
+            )
+            require(bool(theirs.next_page_token), "ListWorkspaces(page_size=1) gave no next page")
+            request.pagination = pb.Pagination(page_size=1, page_token=theirs.next_page_token)
+        what = f"ListWorkspaces({kind}) by {user}"
+        await self.call(what, self.stub(user).list_workspaces(request), Status.INVALID_ARGUMENT)
+
+    # ------------------------------------------------------------------ rules: ids
+
+    @rule(
+        user=st.sampled_from(("user1", "user2")),
+        rpc=st.sampled_from(ID_RPCS),
+        kind=st.sampled_from(("malformed", "unknown", "empty")),
+    )
+    def call_with_bad_id(self, user: str, rpc: str, kind: str) -> None:
+        self._step(self._bad_id(self._user(user), rpc, kind))
+
+    async def _bad_id(self, user: str, rpc: str, kind: str) -> None:
+        expect = Status.NOT_FOUND if kind == "unknown" else Status.INVALID_ARGUMENT
+        by_instance = rpc in (
+            "GetWorkspaceInstanceOwnerToken",
+            "ListenToWorkspaceInstance",
+            "ListenToImageBuildLogs",
+        )
+        ident = {
+            "malformed": MALFORMED_INSTANCE if by_instance else MALFORMED_WORKSPACE,
+            "unknown": UNKNOWN_INSTANCE if by_instance else UNKNOWN_WORKSPACE,
+            "empty": "",
+        }[kind]
+        s = self.stub(user)
+        what = f"{rpc}({ident!r}) by {user}"
+        if rpc == "GetWorkspace":
+            await self.call(
+                what, s.get_workspace(pb.GetWorkspaceRequest(workspace_id=ident)), expect
+            )
+        elif rpc == "GetOwnerToken":
+            request_t = pb.GetOwnerTokenRequest(workspace_id=ident)
+            await self.call(what, s.get_owner_token(request_t), expect)
+        elif rpc == "StartWorkspace":
+            request_s = pb.StartWorkspaceRequest(workspace_id=ident)
+            await self.call(what, s.start_workspace(request_s), expect)
+        elif rpc == "GetActiveWorkspaceInstance":
+            request_a = pb.GetActiveWorkspaceInstanceRequest(workspace_id=ident)
+            await self.call(what, s.get_active_workspace_instance(request_a), expect)
+        elif rpc == "GetWorkspaceInstanceOwnerToken":
+            request_o = pb.GetWorkspaceInstanceOwnerTokenRequest(instance_id=ident)
+            await self.call(what, s.get_workspace_instance_owner_token(request_o), expect)
+        else:
+            record = StreamRecord(rpc, user, "", ident, expect)
+            if rpc == "StopWorkspace":
+                stream: AsyncIterator[Any] = s.stop_workspace(
+                    pb.StopWorkspaceRequest(workspace_id=ident)
+                )
+            elif rpc == "ListenToWorkspaceInstance":
+                stream = s.listen_to_workspace_instance(
+                    pb.ListenToWorkspaceInstanceRequest(instance_id=ident)
+                )
+            else:
+                stream = s.listen_to_image_build_logs(
+                    pb.ListenToImageBuildLogsRequest(instance_id=ident)
+                )
+            self.open_stream(record, stream, lambda m: m)
+            await self.target.settle()
+
+    # ------------------------------------------------------------------ rules: idempotency races
+
+    @rule(
+        target=workspaces,
+        user=st.sampled_from(("user1", "user2")),
+        context=st.sampled_from(CONTEXTS),
+        token=st.sampled_from(("k1", "k2", "k3")),
+    )
+    def concurrent_create(self, user: str, context: str, token: str) -> Any:
+        return self._step(self._concurrent_create(self._user(user), context, token))
+
+    async def _concurrent_create(self, user: str, context: str, token: str) -> Any:
+        key = (user, "create", token)
+        recorded = self.model.idempotency.get(key)
+        request = pb.CreateAndStartWorkspaceRequest(context_url=context, idempotency_token=token)
+        what = f"3 concurrent CreateAndStartWorkspace({context!r}, token {token!r}) by {user}"
+        calls = [self.stub(user).create_and_start_workspace(request) for _ in range(3)]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        if recorded is not None and recorded[0] != context:
+            for answer in answers:
+                require(
+                    isinstance(answer, GRPCError) and answer.status is Status.INVALID_ARGUMENT,
+                    f"{what}: token reused for another request answered {answer!r}",
+                )
+            return multiple()
+        ids = set()
+        for answer in answers:
+            require(not isinstance(answer, BaseException), f"{what} failed: {answer!r}")
+            ids.add(answer.workspace_id)  # type: ignore[union-attr]
+        require(len(ids) == 1, f"{what} made {len(ids)} workspaces: {sorted(ids)}")
+        wsid = ids.pop()
+        if recorded is not None:
+            require(wsid == recorded[1], f"{what} answered {wsid}, first answer {recorded[1]}")
+            return wsid
+        ws = WorkspaceModel(wsid, user)
+        self.model.workspaces[wsid] = ws
+        self.model.idempotency[key] = (context, wsid)
+        await self._adopt_started(user, ws)
+        return wsid
+
+    @rule(user=st.sampled_from(("user1", "user2")), ws=workspaces, token=st.sampled_from(TOKENS))
+    def concurrent_start(self, user: str, ws: str, token: str) -> None:
+        self._step(self._concurrent_start(self._user(user), self.model.workspaces[ws], token))
+
+    async def _concurrent_start(self, user: str, ws: WorkspaceModel, token: str) -> None:
+        """Three concurrent starts: whatever the token, one instance at most comes of them."""
+        expect = self.access_code(user, ws, owner_only=True)
+        key = (user, "start", token)
+        recorded = self.model.idempotency.get(key) if token else None
+        if expect is None and recorded is not None and recorded[0] != ws.id:
+            expect = Status.INVALID_ARGUMENT
+        request = pb.StartWorkspaceRequest(workspace_id=ws.id, idempotency_token=token)
+        what = f"3 concurrent StartWorkspace({ws.id}, token {token!r}) by {user}"
+        calls = [self.stub(user).start_workspace(request) for _ in range(3)]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        ids: set[str] = set()
+        for answer in answers:
+            if expect is not None:
+                require(
+                    isinstance(answer, GRPCError) and answer.status is expect,
+                    f"{what} answered {answer!r}, expected {expect.name}",
+                )
+            else:
+                require(not isinstance(answer, BaseException), f"{what} failed: {answer!r}")
+                ids.add(answer.instance_id)  # type: ignore[union-attr]
+        if expect is not None:
+            return
+        require(len(ids) == 1, f"{what} answered {len(ids)} instances: {sorted(ids)}")
+        instance_id = ids.pop()
+        await self._after_start(user, ws, what, instance_id, recorded)
+        if token and recorded is None:
+            self.model.idempotency[key] = (ws.id, instance_id)
+
+    # ------------------------------------------------------------------ rules: clock and faults
+
+    @precondition(lambda self: self.target.control)
+    @rule(seconds=st.sampled_from(ADVANCES))
+    def advance_clock(self, seconds: float) -> None:
+        self._step(self._control(lambda: self.target.advance(seconds)))
+
+    @precondition(lambda self: self.target.control)
+    @rule()
+    def advance_to_next_event(self) -> None:
+        self._step(self._control(self.target.advance_to_next))
+
+    @precondition(lambda self: self.target.control)
+    @rule(kind=st.sampled_from(FAULTS), ws=workspaces)
+    def inject_fault(self, kind: str, ws: str) -> None:
+        model_ws = self.model.workspaces[ws]
+        latest = self.model.latest(model_ws)
+        if latest is not None:
+            self._step(self._control(lambda: self._fault(kind, model_ws, latest)))
+
+    async def _fault(self, kind: str, ws: WorkspaceModel, inst: InstanceModel) -> None:
+        applied = self.target.fault(kind, ws.id, inst.id)
+        if inspect.isawaitable(applied):
+            applied = await applied
+        if applied and kind == "share":
+            ws.shared = True
+
+    async def _control(self, action: Callable[[], object]) -> None:
+        """A control-plane action, run on the machine's loop so streams see it at once (a remote
+        target's actions are coroutines: calls of gitpod.simulator.v1.SimulatorService)."""
+        result = action()
+        if inspect.isawaitable(result):
+            await result
+        await self.target.settle()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _user(self, user: str) -> str:
+        """Map a drawn caller onto the target's callers (a one-token target has one)."""
+        users = self.target.users
+        return users[(int(user.removeprefix("user")) - 1) % len(users)]
+
+
+def _prune(data: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` (a message's to_dict(), camelCase keys) reduced to ``paths`` (snake_case)."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        keys = [_camel(part) for part in path.split(".")]
+        src: Any = data
+        for key in keys:
+            if not isinstance(src, dict) or key not in src:
+                src = None
+                break
+            src = src[key]
+        if src is None:
+            continue
+        dst = out
+        for key in keys[:-1]:
+            dst = dst.setdefault(key, {})
+        dst[keys[-1]] = src
+    return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+# Cheap sanity: every phase the machine may observe is in the reachability table.
+assert set(REACHABLE) >= {p for p in Phase if p is not Phase.UNSPECIFIED}

@@ -1,0 +1,208 @@
+"""The reference model: what the contract suite knows must be true of the target.
+
+It holds only what the calls made so far imply (who owns which workspace, which instances exist,
+what each idempotency token answered, the last status seen of each instance) and checks every new
+observation against it and against the published transition table. A broken rule raises
+:class:`ContractViolation`, so a failure reads as a statement about the API, not about the harness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simulator._proto.gitpod import v1 as pb
+from simulator.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
+
+
+class ContractViolation(AssertionError):
+    """The target broke a rule of the API's contract."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ContractViolation` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ContractViolation(message)
+
+
+def _reachable() -> dict[Phase, frozenset[Phase]]:
+    """phase -> every phase a later status may have (the table's transitive closure)."""
+    out: dict[Phase, frozenset[Phase]] = {}
+    for start in LEGAL_TRANSITIONS:
+        seen = {start}
+        todo = [start]
+        while todo:
+            for nxt in LEGAL_TRANSITIONS[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        out[start] = frozenset(seen)
+    return out
+
+
+REACHABLE = _reachable()
+
+
+def describe(status: pb.WorkspaceInstanceStatus) -> str:
+    return f"{status.phase.name} (status_version {status.status_version})"
+
+
+def check_sequence(instance_id: str, statuses: list[pb.WorkspaceInstanceStatus]) -> None:
+    """A listen stream's statuses: legal direct transitions, versions strictly increasing,
+    nothing after STOPPED."""
+    previous: pb.WorkspaceInstanceStatus | None = None
+    for status in statuses:
+        require(
+            status.phase is not Phase.UNSPECIFIED,
+            f"instance {instance_id}: a stream reported PHASE_UNSPECIFIED",
+        )
+        if previous is not None:
+            require(
+                previous.phase is not Phase.STOPPED,
+                f"instance {instance_id}: the stream went on after STOPPED with {describe(status)}"
+                " (it must end right after STOPPED)",
+            )
+            require(
+                is_legal(previous.phase, status.phase),
+                f"instance {instance_id}: illegal transition {previous.phase.name} -> "
+                f"{status.phase.name} (not in the published transition table)",
+            )
+            require(
+                status.status_version > previous.status_version,
+                f"instance {instance_id}: status_version did not increase: {describe(previous)}"
+                f" then {describe(status)}",
+            )
+        previous = status
+
+
+@dataclass(slots=True)
+class InstanceModel:
+    id: str
+    workspace_id: str
+    owner: str
+    """The caller label that owns it."""
+    built: bool | None = None
+    """Whether it started in IMAGEBUILD (None: not seen at its start)."""
+    last: pb.WorkspaceInstanceStatus | None = None
+    owner_token: str | None = None
+    created_at: int | None = None
+    """Microseconds since the epoch, from the wire."""
+    stopped_seen_at: int | None = None
+    """The target's clock when STOPPED was first seen (exact targets only)."""
+
+    @property
+    def phase(self) -> Phase | None:
+        return None if self.last is None else self.last.phase
+
+    @property
+    def active(self) -> bool:
+        return self.last is not None and self.last.phase is not Phase.STOPPED
+
+
+@dataclass(slots=True)
+class WorkspaceModel:
+    id: str
+    owner: str
+    shared: bool = False
+    instances: list[str] = field(default_factory=list)
+    """In start order; the last is the latest instance."""
+
+
+@dataclass(slots=True)
+class Model:
+    users: tuple[str, ...]
+    workspaces: dict[str, WorkspaceModel] = field(default_factory=dict)
+    instances: dict[str, InstanceModel] = field(default_factory=dict)
+    owner_ids: dict[str, str] = field(default_factory=dict)
+    """Caller label -> the owner_id the target reports for it (learnt from its workspaces)."""
+    idempotency: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    """(caller, rpc, token) -> (request fingerprint, answer id)."""
+    owner_tokens: dict[str, str] = field(default_factory=dict)
+    """Owner token -> the caller label it belongs to."""
+    preexisting: dict[str, set[str]] = field(default_factory=dict)
+    """Workspaces a remote target already had for each caller before this run (ignored)."""
+
+    def owned_by(self, user: str) -> list[WorkspaceModel]:
+        return [ws for ws in self.workspaces.values() if ws.owner == user]
+
+    def latest(self, ws: WorkspaceModel) -> InstanceModel | None:
+        return self.instances[ws.instances[-1]] if ws.instances else None
+
+    def visible(self, user: str, ws: WorkspaceModel) -> bool:
+        return ws.owner == user or ws.shared
+
+    def learn_owner_id(self, user: str, owner_id: str) -> None:
+        known = self.owner_ids.get(user)
+        if known is None:
+            require(
+                owner_id not in self.owner_ids.values(),
+                f"{user} was answered owner_id {owner_id!r}, which belongs to another caller",
+            )
+            self.owner_ids[user] = owner_id
+        else:
+            require(
+                known == owner_id,
+                f"{user}'s workspace reports owner_id {owner_id!r}, expected {known!r}",
+            )
+
+    def add_instance(
+        self, ws: WorkspaceModel, instance_id: str, status: pb.WorkspaceInstanceStatus | None
+    ) -> InstanceModel:
+        require(
+            instance_id not in self.instances,
+            f"workspace {ws.id}: a start answered instance {instance_id}, which already existed"
+            " (a restart must make a new instance)",
+        )
+        for other in ws.instances:
+            old = self.instances[other]
+            require(
+                not old.active,
+                f"workspace {ws.id}: new instance {instance_id} while {other} is still "
+                f"{old.phase.name if old.phase else '?'} (at most one active instance)",
+            )
+        inst = InstanceModel(instance_id, ws.id, ws.owner)
+        self.instances[instance_id] = inst
+        ws.instances.append(instance_id)
+        if status is not None:
+            require(
+                status.phase in INITIAL_PHASES,
+                f"instance {instance_id} started in {status.phase.name}; a new instance starts"
+                " in IMAGEBUILD or PENDING",
+            )
+            inst.built = status.phase is Phase.IMAGEBUILD
+        return inst
+
+    def observe(
+        self, inst: InstanceModel, status: pb.WorkspaceInstanceStatus, where: str, now: int | None
+    ) -> None:
+        """A status seen now by a unary call or a listing; it must follow the last one seen."""
+        require(
+            status.phase is not Phase.UNSPECIFIED,
+            f"{where}: instance {inst.id} reported PHASE_UNSPECIFIED",
+        )
+        last = inst.last
+        if last is not None:
+            require(
+                status.status_version >= last.status_version,
+                f"{where}: instance {inst.id} went back from {describe(last)} "
+                f"to {describe(status)}",
+            )
+            if status.status_version == last.status_version:
+                require(
+                    status == last,
+                    f"{where}: instance {inst.id} changed its status without a new status_version:"
+                    f" {describe(last)} then {describe(status)} (messages differ)",
+                )
+                return
+            require(
+                last.phase is not Phase.STOPPED,
+                f"{where}: instance {inst.id} changed after STOPPED to {describe(status)}"
+                " (STOPPED is final)",
+            )
+            require(
+                status.phase in REACHABLE[last.phase],
+                f"{where}: instance {inst.id} went from {last.phase.name} to {status.phase.name},"
+                " which the transition table cannot reach",
+            )
+        inst.last = status
+        if status.phase is Phase.STOPPED and inst.stopped_seen_at is None:
+            inst.stopped_seen_at = now

@@ -1,0 +1,96 @@
+"""How the contract suite is configured: Hypothesis settings and the target to judge.
+
+CI runs a fixed, derandomised budget so a run is repeatable and quick; the same options let a
+team run longer searches, or point the suite at a server with ``--gitpod-target``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+from hypothesis import HealthCheck, settings
+from hypothesis import Phase as HypothesisPhase
+from hypothesis.stateful import run_state_machine_as_test
+
+from simulator.contract.machine import GitpodContract
+from simulator.contract.target import (
+    InProcessTarget,
+    RemoteOptions,
+    RemoteTarget,
+    SimFactory,
+    Target,
+    default_simulator,
+)
+
+CI_EXAMPLES = 30
+"""Examples (call sequences) per run in CI."""
+CI_STEPS = 30
+"""Steps (calls) per example in CI."""
+
+
+def contract_settings(
+    examples: int = CI_EXAMPLES, steps: int = CI_STEPS, *, shrink: bool = True, seed: int = 0
+) -> settings:
+    """Deterministic settings: no deadline (steps run many calls), no example database.
+
+    ``seed`` picks another deterministic search (derandomize ignores it, so it is mixed in via
+    the number of examples' database key instead: different seeds use ``derandomize=False``).
+    """
+    phases = [HypothesisPhase.explicit, HypothesisPhase.generate]
+    if shrink:
+        phases.append(HypothesisPhase.shrink)
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        derandomize=seed == 0,
+        database=None,
+        phases=phases,
+        print_blob=False,
+        report_multiple_bugs=False,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
+
+
+def machine_for(
+    factory: Callable[[], Target], name: str = "GitpodContract"
+) -> type[GitpodContract]:
+    """A :class:`GitpodContract` whose examples each judge a fresh target from ``factory``."""
+    return type(name, (GitpodContract,), {"target_factory": staticmethod(factory)})
+
+
+def in_process(
+    factory: SimFactory = default_simulator, name: str = "GitpodContract"
+) -> type[GitpodContract]:
+    """The suite against simulators built by ``factory`` (the real one by default)."""
+    if factory is default_simulator and name == "GitpodContract":
+        return GitpodContract
+    return machine_for(lambda: InProcessTarget(factory), name)
+
+
+def remote(options: RemoteOptions) -> type[GitpodContract]:
+    """The suite against a running server (API calls only until a control plane exists)."""
+    return machine_for(lambda: RemoteTarget(options), "RemoteGitpodContract")
+
+
+def run_contract(machine: type[GitpodContract], config: settings | None = None) -> None:
+    """Run the state machine; raises (with Hypothesis' falsifying example) when it fails."""
+    run_state_machine_as_test(machine, settings=config or contract_settings())
+
+
+def remote_control_note(options: RemoteOptions) -> str:
+    """Why the clock and fault rules cannot run against this target (probes it once)."""
+    target = RemoteTarget(options)
+
+    async def probe() -> str:
+        async with AsyncExitStack() as stack:
+            await target.open(stack)
+        return target.control_note
+
+    return asyncio.run(probe())

@@ -1,0 +1,268 @@
+"""What the contract suite talks to: a simulator in this process, or any server over TCP.
+
+A target gives the state machine authenticated stubs for two callers and, when it can, control of
+time and faults. In process that control is the :class:`~simulator.runtime.Simulator` API and the
+clock is manual, so the suite knows exactly when anything may change ("exact" mode). A remote
+target gets control only from the control plane (``gitpod.simulator.v1.SimulatorService``, with
+``--gitpod-admin-token``); without it, clock and fault rules skip themselves. Remote checks that
+need a still clock relax to what holds whatever the clock does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.errors import SimError
+from simulator.runtime import Simulator
+
+CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
+CONTROL_PROBE = f"/{CONTROL_SERVICE}/GetClock"
+"""A cheap call on the control plane; UNIMPLEMENTED means the server has none."""
+
+IN_PROCESS_USERS = {"alice": "contract-alice", "bob": "contract-bob"}
+
+SimFactory = Callable[[], Simulator]
+
+
+def default_simulator() -> Simulator:
+    """The simulator the suite judges when no target is given: manual clock, two users."""
+    return Simulator(seed=0, users=IN_PROCESS_USERS)
+
+
+def stub(channel: Channel, token: str) -> pb.WorkspacesServiceStub:
+    return pb.WorkspacesServiceStub(channel, metadata={"authorization": f"Bearer {token}"})
+
+
+class Target:
+    """The base: stubs for each caller, and no control of time or faults."""
+
+    exact = False
+    """True when nothing changes between steps unless a rule makes it (a manual clock)."""
+    control = False
+    """True when the clock and fault rules may run."""
+    control_note = ""
+    """Why control is missing (reported once, so a remote run says what it skipped)."""
+
+    def __init__(self, tokens: tuple[str, ...]) -> None:
+        self.tokens = tokens
+        self.stubs: dict[str, pb.WorkspacesServiceStub] = {}
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """Caller labels the rules draw from (``user1``, ``user2``, ...)."""
+        return tuple(f"user{i + 1}" for i in range(len(self.tokens)))
+
+    async def open(self, stack: AsyncExitStack) -> None:
+        raise NotImplementedError
+
+    async def settle(self) -> None:
+        """Let streams deliver what the last step caused."""
+        await asyncio.sleep(0)
+
+    async def wait_briefly(self, done: Callable[[], bool]) -> None:
+        """Give a remote stream a bounded moment of real time to reach ``done``."""
+        for _ in range(100):
+            if done():
+                return
+            await asyncio.sleep(0.01)
+
+    # Control: only targets with ``control`` implement these.
+    def now(self) -> int:
+        raise NotImplementedError
+
+    def advance(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def advance_to_next(self) -> None:
+        raise NotImplementedError
+
+    def fault(self, kind: str, workspace_id: str, instance_id: str) -> bool:
+        """Apply a fault; False when it does not apply in the instance's present phase."""
+        raise NotImplementedError
+
+
+class InProcessTarget(Target):
+    """A fresh :class:`Simulator` per example, over grpclib's in-memory channel (no sockets)."""
+
+    exact = True
+    control = True
+
+    def __init__(self, factory: SimFactory = default_simulator) -> None:
+        self.sim = factory()
+        users = list(self.sim.users.values())
+        if len(users) < 2:
+            raise ValueError("the contract suite needs a simulator with at least two users")
+        super().__init__(tuple(u.token for u in users[:2]))
+
+    async def open(self, stack: AsyncExitStack) -> None:
+        channel = await stack.enter_async_context(self.sim.channel())
+        self.stubs = {
+            label: stub(channel, tok) for label, tok in zip(self.users, self.tokens, strict=True)
+        }
+
+    async def settle(self) -> None:
+        """Run the loop until no callback is ready three rounds running (bounded)."""
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        for _ in range(5000):
+            await asyncio.sleep(0)
+            ready = getattr(loop, "_ready", None)
+            quiet = quiet + 1 if not ready and self.sim.activity.busy == 0 else 0
+            if quiet >= 3:
+                return
+
+    async def wait_briefly(self, done: Callable[[], bool]) -> None:
+        await self.settle()
+
+    def now(self) -> int:
+        return self.sim.now()
+
+    def advance(self, seconds: float) -> None:
+        self.sim.advance(seconds)
+
+    def advance_to_next(self) -> None:
+        self.sim.advance_to_next()
+
+    def fault(self, kind: str, workspace_id: str, instance_id: str) -> bool:
+        sim = self.sim
+        try:
+            if kind == "fail":
+                sim.fail(instance_id, "contract: injected failure")
+            elif kind == "interrupt":
+                sim.interrupt(instance_id, "1m")
+            elif kind == "interrupt_forever":
+                sim.interrupt(instance_id, None)
+            elif kind == "recover":
+                sim.recover(instance_id)
+            elif kind == "mark_active":
+                sim.mark_active(workspace_id)
+            elif kind == "share":
+                sim.share(workspace_id)
+            else:
+                raise ValueError(f"unknown fault {kind!r}")
+        except SimError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOptions:
+    """``--gitpod-target HOST:PORT --gitpod-token T [--gitpod-token2 T] [--gitpod-admin-token T]``.
+
+    Without an admin token (or a control plane that accepts it) only API calls run."""
+
+    host: str
+    port: int
+    token: str
+    token2: str | None = None
+    admin_token: str | None = None
+
+    @classmethod
+    def parse(
+        cls, target: str, token: str | None, token2: str | None, admin: str | None
+    ) -> RemoteOptions:
+        host, sep, port = target.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"--gitpod-target must be HOST:PORT, got {target!r}")
+        if not token:
+            raise ValueError("--gitpod-target needs --gitpod-token")
+        return cls(host.strip("[]"), int(port), token, token2 or None, admin or None)
+
+
+class RemoteTarget(Target):
+    """A running server over TCP. Clock and faults through its control plane, when the admin
+    token opens it; the checks stay relaxed (streams deliver on their own time)."""
+
+    def __init__(self, options: RemoteOptions) -> None:
+        tokens = (options.token,) if options.token2 is None else (options.token, options.token2)
+        super().__init__(tokens)
+        self.options = options
+        self.control_note = "no --gitpod-admin-token: clock and fault rules skipped"
+        self.control_stub: spb.SimulatorServiceStub | None = None
+
+    async def open(self, stack: AsyncExitStack) -> None:
+        channel = Channel(self.options.host, self.options.port)
+        stack.callback(channel.close)
+        self.stubs = {
+            label: stub(channel, tok) for label, tok in zip(self.users, self.tokens, strict=True)
+        }
+        if self.options.admin_token is not None:
+            note = await probe_control_plane(channel, self.options.admin_token)
+            if note:
+                self.control_note = note
+            else:
+                self.control_note = ""
+                self.control = True
+                self.control_stub = spb.SimulatorServiceStub(
+                    channel, metadata={"authorization": f"Bearer {self.options.admin_token}"}
+                )
+
+    async def settle(self) -> None:
+        await asyncio.sleep(0.005)
+
+    def _control(self) -> spb.SimulatorServiceStub:
+        assert self.control_stub is not None, "the control plane is not open"
+        return self.control_stub
+
+    async def advance(self, seconds: float) -> None:  # type: ignore[override]
+        by = dt.timedelta(seconds=seconds)
+        await self._control().advance(spb.AdvanceRequest(by=by))
+
+    async def advance_to_next(self) -> None:  # type: ignore[override]
+        await self._control().advance(spb.AdvanceRequest(to_next_event=True))
+
+    async def fault(self, kind: str, workspace_id: str, instance_id: str) -> bool:  # type: ignore[override]
+        """The control plane's closest equivalent of each in-process fault; False when it has
+        none (``recover``) or refuses it in the instance's present phase."""
+        ctl = self._control()
+        target = spb.FaultTarget(instance_id=instance_id)
+        try:
+            if kind == "fail":
+                spec = spb.FaultSpec(
+                    target=target, count=1, fail_initializing=spb.FailInitializing()
+                )
+            elif kind in ("interrupt", "interrupt_forever"):
+                duration = dt.timedelta(minutes=1) if kind == "interrupt" else None
+                spec = spb.FaultSpec(
+                    target=target, count=1, interrupt=spb.Interrupt(duration=duration)
+                )
+            elif kind == "mark_active":
+                await ctl.mark_active(spb.MarkActiveRequest(workspace_id=workspace_id))
+                return True
+            elif kind == "share":
+                level = pb.AdmissionLevel.EVERYONE
+                request = spb.SetAdmissionRequest(workspace_id=workspace_id, admission=level)
+                await ctl.set_admission(request)
+                return True
+            else:
+                return False
+            await ctl.add_fault(spb.AddFaultRequest(spec=spec))
+        except GRPCError:
+            return False
+        return True
+
+
+async def probe_control_plane(channel: Channel, admin_token: str) -> str:
+    """Why the control plane cannot be used, or "" when it answers the admin token."""
+    ctl = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {admin_token}"})
+    try:
+        await ctl.get_clock(spb.GetClockRequest(), timeout=5)
+    except GRPCError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            return (
+                f"{CONTROL_SERVICE} is not implemented by the target: clock and fault rules skipped"
+            )
+        return f"{CONTROL_SERVICE} refused the admin token ({exc.status.name}): rules skipped"
+    except (OSError, TimeoutError) as exc:
+        return f"probing {CONTROL_SERVICE} failed ({exc!r}): clock and fault rules skipped"
+    return ""

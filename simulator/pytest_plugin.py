@@ -1,0 +1,301 @@
+"""pytest plugin (``pytest11`` entry point ``gitpod_sim``): a simulated Gitpod in one fixture.
+
+Fixtures: ``gitpod_sim`` (a fresh :class:`Simulator` per test, manual clock unless the marker says
+otherwise), ``gitpod`` (domain helpers around it), ``gitpod_channel``/``gitpod_client`` (a ready
+client in memory) and ``gitpod_tcp_client`` (the same over a real TCP port on 127.0.0.1, port 0).
+The marker ``@pytest.mark.gitpod_sim(seed=, clock=, users=, plan=, max_time=)`` configures them.
+
+Nothing is shared between tests (no fixed ports, files or module state), so ``pytest -n auto``
+works. Time only moves in simulated time: helpers advance the clock and never sleep, and a
+virtual-time guard fails a test that needs more than ``max_time`` of it (ini
+``gitpod_sim_max_time``, default 48h), naming the phase the instance was stuck in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any, cast
+
+import pytest
+from grpclib.client import Channel
+
+from simulator._proto.gitpod import v1 as pb
+from simulator.clock import ClockMode
+from simulator.model import StatusChange
+from simulator.runtime import DurationLike, Simulator, bound_port, to_duration
+from simulator.transitions import Phase
+
+DEFAULT_USERS = {"alice": "alice-token", "bob": "bob-token"}
+DEFAULT_MAX_TIME = "48h"
+STREAM_LIMIT = 10_000
+SETTLE_ROUNDS = 5000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gitpod_sim", "gitpod-sim simulator and contract suite")
+    group.addoption(
+        "--gitpod-target",
+        default=None,
+        metavar="HOST:PORT",
+        help="run the contract suite against this server instead of in process",
+    )
+    group.addoption("--gitpod-token", default=None, help="a caller's token on --gitpod-target")
+    group.addoption(
+        "--gitpod-token2",
+        default=None,
+        help="a second caller's token (enables the cross-user rules)",
+    )
+    group.addoption(
+        "--gitpod-admin-token",
+        default=None,
+        help="control-plane token (clock and fault rules; skipped without)",
+    )
+    group.addoption(
+        "--gitpod-examples",
+        type=int,
+        default=None,
+        help="contract suite: examples (call sequences) to run",
+    )
+    group.addoption(
+        "--gitpod-steps", type=int, default=None, help="contract suite: steps (calls) per example"
+    )
+    parser.addini(
+        "gitpod_sim_max_time",
+        default=DEFAULT_MAX_TIME,
+        help="simulated time a test may use before the virtual-time guard fails it",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "gitpod_sim(seed=0, clock='manual', users=None, plan=None, max_time=None, **kwargs): "
+        "configure the gitpod_sim fixture's Simulator for this test",
+    )
+
+
+def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("gitpod_sim"))):
+        kwargs.update(marker.kwargs)  # the closest marker wins
+    return kwargs
+
+
+class GitpodHelper:
+    """Domain helpers on one simulator: advance, wait for a phase, collect a stream."""
+
+    def __init__(self, sim: Simulator, max_time: DurationLike, tokens: dict[str, str]) -> None:
+        self.sim = sim
+        self.tokens = tokens
+        self.started_at = sim.now()
+        self.max_time = to_duration(max_time)
+        self.exceeded: str | None = None
+        sim.add_listener(self._watch)
+
+    # -------------------------------------------------------------- clients
+
+    def client(self, channel: Channel, user: str | None = None) -> pb.WorkspacesServiceStub:
+        """A stub for ``user`` (default: the first user) on ``channel``."""
+        name = user if user is not None else next(iter(self.tokens))
+        token = self.tokens[name]
+        return pb.WorkspacesServiceStub(channel, metadata={"authorization": f"Bearer {token}"})
+
+    # -------------------------------------------------------------- time
+
+    def advance(self, delta: DurationLike) -> list[StatusChange]:
+        """Move simulated time (guarded by the budget)."""
+        target = self.sim.now() + to_duration(delta)
+        self._check_budget(target, "advance")
+        return self.sim.advance(delta)
+
+    def run_until_idle(self) -> list[StatusChange]:
+        """Advance event by event until nothing is scheduled; fails when the budget runs out."""
+        changes: list[StatusChange] = []
+        while (event := self.sim.engine.next_event()) is not None:
+            self._check_budget(event.at, "run_until_idle (never idle)")
+            changes += self.sim.advance_to_next()
+        return changes
+
+    async def wait_for_phase(
+        self, instance_id: str, phase: Phase, *, within: DurationLike | None = None
+    ) -> Phase:
+        """Advance simulated time event by event until the instance is in ``phase``.
+
+        Lets the loop run between events so streams see every change; never sleeps.
+        """
+        limit = self.sim.now() + (to_duration(within) if within is not None else self.max_time)
+        limit = min(limit, self.started_at + self.max_time)
+        while True:
+            await self.settle()
+            current = self.sim.phase_of(instance_id)
+            if current is phase:
+                return current
+            event = self.sim.engine.next_event()
+            if event is None:
+                pytest.fail(
+                    f"instance {instance_id} never reaches {phase.name}: it is {current.name} "
+                    "and nothing more is scheduled",
+                    pytrace=False,
+                )
+            if event.at > limit:
+                pytest.fail(
+                    f"virtual-time guard: instance {instance_id} still {current.name} after "
+                    f"{_fmt(limit - self.started_at)} of simulated time, waiting for {phase.name}",
+                    pytrace=False,
+                )
+            self.sim.advance_to_next()
+
+    async def settle(self) -> None:
+        """Let the event loop run (no real waiting) until no handler is busy."""
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+            if self.sim.activity.busy == 0:
+                break
+        for _ in range(20):  # let bytes written reach the client side of the channel
+            await asyncio.sleep(0)
+
+    async def collect_listen(
+        self,
+        client: pb.WorkspacesServiceStub,
+        instance_id: str,
+        *,
+        until: Phase = Phase.STOPPED,
+    ) -> list[pb.WorkspaceInstanceStatus]:
+        """Follow ListenToWorkspaceInstance, advancing simulated time while the stream waits,
+        until a status in ``until`` (default STOPPED, where the stream ends)."""
+        statuses: list[pb.WorkspaceInstanceStatus] = []
+        request = pb.ListenToWorkspaceInstanceRequest(instance_id=instance_id)
+
+        async def follow() -> None:
+            stream = client.listen_to_workspace_instance(request)
+            async with contextlib.aclosing(cast(AsyncGenerator[Any, None], stream)) as it:
+                async for message in it:
+                    assert message.instance_status is not None
+                    statuses.append(message.instance_status)
+                    if message.instance_status.phase is until or len(statuses) > STREAM_LIMIT:
+                        return
+
+        task = asyncio.ensure_future(follow())
+        try:
+            while not task.done():
+                await self.settle()
+                if task.done():
+                    break
+                if not self.sim.activity.may_jump:
+                    continue
+                event = self.sim.engine.next_event()
+                current = self.sim.phase_of(instance_id)
+                if event is None:
+                    pytest.fail(
+                        f"the stream of {instance_id} waits in {current.name}, nothing is "
+                        f"scheduled, and {until.name} never comes",
+                        pytrace=False,
+                    )
+                if event.at - self.started_at > self.max_time:
+                    pytest.fail(
+                        f"virtual-time guard: instance {instance_id} stuck in {current.name}: "
+                        f"{until.name} needs more than {_fmt(self.max_time)} of simulated time",
+                        pytrace=False,
+                    )
+                self.sim.advance_to_next()
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return statuses
+
+    # -------------------------------------------------------------- the guard
+
+    def _check_budget(self, at: int, what: str) -> None:
+        if at - self.started_at > self.max_time:
+            pytest.fail(
+                f"virtual-time guard: {what} needs more than {_fmt(self.max_time)} of simulated "
+                f"time; {self.stuck_phases()}",
+                pytrace=False,
+            )
+
+    def stuck_phases(self) -> str:
+        active = [
+            f"{inst.id} in {inst.phase.name}"
+            for inst in self.sim.engine.instances.values()
+            if inst.status.is_active
+        ]
+        return "stuck: " + ", ".join(active) if active else "no active instance"
+
+    def _watch(self, event: object) -> None:
+        """In realtime/autojump mode time moves by itself: stop it at the budget."""
+        if self.exceeded is not None or not isinstance(event, StatusChange):
+            return
+        if event.at - self.started_at > self.max_time:
+            self.exceeded = (
+                f"virtual-time guard: more than {_fmt(self.max_time)} of simulated time passed; "
+                f"instance {event.instance_id} was in {event.status.phase.name}; "
+                f"{self.stuck_phases()}"
+            )
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon(self._halt)
+
+    def _halt(self) -> None:
+        self.sim.set_clock(ClockMode.MANUAL)
+        self.sim.hub.close_all(self.exceeded or "virtual-time guard")
+
+
+def _fmt(duration: int) -> str:
+    seconds = duration // 1_000_000
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+@pytest.fixture
+def gitpod_sim(request: pytest.FixtureRequest) -> Simulator:
+    """A fresh in-process simulator for this test (manual clock unless the marker says not)."""
+    kwargs = _marker_kwargs(request)
+    kwargs.pop("max_time", None)
+    kwargs.setdefault("users", dict(DEFAULT_USERS))
+    return Simulator(**kwargs)
+
+
+@pytest.fixture
+def gitpod(request: pytest.FixtureRequest, gitpod_sim: Simulator) -> Iterator[GitpodHelper]:
+    """Domain helpers around ``gitpod_sim``, with the virtual-time guard."""
+    max_time = _marker_kwargs(request).get("max_time") or request.config.getini(
+        "gitpod_sim_max_time"
+    )
+    tokens = {user.id: user.token for user in gitpod_sim.users.values()}
+    helper = GitpodHelper(gitpod_sim, max_time, tokens)
+    yield helper
+    if helper.exceeded is not None:
+        pytest.fail(helper.exceeded, pytrace=False)
+
+
+if importlib.util.find_spec("pytest_asyncio") is not None:  # the async fixtures need it
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def gitpod_channel(gitpod_sim: Simulator) -> AsyncIterator[Channel]:
+        """A grpclib channel to ``gitpod_sim`` in memory (no sockets)."""
+        async with gitpod_sim.channel() as channel:
+            yield channel
+
+    @pytest_asyncio.fixture
+    async def gitpod_client(
+        gitpod: GitpodHelper, gitpod_channel: Channel
+    ) -> pb.WorkspacesServiceStub:
+        """A WorkspacesService client of the first user, in memory."""
+        return gitpod.client(gitpod_channel)
+
+    @pytest_asyncio.fixture
+    async def gitpod_tcp_client(
+        gitpod: GitpodHelper, gitpod_sim: Simulator
+    ) -> AsyncIterator[pb.WorkspacesServiceStub]:
+        """A client of the first user over a real TCP port on 127.0.0.1 (a free port)."""
+        async with gitpod_sim.serve("127.0.0.1", 0) as server:
+            channel = Channel("127.0.0.1", bound_port(server))
+            try:
+                yield gitpod.client(channel)
+            finally:
+                channel.close()

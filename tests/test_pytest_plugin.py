@@ -1,0 +1,120 @@
+"""The pytest plugin, as a user's project sees it (through pytester, in a subprocess)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONFTEST_INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini(CONFTEST_INI)
+    return pytester
+
+
+def test_fixtures_marker_and_helpers(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+        from simulator import Phase
+        from simulator._proto.gitpod import v1 as pb
+
+        REPO = "https://github.com/gitpod-io/gitpod"
+
+        async def test_lifecycle_in_memory(gitpod, gitpod_client):
+            ws = await gitpod_client.create_and_start_workspace(
+                pb.CreateAndStartWorkspaceRequest(context_url=REPO))
+            inst = (await gitpod_client.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.workspace_id))).instance
+            await gitpod.wait_for_phase(inst.instance_id, Phase.RUNNING)
+            assert gitpod.sim.now() - gitpod.started_at == 87_000_000  # 60+2+10+15 s
+            gitpod.advance("31m")
+            statuses = await gitpod.collect_listen(gitpod_client, inst.instance_id)
+            assert [s.phase for s in statuses][-1] is Phase.STOPPED
+
+        async def test_over_tcp(gitpod_tcp_client, gitpod_sim):
+            await gitpod_tcp_client.create_and_start_workspace(
+                pb.CreateAndStartWorkspaceRequest(context_url=REPO))
+            assert len(gitpod_sim.engine.workspaces) == 1
+
+        @pytest.mark.gitpod_sim(seed=7, users={"carol": "c-tok"}, clock="autojump")
+        async def test_marker(gitpod_sim, gitpod_client):
+            assert gitpod_sim.seed == 7 and set(gitpod_sim.users) == {"carol"}
+            assert gitpod_sim.clock.mode.value == "autojump"
+            assert (await gitpod_client.list_workspaces(pb.ListWorkspacesRequest())).result == []
+
+        def test_manual_by_default(gitpod_sim):
+            assert gitpod_sim.clock.mode.value == "manual"
+            assert set(gitpod_sim.users) == {"alice", "bob"}
+        """
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+
+
+def test_virtual_time_guard_names_the_stuck_phase(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+        from simulator import Phase
+        from simulator._proto.gitpod import v1 as pb
+
+        @pytest.mark.gitpod_sim(max_time="30s")
+        async def test_too_slow(gitpod, gitpod_client):
+            ws = await gitpod_client.create_and_start_workspace(
+                pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/a/b"))
+            inst = (await gitpod_client.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.workspace_id))).instance
+            await gitpod.wait_for_phase(inst.instance_id, Phase.RUNNING)
+
+        async def test_not_idle_within_budget(gitpod, gitpod_client):
+            # Idle only after the 30 min inactivity timeout; the ini budget is 10 min.
+            await gitpod_client.create_and_start_workspace(
+                pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/a/b"))
+            gitpod.run_until_idle()
+        """
+    )
+    project.makeini(CONFTEST_INI + "gitpod_sim_max_time = 10m\n")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*virtual-time guard: instance * still IMAGEBUILD after 0h00m30s*RUNNING*",
+            "*virtual-time guard: run_until_idle (never idle)*stuck: * in *",
+        ]
+    )
+
+
+def test_readme_example_and_isolation_under_xdist(project: pytest.Pytester) -> None:
+    """The README's pytest example passes, and tests on two xdist workers share nothing."""
+    pytest.importorskip("xdist")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Testing with pytest", 1)[1]
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    project.makepyfile(
+        test_readme_example=example,
+        test_isolated="""
+        import pytest
+        from simulator._proto.gitpod import v1 as pb
+
+        @pytest.mark.parametrize("n", range(4))
+        async def test_isolated(n, gitpod_tcp_client, gitpod_sim):
+            for _ in range(n):
+                await gitpod_tcp_client.create_and_start_workspace(
+                    pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/a/b"))
+            listed = await gitpod_tcp_client.list_workspaces(pb.ListWorkspacesRequest())
+            assert len(listed.result) == n
+        """,
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    result.assert_outcomes(passed=5)
