@@ -93,8 +93,10 @@ class Hub:
 
     def __init__(self, activity: Activity) -> None:
         self.activity = activity
-        self._status: dict[str, set[Subscription]] = {}
-        self._logs: dict[str, set[Subscription]] = {}
+        # Insertion-ordered dicts used as sets: listeners are woken in the order they joined,
+        # so two runs with the same calls journal the same order (a set's order is by address).
+        self._status: dict[str, dict[Subscription, None]] = {}
+        self._logs: dict[str, dict[Subscription, None]] = {}
         self.shutting_down: str | None = None
         self._current: dict[str, tuple[int, bytes]] = {}
 
@@ -114,19 +116,19 @@ class Hub:
         return self._add(self._logs, instance_id, "logs")
 
     def _add(
-        self, table: dict[str, set[Subscription]], instance_id: str, kind: str
+        self, table: dict[str, dict[Subscription, None]], instance_id: str, kind: str
     ) -> Subscription:
         sub = Subscription(self, instance_id, kind)
         if self.shutting_down is not None:
             sub.close(self.shutting_down)
-        table.setdefault(instance_id, set()).add(sub)
+        table.setdefault(instance_id, {})[sub] = None
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         table = self._status if sub.kind == "status" else self._logs
         subs = table.get(sub.instance_id)
         if subs is not None:
-            subs.discard(sub)
+            subs.pop(sub, None)
             if not subs:
                 del table[sub.instance_id]
                 if sub.kind == "status":
