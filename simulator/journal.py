@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from betterproto2 import Message
+
 from simulator.model import StatusChange
 from simulator.simtime import SimTime, format_instant
 
@@ -27,14 +29,18 @@ class RpcEntry:
     at: SimTime
     method: str
     caller: str
-    request_message: object
-    """The request itself; summarised only when read (most entries are never read)."""
+    request_type: type[Message] | None
+    request_bytes: bytes
+    """The request, encoded: a third of the memory of the message object, and summarised only
+    when read (most entries never are)."""
     code: str
     message: str
 
     @property
     def request(self) -> str:
-        return summarize(self.request_message)
+        if self.request_type is None:
+            return "-"
+        return summarize(self.request_type.FromString(self.request_bytes))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,7 +111,12 @@ class Journal:
     def record_rpc(
         self, at: SimTime, method: str, caller: str, request: object, code: str, message: str = ""
     ) -> None:
-        self._append(RpcEntry(self._next_seq, at, method, caller, request, code, message))
+        if isinstance(request, Message):
+            kind: type[Message] | None = type(request)
+            data = bytes(request)
+        else:
+            kind, data = None, b""
+        self._append(RpcEntry(self._next_seq, at, method, caller, kind, data, code, message))
 
     def record_transition(self, change: StatusChange) -> None:
         self._append(TransitionEntry(self._next_seq, change.at, change))
