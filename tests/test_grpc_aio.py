@@ -5,11 +5,7 @@ time; nothing from ``simulator`` is imported."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,31 +13,14 @@ import grpc
 import pytest
 from server_process import ServerProcess
 
-PROTO_DIR = Path(__file__).parent.parent / "proto"
 ALICE = (("authorization", "Bearer tok-a"),)
 T = 10.0
 
 
 @pytest.fixture(scope="module")
-def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    out = tmp_path_factory.mktemp("aio_stubs")
-    protos = [str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "gitpod" / "v1").glob("*.proto")]
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-         f"--grpc_python_out={out}", *protos],
-        check=True, timeout=60,
-    )  # fmt: skip
-    sys.path.insert(0, str(out))
-    try:
-        importlib.invalidate_caches()
-        yield SimpleNamespace(
-            ws=importlib.import_module("gitpod.v1.workspaces_pb2"),
-            grpc=importlib.import_module("gitpod.v1.workspaces_pb2_grpc"),
-        )
-    finally:
-        sys.path.remove(str(out))
-        for name in [m for m in sys.modules if m == "gitpod" or m.startswith("gitpod.")]:
-            del sys.modules[name]
+def pb(grpcio_pb: SimpleNamespace) -> SimpleNamespace:
+    """grpcio stubs generated from proto/ at test time (tests/grpcio_stubs.py)."""
+    return grpcio_pb
 
 
 def _server(*args: str) -> Iterator[str]:
