@@ -716,10 +716,12 @@ fmt_duration = _fmt
 def canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The journal with each run of RPC records at one instant in a stable order.
 
-    Why: streams that end at the same instant (a listener and a StopWorkspace at STOPPED) are
-    woken by the hub in an order that depends on object hashes, not on the story, so their
-    records may swap between runs. Sorting each such run (and keeping its sequence numbers in
-    place) makes the same scenario and seed give the same bytes; nothing else moves.
+    Why: calls that end at the same simulated instant (a listener and a StopWorkspace at
+    STOPPED) finish in whatever order their tasks and, against a server, their connections are
+    scheduled, not in an order the story decides, so their records may swap between runs. (In
+    process the hub wakes listeners in join order, but a remote target gives no such promise.)
+    Sorting each such run (keeping its sequence numbers in place) makes the same scenario and seed
+    give the same bytes; nothing else moves.
     """
     out = list(entries)
     i = 0
