@@ -38,10 +38,10 @@ class ClockDriver:
     async def run(self) -> None:
         sim = self._sim
         clock = sim.clock
-        engine = sim.engine
         activity = sim.activity
         while True:
             mode = clock.mode
+            engine = sim.engine  # read each time: a reset or an import replaces it
             if mode is ClockMode.MANUAL:
                 await self._sleep(None)
             elif mode is ClockMode.REALTIME:

@@ -210,3 +210,16 @@ def test_advance_api(sim: Simulator) -> None:
     with pytest.raises(ValueError, match=">= 0"):
         sim.advance(-1)
     assert sim.workspace(ws.id).active_instance_id is not None
+
+
+async def test_autojump_keeps_working_after_a_reset() -> None:
+    """The driver must follow the engine that a reset (or an import) puts in place."""
+    sim = Simulator(seed=4, users={"alice": ALICE}, clock="autojump", autojump_grace=0)
+    async with sim.channel() as channel:
+        stub = stub_for(channel, ALICE)
+        await create(stub)
+        sim.reset()
+        wsid = await create(stub)
+        iid = await active_instance_id(stub, wsid)
+        messages = await asyncio.wait_for(collect(listen(stub, iid)), 10)
+    assert [m.instance_status.phase for m in messages][-1] == Phase.STOPPED
