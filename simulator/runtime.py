@@ -106,6 +106,7 @@ class Simulator:
     ) -> None:
         start = _to_instant(start_time)
         self._start_time = start
+        self._initial_plan = plan
         grace = to_duration(autojump_grace) / SECOND
         self.activity = Activity(wall)
         self.hub = Hub(self.activity)
@@ -292,7 +293,8 @@ class Simulator:
     # ------------------------------------------------------------------ state
 
     def reset(self, seed: int | None = None, *, drop_users: bool = False) -> None:
-        """Empty the simulator without a restart (same or new seed); users stay unless dropped.
+        """Empty the simulator without a restart (same or new seed); users stay unless dropped,
+        and the plan given at construction applies again (plans set later are gone).
 
         Open streams end with ABORTED; the clock goes back to the start time in the same mode.
         """
@@ -300,6 +302,7 @@ class Simulator:
         engine = Engine(
             seed=self.engine.seed if seed is None else seed,
             start_time=self._start_time,
+            plan=self._initial_plan,
             observer=self._observe,
         )
         for user in users:
