@@ -21,6 +21,9 @@ from server_process import ServerProcess
 
 PROTO_DIR = Path(__file__).parent.parent / "proto"
 RPC_TIMEOUT = 10.0
+# The lifecycle tests stop a workspace right after seeing RUNNING while a listener still waits;
+# with the default 20 ms grace a loaded CI machine could let the inactivity timeout win the race.
+GRACE = "2s"
 
 ALICE = (("authorization", "Bearer tok-a"),)
 BOB = (("authorization", "Bearer tok-b"),)
@@ -69,7 +72,7 @@ def _start(*extra: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """host:port of a server with the autojump clock."""
-    yield from _start("--clock", "autojump")
+    yield from _start("--clock", "autojump", "--autojump-grace", GRACE)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def _server(*args: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def autojump() -> Iterator[str]:
-    yield from _server("--clock", "autojump")
+    yield from _server("--clock", "autojump", "--autojump-grace", "2s")
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,9 @@ def node() -> str:
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    server = ServerProcess("--clock", "autojump", "--seed", "11", "--user", "alice=tok-a")
+    server = ServerProcess(
+        "--clock", "autojump", "--autojump-grace", "2s", "--seed", "11", "--user", "alice=tok-a"
+    )
     try:
         yield server.address
     finally:

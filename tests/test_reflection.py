@@ -33,7 +33,9 @@ API_METHODS = {
 
 @pytest.fixture(scope="module")
 def channel() -> Iterator[grpc.Channel]:
-    server = ServerProcess("--clock", "autojump", "--seed", "3", "--user", "alice=tok-a")
+    server = ServerProcess(
+        "--clock", "autojump", "--autojump-grace", "2s", "--seed", "3", "--user", "alice=tok-a"
+    )
     try:
         with grpc.insecure_channel(server.address) as ch:
             grpc.channel_ready_future(ch).result(timeout=TIMEOUT)
