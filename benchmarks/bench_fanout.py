@@ -22,6 +22,9 @@ from common import server
 LISTENERS = 1000
 PROCESSES = 4
 PER_CONNECTION = 50
+REPEATS = 3
+"""Each figure is the best of this many runs: one run lasts about a second, so a single one
+swings by a third on a shared 2-core machine."""
 MESSAGES = 8
 """A building instance's statuses: IMAGEBUILD, PENDING, CREATING, INITIALIZING, RUNNING,
 RUNNING (timeout condition), STOPPING, STOPPED. The bare server streams as many."""
@@ -139,12 +142,15 @@ def run() -> list[dict[str, Any]]:
         row: dict[str, Any] = {"name": f"{LISTENERS} listeners, {name}"}
         for kind in ("sim", "bare"):
             args = ("--workspaces", str(instances), "--messages", str(MESSAGES))
-            with server(kind, *args) as (port, _, iid):
-                if kind == "sim" and instances > 1:
-                    iids = asyncio.run(_instance_ids(port))
-                else:
-                    iids = [iid] * LISTENERS
-                row[kind] = _measure(port, iids, kind == "sim")
+            runs = []
+            for _ in range(REPEATS):  # a fresh server each time: a lifecycle runs only once
+                with server(kind, *args) as (port, _, iid):
+                    if kind == "sim" and instances > 1:
+                        iids = asyncio.run(_instance_ids(port))
+                    else:
+                        iids = [iid] * LISTENERS
+                    runs.append(_measure(port, iids, kind == "sim"))
+            row[kind] = max(runs, key=lambda r: r["rate"])
         results.append(row)
     return results
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 __all__ = ["ContextParseError", "ParsedContext", "parse_context_url"]
@@ -99,6 +100,7 @@ class ParsedContext:
                 return base
 
 
+@lru_cache(maxsize=4096)
 def parse_context_url(raw: str) -> ParsedContext:
     """Parse and normalise a context URL, or raise :class:`ContextParseError` saying why not."""
     original = raw.strip()

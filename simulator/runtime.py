@@ -479,13 +479,13 @@ class Simulator:
     # ------------------------------------------------------------------ internals
 
     def _observe(self, event: EngineEvent) -> None:
-        if isinstance(event, Wake):
+        if type(event) is Wake:
             future = self._wake_futures.pop(event.key, None)
             if future is not None and not future.done():
                 future.set_result(None)
             return
         self.hub.publish(event)
-        if isinstance(event, StatusChange):
+        if type(event) is StatusChange:
             self.journal.record_transition(event)
             self.driver.kick()
             if log.isEnabledFor(logging.INFO):

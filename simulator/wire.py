@@ -13,12 +13,17 @@ from simulator.simtime import SECOND
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:
