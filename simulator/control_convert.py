@@ -34,6 +34,7 @@ from simulator.journal import Entry, RpcEntry
 from simulator.model import StatusChange
 from simulator.plan import (
     DEFAULT_DURATIONS,
+    TIMEOUT_NAMES,
     BuildPolicy,
     Distribution,
     Fixed,
@@ -51,14 +52,6 @@ _BUILD_POLICIES = {
     spb.BuildPolicy.ALWAYS: BuildPolicy.ALWAYS,
     spb.BuildPolicy.NEVER: BuildPolicy.NEVER,
 }
-_TIMEOUT_FIELDS = (
-    "initialization",
-    "startup",
-    "inactivity",
-    "max_lifetime",
-    "interruption",
-    "stopping",
-)
 
 
 # ---------------------------------------------------------------------------- time
@@ -151,7 +144,7 @@ def plan_in(message: spb.LifecyclePlan | None) -> LifecyclePlan:
     timeouts = Timeouts()
     if message.timeouts is not None:
         values: dict[str, Duration | None] = {}
-        for name in _TIMEOUT_FIELDS:
+        for name in TIMEOUT_NAMES:
             given = getattr(message.timeouts, name)
             if given is None:
                 values[name] = getattr(timeouts, name)
@@ -201,7 +194,7 @@ def plan_out(plan: LifecyclePlan) -> spb.LifecyclePlan:
         ],
         build_policy=reverse[plan.build_policy],
         timeouts=spb.Timeouts(
-            **{name: duration_out(getattr(t, name) or 0) for name in _TIMEOUT_FIELDS}
+            **{name: duration_out(getattr(t, name) or 0) for name in TIMEOUT_NAMES}
         ),
         cluster=plan.cluster,
         build_log_lines=plan.build_log_lines,

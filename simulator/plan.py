@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from simulator.simtime import HOUR, MINUTE, SECOND, Duration
 from simulator.transitions import Phase
@@ -95,6 +95,9 @@ class Timeouts:
     stopping: Duration | None = 1 * HOUR
     """STOPPING too long: forced to STOPPED."""
 
+
+TIMEOUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Timeouts))
+"""The limits' names, in declaration order: what state files and the control plane carry."""
 
 DEFAULT_DURATIONS: dict[Phase, Distribution] = {
     Phase.IMAGEBUILD: Fixed(60 * SECOND),

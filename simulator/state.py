@@ -40,6 +40,7 @@ from simulator.model import (
     WorkspaceContext,
 )
 from simulator.plan import (
+    TIMEOUT_NAMES,
     BuildPolicy,
     Distribution,
     Fixed,
@@ -56,14 +57,6 @@ FORMAT = "gitpod-sim-state"
 VERSION = 1
 _EVENT_SLOTS = ("step", "phase_timeout", "inactivity", "lifetime", "recover", "log", "interrupt")
 _RNGS = ("_rng_ids", "_rng_tokens", "_rng_durations", "_rng_logs", "_rng_pages", "_rng_faults")
-_TIMEOUT_FIELDS = (
-    "initialization",
-    "startup",
-    "inactivity",
-    "max_lifetime",
-    "interruption",
-    "stopping",
-)
 
 Json = dict[str, Any]
 
@@ -93,7 +86,7 @@ def plan_to_json(plan: LifecyclePlan) -> Json:
     return {
         "durations": {phase.name: _dist_to_json(d) for phase, d in plan.durations.items()},
         "build_policy": plan.build_policy.value,
-        "timeouts": {name: getattr(plan.timeouts, name) for name in _TIMEOUT_FIELDS},
+        "timeouts": {name: getattr(plan.timeouts, name) for name in TIMEOUT_NAMES},
         "cluster": plan.cluster,
         "build_log_lines": plan.build_log_lines,
     }
@@ -103,7 +96,7 @@ def plan_from_json(data: Json) -> LifecyclePlan:
     return LifecyclePlan(
         durations={Phase[name]: _dist_from_json(d) for name, d in data["durations"].items()},
         build_policy=BuildPolicy(data["build_policy"]),
-        timeouts=Timeouts(**{name: data["timeouts"][name] for name in _TIMEOUT_FIELDS}),
+        timeouts=Timeouts(**{name: data["timeouts"][name] for name in TIMEOUT_NAMES}),
         cluster=data["cluster"],
         build_log_lines=int(data["build_log_lines"]),
     )
