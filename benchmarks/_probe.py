@@ -44,8 +44,8 @@ def in_process() -> float:
 
 def workspace_memory(n: int) -> float:
     """RSS bytes per workspace run to STOPPED (engine state only)."""
-    from simulator.engine import Engine
-    from simulator.simtime import MINUTE
+    from simulator.core.engine import Engine
+    from simulator.core.simtime import MINUTE
 
     engine = Engine(seed=1)
     users = [engine.add_user(f"u{i}") for i in range(100)]
@@ -63,7 +63,7 @@ def workspace_memory(n: int) -> float:
 def journal_memory(n: int) -> float:
     """RSS bytes per journal entry (an RPC with its request)."""
     from simulator._proto.gitpod import v1 as pb
-    from simulator.journal import Journal
+    from simulator.server.journal import Journal
 
     journal = Journal(n)
     gc.collect()

@@ -77,7 +77,7 @@ async def main() -> None:
 
     from simulator import Simulator, bound_port
     from simulator._proto.gitpod import v1 as pb
-    from simulator.convert import listen_payload, workspace_pb
+    from simulator.server.convert import listen_payload, workspace_pb
 
     sim = Simulator(seed=1, users={"bench": TOKEN}, clock=args.clock, admin_token=ADMIN)
     user = sim.engine.users["bench"]

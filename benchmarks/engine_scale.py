@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 import time
 
-from simulator.engine import Engine
-from simulator.model import EngineEvent, StatusChange
-from simulator.simtime import MINUTE
+from simulator.core.engine import Engine
+from simulator.core.model import EngineEvent, StatusChange
+from simulator.core.simtime import MINUTE
 
 
 def run(n: int) -> tuple[int, float]:

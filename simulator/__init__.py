@@ -4,14 +4,36 @@ The public Python API::
 
     from simulator import Simulator, ClockMode, LifecyclePlan
 
-See ARCHITECTURE.md for the layers and README.md for examples.
+The names are loaded on first use (PEP 562), so ``import simulator.core.engine`` loads the pure
+core only, not grpclib or asyncio. See ARCHITECTURE.md for the layers and README.md for examples.
 """
 
-from simulator.clock import ClockMode
-from simulator.errors import SimError
-from simulator.plan import BuildPolicy, Fixed, LifecyclePlan, LogNormal, Timeouts, Uniform
-from simulator.runtime import Simulator, bound_port, to_duration
-from simulator.transitions import Phase
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.core.errors import SimError
+    from simulator.core.plan import BuildPolicy, Fixed, LifecyclePlan, LogNormal, Timeouts, Uniform
+    from simulator.core.transitions import Phase
+    from simulator.server.clock import ClockMode
+    from simulator.server.runtime import Simulator, bound_port, to_duration
+
+_EXPORTS = {
+    "BuildPolicy": "simulator.core.plan",
+    "ClockMode": "simulator.server.clock",
+    "Fixed": "simulator.core.plan",
+    "LifecyclePlan": "simulator.core.plan",
+    "LogNormal": "simulator.core.plan",
+    "Phase": "simulator.core.transitions",
+    "SimError": "simulator.core.errors",
+    "Simulator": "simulator.server.runtime",
+    "Timeouts": "simulator.core.plan",
+    "Uniform": "simulator.core.plan",
+    "bound_port": "simulator.server.runtime",
+    "to_duration": "simulator.server.runtime",
+}
 
 __all__ = [
     "BuildPolicy",
@@ -27,3 +49,16 @@ __all__ = [
     "bound_port",
     "to_duration",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simulator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

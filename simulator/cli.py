@@ -13,11 +13,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
-from simulator.clock import ClockMode
-from simulator.simtime import DEFAULT_START, SECOND, format_instant, parse_duration, parse_instant
+from simulator.core.simtime import (
+    DEFAULT_START,
+    SECOND,
+    format_instant,
+    parse_duration,
+    parse_instant,
+)
+from simulator.server.clock import ClockMode
 
 if TYPE_CHECKING:
-    from simulator.runtime import Simulator
+    from simulator.server.runtime import Simulator
 
 
 class _DurationParam(click.ParamType[int]):
@@ -205,7 +211,7 @@ def serve(
     scenario_file: str | None = None,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
-    from simulator.runtime import Simulator  # the server stack loads only when it serves
+    from simulator.server.runtime import Simulator  # the server stack loads only when it serves
 
     names = [name for name, _ in users]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -229,7 +235,7 @@ def serve(
             "must be non-empty and differ from every API token", param_hint="--admin-token"
         )
     if state_file is not None and os.path.exists(state_file):
-        from simulator.errors import SimError
+        from simulator.core.errors import SimError
 
         try:
             sim.load_state(state_file)
@@ -268,7 +274,7 @@ async def _serve(
     http_port: int | None = None,
     cors_origins: tuple[str, ...] = (),
 ) -> None:
-    from simulator.runtime import bound_port
+    from simulator.server.runtime import bound_port
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

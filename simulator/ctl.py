@@ -21,8 +21,8 @@ from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
-from simulator.simtime import format_instant, from_datetime, parse_duration, parse_instant
-from simulator.transitions import Phase
+from simulator.core.simtime import format_instant, from_datetime, parse_duration, parse_instant
+from simulator.core.transitions import Phase
 
 T = TypeVar("T")
 _MODES = {

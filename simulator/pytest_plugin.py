@@ -23,10 +23,10 @@ import pytest
 from grpclib.client import Channel
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.clock import ClockMode
-from simulator.model import StatusChange
-from simulator.runtime import DurationLike, Simulator, bound_port, to_duration
-from simulator.transitions import Phase
+from simulator.core.model import StatusChange
+from simulator.core.transitions import Phase
+from simulator.server.clock import ClockMode
+from simulator.server.runtime import DurationLike, Simulator, bound_port, to_duration
 
 DEFAULT_USERS = {"alice": "alice-token", "bob": "bob-token"}
 DEFAULT_MAX_TIME = "48h"

@@ -13,13 +13,13 @@ from typing import Any
 from grpclib.server import Stream
 
 from simulator import Phase, Simulator
-from simulator.broadcast import Delivery
-from simulator.codec import Preencoded
 from simulator.contract.target import IN_PROCESS_USERS
-from simulator.engine import Page
-from simulator.errors import NotFound
-from simulator.model import Instance, InstanceStatus, StatusChange, User
-from simulator.simtime import SECOND
+from simulator.core.engine import Page
+from simulator.core.errors import NotFound
+from simulator.core.model import Instance, InstanceStatus, StatusChange, User
+from simulator.core.simtime import SECOND
+from simulator.server.broadcast import Delivery
+from simulator.server.codec import Preencoded
 
 
 def _fresh() -> Simulator:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.model import EngineEvent, InstanceStatus, StatusChange
-from simulator.simtime import DEFAULT_START, SECOND
-from simulator.transitions import Phase, is_legal
+from simulator.core.model import EngineEvent, InstanceStatus, StatusChange
+from simulator.core.simtime import DEFAULT_START, SECOND
+from simulator.core.transitions import Phase, is_legal
 
 START = DEFAULT_START
 

@@ -9,8 +9,8 @@ from grpc_helpers import ALICE, active_instance_id, collect, create, settle, stu
 
 from simulator import ClockMode, Phase, Simulator
 from simulator._proto.gitpod import v1 as pb
-from simulator.clock import SimClock
-from simulator.simtime import DEFAULT_START, MINUTE, SECOND
+from simulator.core.simtime import DEFAULT_START, MINUTE, SECOND
+from simulator.server.clock import SimClock
 
 
 class FakeWall:

@@ -1,4 +1,4 @@
-"""Tests for simulator.context_urls: every normalisation rule and every error, plus properties."""
+"""Tests for core.context_urls: every normalisation rule and every error, plus properties."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.context_urls import ContextParseError, ParsedContext, parse_context_url
+from simulator.core.context_urls import ContextParseError, ParsedContext, parse_context_url
 
 # --- normalisation of plain repository URLs ----------------------------------------------------
 

@@ -21,7 +21,7 @@ from grpclib.exceptions import GRPCError
 from simulator import Phase, Simulator
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
-from simulator.simtime import DEFAULT_START, SECOND, to_datetime
+from simulator.core.simtime import DEFAULT_START, SECOND, to_datetime
 
 ADMIN = "admin-secret"
 S = dt.timedelta(seconds=1)

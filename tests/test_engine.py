@@ -1,7 +1,7 @@
-"""Tests for simulator.engine: the phase engine driven directly on simulated time.
+"""Tests for simulator.core.engine: the phase engine driven directly on simulated time.
 
 Every test that uses the ``sim``/``make_sim`` fixtures also has its whole observer stream checked at
-teardown: each (previous -> current) phase pair is legal by :func:`simulator.transitions.is_legal`,
+teardown: each (previous -> current) phase pair is legal by `transitions.is_legal`,
 each change reports the status it replaced, status versions strictly increase per instance,
 simulated time never goes backwards, nothing follows STOPPED, and ``check_invariants()`` holds.
 
@@ -21,16 +21,16 @@ from collections.abc import Callable, Iterator
 import pytest
 from engine_helpers import START, assert_valid_stream, secs, t
 
-from simulator import ids
-from simulator.engine import INTERRUPTED_MESSAGE, Engine
-from simulator.errors import (
+from simulator.core import ids
+from simulator.core.engine import INTERRUPTED_MESSAGE, Engine
+from simulator.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     SimError,
 )
-from simulator.model import (
+from simulator.core.model import (
     BuildLogLine,
     EngineEvent,
     Instance,
@@ -38,7 +38,7 @@ from simulator.model import (
     User,
     Workspace,
 )
-from simulator.plan import (
+from simulator.core.plan import (
     DEFAULT_DURATIONS,
     BuildPolicy,
     Fixed,
@@ -47,8 +47,8 @@ from simulator.plan import (
     Timeouts,
     Uniform,
 )
-from simulator.simtime import HOUR, MINUTE, SECOND
-from simulator.transitions import LEGAL_TRANSITIONS, Phase
+from simulator.core.simtime import HOUR, MINUTE, SECOND
+from simulator.core.transitions import LEGAL_TRANSITIONS, Phase
 
 REPO = "https://github.com/gitpod-io/gitpod"
 REPO_KEY = "github.com/gitpod-io/gitpod"
@@ -1411,7 +1411,7 @@ def test_error_classes_name_their_grpc_codes() -> None:
 
 
 def test_the_happy_path_is_the_chain_of_step_transitions() -> None:
-    from simulator.transitions import HAPPY_PATH, Trigger, next_phase
+    from simulator.core.transitions import HAPPY_PATH, Trigger, next_phase
 
     chain = [Phase.IMAGEBUILD]
     while (following := next_phase(chain[-1], Trigger.STEP_DONE)) is not None:

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 import pytest
 from engine_helpers import assert_valid_stream, secs, t
 
-from simulator.engine import Engine, timeout_text
-from simulator.errors import FailedPrecondition
-from simulator.model import EngineEvent, Instance, StatusChange, Workspace
-from simulator.plan import BuildPolicy, LifecyclePlan, Timeouts
-from simulator.simtime import HOUR, MINUTE, SECOND
-from simulator.transitions import Phase
+from simulator.core.engine import Engine, timeout_text
+from simulator.core.errors import FailedPrecondition
+from simulator.core.model import EngineEvent, Instance, StatusChange, Workspace
+from simulator.core.plan import BuildPolicy, LifecyclePlan, Timeouts
+from simulator.core.simtime import HOUR, MINUTE, SECOND
+from simulator.core.transitions import Phase
 
 REPO = "https://github.com/gitpod-io/gitpod"
 NO_BUILD = LifecyclePlan(build_policy=BuildPolicy.NEVER)

@@ -1,4 +1,4 @@
-"""Tests for simulator.field_mask: pruning ListWorkspaces items to a FieldMask.
+"""Tests for simulator.server.field_mask: pruning ListWorkspaces items to a FieldMask.
 
 Why: the mask is client input, so validation errors must be precise, and pruning must never leak
 unmasked data nor mutate the shared, cached messages the simulator keeps.
@@ -14,7 +14,7 @@ import pytest
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.google import protobuf as wkt
-from simulator.field_mask import MAX_PATH_SEGMENTS, FieldMaskError, FieldMaskPlan
+from simulator.server.field_mask import MAX_PATH_SEGMENTS, FieldMaskError, FieldMaskPlan
 
 Item = pb.ListWorkspacesResponseWorkspaceAndInstance
 

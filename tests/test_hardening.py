@@ -20,7 +20,7 @@ from grpclib.exceptions import GRPCError
 
 from simulator import Phase, Simulator
 from simulator._proto.gitpod import v1 as pb
-from simulator.codec import Preencoded
+from simulator.server.codec import Preencoded
 
 ADMIN = "adm"
 # Statuses that mean "the server did not understand itself": never acceptable for bad input.

@@ -1,4 +1,4 @@
-"""Tests for simulator.ids: upstream formats, and determinism from a caller-seeded rng."""
+"""Tests for simulator.core.ids: upstream formats, and determinism from a caller-seeded rng."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator import ids
+from simulator.core import ids
 
 
 def _rng(seed: int = 1) -> random.Random:

@@ -12,10 +12,10 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-import simulator.broadcast as broadcast
+import simulator.server.broadcast as broadcast
 from simulator import Phase, Simulator
 from simulator._proto.gitpod import v1 as pb
-from simulator.transitions import is_legal
+from simulator.core.transitions import is_legal
 
 HAPPY = [
     Phase.IMAGEBUILD,

@@ -6,11 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.convert import status_pb
-from simulator.model import InstanceStatus
-from simulator.reflection import message_class
-from simulator.transitions import Phase
-from simulator.wire import listen_response_bytes
+from simulator.core.model import InstanceStatus
+from simulator.core.transitions import Phase
+from simulator.server.convert import status_pb
+from simulator.server.reflection import message_class
+from simulator.server.wire import listen_response_bytes
 
 statuses = st.builds(
     InstanceStatus,

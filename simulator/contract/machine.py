@@ -43,7 +43,7 @@ from simulator.contract.model import (
     require,
 )
 from simulator.contract.target import InProcessTarget, Target
-from simulator.transitions import Phase
+from simulator.core.transitions import Phase
 
 _T = TypeVar("_T")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
+from simulator.core.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
 
 
 class ContractViolation(AssertionError):

@@ -1,7 +1,7 @@
 """What the contract suite talks to: a simulator in this process, or any server over TCP.
 
 A target gives the state machine authenticated stubs for two callers and, when it can, control of
-time and faults. In process that control is the :class:`~simulator.runtime.Simulator` API and the
+time and faults. In process that control is the :class:`~simulator.Simulator` API and the
 clock is manual, so the suite knows exactly when anything may change ("exact" mode). A remote
 target gets control only from the control plane (``gitpod.simulator.v1.SimulatorService``, with
 ``--gitpod-admin-token``); without it, clock and fault rules skip themselves. Remote checks that
@@ -22,8 +22,8 @@ from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
-from simulator.errors import SimError
-from simulator.runtime import Simulator
+from simulator.core.errors import SimError
+from simulator.server.runtime import Simulator
 
 CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
 CONTROL_PROBE = f"/{CONTROL_SERVICE}/GetClock"

@@ -19,11 +19,11 @@ from grpclib.client import Channel
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
-from simulator.control_convert import fault_out, plan_out
-from simulator.faults import Effect, Fault, Target
-from simulator.plan import LifecyclePlan
-from simulator.simtime import SimTime, format_instant, from_datetime
-from simulator.transitions import Phase
+from simulator.core.faults import Effect, Fault, Target
+from simulator.core.plan import LifecyclePlan
+from simulator.core.simtime import SimTime, format_instant, from_datetime
+from simulator.core.transitions import Phase
+from simulator.server.control_convert import fault_out, plan_out
 
 SETTLE_ROUNDS = 5000
 """Event-loop turns an in-process wait may take (no real time passes)."""
@@ -66,12 +66,12 @@ class World(Protocol):
 
 
 class LocalWorld:
-    """A fresh :class:`simulator.runtime.Simulator` on a manual clock, served in memory."""
+    """A fresh :class:`simulator.server.runtime.Simulator` on a manual clock, served in memory."""
 
     remote = False
 
     def __init__(self, seed: int, start_time: SimTime) -> None:
-        from simulator.runtime import Simulator
+        from simulator.server.runtime import Simulator
 
         self.sim = Simulator(seed=seed, start_time=start_time, admin_token="scenario-admin")
         self.channel: Channel

@@ -19,7 +19,7 @@ from simulator.scenario.runner import Outcome, Runner, fmt_duration
 from simulator.scenario.schema import Scenario, ScenarioError, load
 
 if TYPE_CHECKING:
-    from simulator.runtime import Simulator
+    from simulator.server.runtime import Simulator
 
 
 def scenarios_dir() -> Path:

@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.errors import SimError
-from simulator.faults import Target, TargetKind
+from simulator.core.errors import SimError
+from simulator.core.faults import Target, TargetKind
+from simulator.core.simtime import SECOND, Duration, SimTime, parse_instant
+from simulator.core.transitions import Phase
 from simulator.scenario.backends import World
 from simulator.scenario.schema import Expect, FaultSpec, Scenario, Step
-from simulator.simtime import SECOND, Duration, SimTime, parse_instant
-from simulator.transitions import Phase
 
 MAX_EVENTS = 100_000
 """Events one ``advance = "idle"`` step may fire (a bound, not a goal)."""
@@ -519,7 +519,7 @@ class Runner:
                     return
                 await self.move_to(nxt)
             raise self.diff(step, f"still not idle after {MAX_EVENTS} events")
-        from simulator.simtime import parse_duration
+        from simulator.core.simtime import parse_duration
 
         await self.move_to(self.now + parse_duration(step.subject))
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from grpclib.const import Status
 
-from simulator.errors import InvalidArgument
-from simulator.faults import (
+from simulator.core.errors import InvalidArgument
+from simulator.core.faults import (
     DEFAULT_CONTENT_INIT_REASON,
     DEFAULT_IMAGE_BUILD_REASON,
     DEFAULT_IMAGE_PULL_REASON,
@@ -39,7 +39,7 @@ from simulator.faults import (
     method_path,
     validate_effect,
 )
-from simulator.plan import (
+from simulator.core.plan import (
     TIMED_PHASES,
     BuildPolicy,
     Distribution,
@@ -48,9 +48,9 @@ from simulator.plan import (
     Timeouts,
     Uniform,
 )
+from simulator.core.simtime import DEFAULT_START, Duration, SimTime, parse_duration, parse_instant
+from simulator.core.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
 from simulator.scenario.source_map import SourceMap
-from simulator.simtime import DEFAULT_START, Duration, SimTime, parse_duration, parse_instant
-from simulator.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
 
 __all__ = [
     "ACTIONS",
@@ -214,7 +214,7 @@ class FaultSpec:
 
     @property
     def kind(self) -> str:
-        from simulator.faults import effect_name
+        from simulator.core.faults import effect_name
 
         return effect_name(self.effect)
 
@@ -695,7 +695,7 @@ class _Checker:
         if effect is None or len(self.problems) > before:
             return None
         try:
-            from simulator.faults import Fault, Target
+            from simulator.core.faults import Fault, Target
 
             Fault(
                 "", effect, Target.of(target, value if target is not TargetKind.WORKSPACE else "x")
@@ -938,7 +938,7 @@ class _Checker:
         )
 
     def check_sequence(self, phases: tuple[Phase, ...], w: _Where) -> None:
-        """A phase sequence must follow :func:`simulator.transitions.is_legal` from the start."""
+        """A phase sequence must follow `transitions.is_legal` from the start."""
         if not phases:
             self.error(w, "phases", "impossible expectation: 'phases' is empty")
             return

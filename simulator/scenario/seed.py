@@ -8,10 +8,10 @@ the transitions are.
 
 from __future__ import annotations
 
-from simulator.errors import SimError
-from simulator.faults import Target
-from simulator.runtime import Simulator
+from simulator.core.errors import SimError
+from simulator.core.faults import Target
 from simulator.scenario.schema import Scenario
+from simulator.server.runtime import Simulator
 
 
 class SeedError(Exception):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from simulator.core.simtime import SimTime, parse_instant
 from simulator.scenario.runner import Outcome, fmt_duration, request_ids
-from simulator.simtime import SimTime, parse_instant
 
 PHASE_COLOURS = {
     "IMAGEBUILD": "#8e6bd1",

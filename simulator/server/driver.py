@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from simulator.clock import ClockMode
+from simulator.server.clock import ClockMode
 
 if TYPE_CHECKING:
-    from simulator.runtime import Simulator
+    from simulator.server.runtime import Simulator
 
 
 class ClockDriver:

@@ -33,20 +33,20 @@ from grpclib.client import Channel
 from grpclib.server import Server
 from grpclib.testing import ChannelFor
 
-from simulator.activity import Activity
-from simulator.broadcast import Hub
-from simulator.clock import DEFAULT_AUTOJUMP_GRACE, ClockMode, SimClock
-from simulator.codec import SimCodec
-from simulator.control import ControlService
-from simulator.driver import ClockDriver
-from simulator.engine import Engine
-from simulator.errors import InvalidArgument
-from simulator.faults import Effect, Fault, Target
-from simulator.journal import DEFAULT_MAX_ENTRIES, Journal
-from simulator.model import EngineEvent, Instance, Prebuild, StatusChange, User, Wake, Workspace
-from simulator.plan import LifecyclePlan, ScopedPlan
-from simulator.service import WorkspacesService
-from simulator.simtime import (
+from simulator.core.engine import Engine
+from simulator.core.errors import InvalidArgument
+from simulator.core.faults import Effect, Fault, Target
+from simulator.core.model import (
+    EngineEvent,
+    Instance,
+    Prebuild,
+    StatusChange,
+    User,
+    Wake,
+    Workspace,
+)
+from simulator.core.plan import LifecyclePlan, ScopedPlan
+from simulator.core.simtime import (
     DEFAULT_START,
     SECOND,
     Duration,
@@ -56,11 +56,19 @@ from simulator.simtime import (
     parse_instant,
     to_datetime,
 )
-from simulator.state import export_state, import_state
-from simulator.transitions import Phase
+from simulator.core.state import export_state, import_state
+from simulator.core.transitions import Phase
+from simulator.server.activity import Activity
+from simulator.server.broadcast import Hub
+from simulator.server.clock import DEFAULT_AUTOJUMP_GRACE, ClockMode, SimClock
+from simulator.server.codec import SimCodec
+from simulator.server.control import ControlService
+from simulator.server.driver import ClockDriver
+from simulator.server.journal import DEFAULT_MAX_ENTRIES, Journal
+from simulator.server.service import WorkspacesService
 
 if TYPE_CHECKING:
-    from simulator.connect_gateway import ConnectGateway
+    from simulator.server.connect_gateway import ConnectGateway
 
 log = logging.getLogger("gitpod_sim.engine")
 _T = TypeVar("_T")
@@ -274,7 +282,7 @@ class Simulator:
         active_from: SimTime | None = None,
         active_until: SimTime | None = None,
     ) -> Fault:
-        """Aim a fault (see :mod:`simulator.faults`); ``count`` 0 means unlimited."""
+        """Aim a fault (see :mod:`simulator.core.faults`); ``count`` 0 means unlimited."""
         self.sync()
         fault = self.engine.add_fault(
             effect, target, count=count, active_from=active_from, active_until=active_until
@@ -310,7 +318,7 @@ class Simulator:
         self._install(engine, "the simulator was reset")
 
     def export_state(self) -> dict[str, Any]:
-        """The whole state as JSON-ready data (see :mod:`simulator.state`)."""
+        """The whole state as JSON-ready data (see :mod:`simulator.core.state`)."""
         self.sync()
         data = export_state(self.engine)
         data["clock"] = {
@@ -394,8 +402,8 @@ class Simulator:
 
     def services(self) -> list[Any]:
         """Everything served on a port or channel: the API services, health and reflection."""
-        from simulator.health import HEALTH_SERVICE, health_service
-        from simulator.reflection import reflection_services, service_names
+        from simulator.server.health import HEALTH_SERVICE, health_service
+        from simulator.server.reflection import reflection_services, service_names
 
         apis = self.api_services()
         names = service_names(apis)
@@ -455,7 +463,7 @@ class Simulator:
         self, host: str = "127.0.0.1", port: int = 0, cors_origins: Iterable[str] = ()
     ) -> AsyncIterator[ConnectGateway]:
         """Serve Connect and gRPC-Web over HTTP/1.1 (0: a free port; read ``gateway.port``)."""
-        from simulator.connect_gateway import ConnectGateway
+        from simulator.server.connect_gateway import ConnectGateway
 
         gateway = ConnectGateway(self.services(), self.codec, cors_origins)
         async with self.running():

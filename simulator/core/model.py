@@ -1,7 +1,7 @@
 """The engine's state: users, prebuilds, workspaces, instances and their statuses.
 
 Plain slotted dataclasses: cheap enough to hold 100,000 workspaces, and free of protobuf so the
-engine stays a pure state machine. :mod:`simulator.convert` turns them into wire messages.
+engine stays a pure state machine. :mod:`simulator.server.convert` turns them into wire messages.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from simulator.simtime import SimTime
-from simulator.transitions import ACTIVE_PHASES, Phase
+from simulator.core.simtime import SimTime
+from simulator.core.transitions import ACTIVE_PHASES, Phase
 
 if TYPE_CHECKING:
-    from simulator.context_urls import ParsedContext
-    from simulator.plan import LifecyclePlan
-    from simulator.scheduler import ScheduledEvent
+    from simulator.core.context_urls import ParsedContext
+    from simulator.core.plan import LifecyclePlan
+    from simulator.core.scheduler import ScheduledEvent
 
 
 @dataclass(frozen=True, slots=True)

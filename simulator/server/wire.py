@@ -8,8 +8,8 @@ betterproto2 and Google's protobuf on random statuses) in a fraction of the time
 
 from __future__ import annotations
 
-from simulator.model import InstanceStatus
-from simulator.simtime import SECOND
+from simulator.core.model import InstanceStatus
+from simulator.core.simtime import SECOND
 
 
 def _varint(value: int) -> bytes:
@@ -45,7 +45,7 @@ def _timestamp(micros: int) -> bytes:
 
 
 def status_bytes(status: InstanceStatus) -> bytes:
-    """gitpod.v1.WorkspaceInstanceStatus, as produced by :func:`simulator.convert.status_pb`."""
+    """gitpod.v1.WorkspaceInstanceStatus, as produced by `convert.status_pb`."""
     conditions = _string(0x0A, status.failed) + _string(0x12, status.timeout)
     if status.first_user_activity is not None:
         conditions += _len_field(0x4A, _timestamp(status.first_user_activity))

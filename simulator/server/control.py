@@ -1,6 +1,6 @@
 """gitpod.simulator.v1.SimulatorService: the control plane over grpclib, for any language.
 
-A thin adapter over :class:`~simulator.runtime.Simulator`'s Python API (the same operations are
+A thin adapter over :class:`~simulator.Simulator`'s Python API (the same operations are
 available in process). Every call needs the admin token; API tokens are refused here.
 """
 
@@ -18,9 +18,11 @@ from grpclib.server import Stream
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
-from simulator.auth import bearer_token
-from simulator.clock import ClockMode
-from simulator.control_convert import (
+from simulator.core.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
+from simulator.core.simtime import SECOND, to_datetime
+from simulator.server.auth import bearer_token
+from simulator.server.clock import ClockMode
+from simulator.server.control_convert import (
     duration_in,
     duration_out,
     effect_in,
@@ -33,13 +35,11 @@ from simulator.control_convert import (
     target_in,
     transition_pb,
 )
-from simulator.convert import instance_pb
-from simulator.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
-from simulator.journal import summarize
-from simulator.simtime import SECOND, to_datetime
+from simulator.server.convert import instance_pb
+from simulator.server.journal import summarize
 
 if TYPE_CHECKING:
-    from simulator.runtime import Simulator
+    from simulator.server.runtime import Simulator
 
 SERVICE_NAME = "gitpod.simulator.v1.SimulatorService"
 log = logging.getLogger("gitpod_sim.rpc")

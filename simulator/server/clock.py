@@ -2,7 +2,7 @@
 
 A deliberately tiny surface, after trio's MockClock: read :meth:`SimClock.now`, move it with
 :meth:`SimClock.jump_to`, switch with :meth:`SimClock.set_mode`. The clock never fires events
-itself; :mod:`simulator.driver` decides *when* to move it and the engine does what is due.
+itself; :mod:`simulator.server.driver` decides *when* to move it and the engine does what is due.
 
 - ``manual``: time moves only when a caller says so.
 - ``realtime``: simulated time runs at ``speed`` times the wall clock from the last anchor.
@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 
-from simulator.simtime import SECOND, SimTime
+from simulator.core.simtime import SECOND, SimTime
 
 DEFAULT_AUTOJUMP_GRACE = 0.020
 """Seconds of real quiet before autojump jumps to a timeout."""

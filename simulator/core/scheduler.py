@@ -12,7 +12,7 @@ import enum
 import heapq
 from dataclasses import dataclass, field
 
-from simulator.simtime import SimTime
+from simulator.core.simtime import SimTime
 
 
 class EventKind(enum.Enum):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.model import Instance, InstanceStatus, Workspace
-from simulator.simtime import to_datetime
-from simulator.wire import listen_response_bytes
+from simulator.core.model import Instance, InstanceStatus, Workspace
+from simulator.core.simtime import to_datetime
+from simulator.server.wire import listen_response_bytes
 
 
 def workspace_pb(ws: Workspace) -> pb.Workspace:
@@ -64,7 +64,7 @@ def instance_pb(inst: Instance) -> pb.WorkspaceInstance:
 
 def listen_payload(status: InstanceStatus) -> bytes:
     """A ListenToWorkspaceInstanceResponse, serialised once for every listener (by the fast
-    encoder in :mod:`simulator.wire`, byte for byte what betterproto2 would write)."""
+    encoder in :mod:`simulator.server.wire`, byte for byte what betterproto2 would write)."""
     return listen_response_bytes(status)
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from betterproto2 import Message
 
-from simulator.model import StatusChange
-from simulator.simtime import SimTime, format_instant
+from simulator.core.model import StatusChange
+from simulator.core.simtime import SimTime, format_instant
 
 DEFAULT_MAX_ENTRIES = 100_000
 REQUEST_SUMMARY_LIMIT = 200

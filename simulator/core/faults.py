@@ -12,9 +12,9 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-from simulator.errors import InvalidArgument
-from simulator.simtime import Duration, SimTime
-from simulator.transitions import Phase
+from simulator.core.errors import InvalidArgument
+from simulator.core.simtime import Duration, SimTime
+from simulator.core.transitions import Phase
 
 DEFAULT_IMAGE_BUILD_REASON = "image build failed: exit code 100"
 DEFAULT_IMAGE_PULL_REASON = (

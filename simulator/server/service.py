@@ -20,20 +20,20 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.auth import authenticate, bearer_token
-from simulator.broadcast import Closed, Delivery, Subscription
-from simulator.codec import Preencoded
-from simulator.convert import STOP_PAYLOAD, instance_pb, log_payload, workspace_pb
-from simulator.errors import InvalidArgument, PermissionDenied, SimError
-from simulator.faults import RpcError, RpcLatency, StreamDuplicate, StreamEnd
-from simulator.field_mask import FieldMaskError, FieldMaskPlan
-from simulator.model import User
-from simulator.simtime import SECOND
-from simulator.transitions import Phase
+from simulator.core.errors import InvalidArgument, PermissionDenied, SimError
+from simulator.core.faults import RpcError, RpcLatency, StreamDuplicate, StreamEnd
+from simulator.core.model import User
+from simulator.core.simtime import SECOND
+from simulator.core.transitions import Phase
+from simulator.server.auth import authenticate, bearer_token
+from simulator.server.broadcast import Closed, Delivery, Subscription
+from simulator.server.codec import Preencoded
+from simulator.server.convert import STOP_PAYLOAD, instance_pb, log_payload, workspace_pb
+from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
 
 if TYPE_CHECKING:
-    from simulator.engine import Engine
-    from simulator.runtime import Simulator
+    from simulator.core.engine import Engine
+    from simulator.server.runtime import Simulator
 
 SERVICE_NAME = "gitpod.v1.WorkspacesService"
 CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
@@ -47,7 +47,7 @@ WORKSPACE_ANSWER_CACHE = 4096
 
 
 class WorkspacesService:
-    """Serves one :class:`~simulator.runtime.Simulator` (pass it to a grpclib ``Server``)."""
+    """Serves one :class:`~simulator.server.runtime.Simulator` (pass it to a grpclib ``Server``)."""
 
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim

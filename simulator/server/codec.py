@@ -80,7 +80,7 @@ class SimCodec(ProtoCodec):
             else None
         )
         if url is not None:
-            from simulator.reflection import message_class
+            from simulator.server.reflection import message_class
 
             try:
                 checker = message_class(url.removeprefix(_URL_PREFIX))

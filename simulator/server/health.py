@@ -15,7 +15,7 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from simulator.reflection import message_class
+from simulator.server.reflection import message_class
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 SERVING = 1

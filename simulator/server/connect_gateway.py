@@ -41,7 +41,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 from multidict import CIMultiDictProxy, MultiDict
 
-from simulator.reflection import descriptor_pool_for_server
+from simulator.server.reflection import descriptor_pool_for_server
 
 log = logging.getLogger("gitpod_sim.http")
 

@@ -12,8 +12,8 @@ import math
 import random
 from dataclasses import dataclass, field, fields, replace
 
-from simulator.simtime import HOUR, MINUTE, SECOND, Duration
-from simulator.transitions import Phase
+from simulator.core.simtime import HOUR, MINUTE, SECOND, Duration
+from simulator.core.transitions import Phase
 
 
 @dataclass(frozen=True, slots=True)

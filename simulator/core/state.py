@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from simulator.context_urls import parse_context_url
-from simulator.engine import Engine, Observer
-from simulator.errors import InvalidArgument
-from simulator.faults import (
+from simulator.core.context_urls import parse_context_url
+from simulator.core.engine import Engine, Observer
+from simulator.core.errors import InvalidArgument
+from simulator.core.faults import (
     Effect,
     FailPhase,
     Fault,
@@ -30,7 +30,7 @@ from simulator.faults import (
     Target,
     TargetKind,
 )
-from simulator.model import (
+from simulator.core.model import (
     Build,
     Instance,
     InstanceStatus,
@@ -39,7 +39,7 @@ from simulator.model import (
     Workspace,
     WorkspaceContext,
 )
-from simulator.plan import (
+from simulator.core.plan import (
     TIMEOUT_NAMES,
     BuildPolicy,
     Distribution,
@@ -50,8 +50,8 @@ from simulator.plan import (
     Timeouts,
     Uniform,
 )
-from simulator.scheduler import EventKind
-from simulator.transitions import Phase
+from simulator.core.scheduler import EventKind
+from simulator.core.transitions import Phase
 
 FORMAT = "gitpod-sim-state"
 VERSION = 1

@@ -12,10 +12,10 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from simulator.activity import Activity
-from simulator.convert import listen_payload, log_payload
-from simulator.model import BuildLogLine, EngineEvent, InstanceStatus, StatusChange
-from simulator.transitions import Phase
+from simulator.core.model import BuildLogLine, EngineEvent, InstanceStatus, StatusChange
+from simulator.core.transitions import Phase
+from simulator.server.activity import Activity
+from simulator.server.convert import listen_payload, log_payload
 
 
 @dataclass(slots=True, eq=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from simulator.errors import Unauthenticated
-from simulator.model import User
+from simulator.core.errors import Unauthenticated
+from simulator.core.model import User
 
 
 def bearer_token(metadata: Any) -> str:

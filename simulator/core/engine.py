@@ -8,7 +8,7 @@ in order, to the ``observer`` callback and returned from ``advance_*`` calls.
 Costs: every command and event touches one workspace and one instance plus O(log n) heap work;
 ListWorkspaces sorts only the caller's own workspaces. Nothing scans all workspaces.
 
-Phase rules live in :mod:`simulator.transitions`; this module only applies them.
+Phase rules live in :mod:`simulator.core.transitions`; this module only applies them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator import ids
-from simulator.build_logs import build_log, failure_tail
-from simulator.context_urls import ContextParseError, ParsedContext, parse_context_url
-from simulator.errors import (
+from simulator.core import ids
+from simulator.core.build_logs import build_log, failure_tail
+from simulator.core.context_urls import ContextParseError, ParsedContext, parse_context_url
+from simulator.core.errors import (
     INSUFFICIENT_PERMISSION,
     WORKSPACE_NOT_FOUND,
     AlreadyExists,
@@ -30,7 +30,7 @@ from simulator.errors import (
     NotFound,
     PermissionDenied,
 )
-from simulator.faults import (
+from simulator.core.faults import (
     LIFECYCLE_EFFECTS,
     RPC_EFFECTS,
     Effect,
@@ -46,7 +46,7 @@ from simulator.faults import (
     compile_pattern,
     validate_effect,
 )
-from simulator.model import (
+from simulator.core.model import (
     Build,
     BuildLogLine,
     EngineEvent,
@@ -59,10 +59,10 @@ from simulator.model import (
     Workspace,
     WorkspaceContext,
 )
-from simulator.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
-from simulator.scheduler import EventKind, ScheduledEvent, Scheduler
-from simulator.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
-from simulator.transitions import Phase, Trigger, next_phase
+from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
+from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
+from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
+from simulator.core.transitions import Phase, Trigger, next_phase
 
 Observer = Callable[[EngineEvent], None]
 

@@ -12,8 +12,8 @@ import betterproto2
 from grpclib.const import Status
 
 from simulator._proto.gitpod.simulator import v1 as spb
-from simulator.errors import InvalidArgument
-from simulator.faults import (
+from simulator.core.errors import InvalidArgument
+from simulator.core.faults import (
     DEFAULT_CONTENT_INIT_REASON,
     DEFAULT_IMAGE_BUILD_REASON,
     DEFAULT_IMAGE_PULL_REASON,
@@ -30,9 +30,8 @@ from simulator.faults import (
     TargetKind,
     method_path,
 )
-from simulator.journal import Entry, RpcEntry
-from simulator.model import StatusChange
-from simulator.plan import (
+from simulator.core.model import StatusChange
+from simulator.core.plan import (
     DEFAULT_DURATIONS,
     TIMEOUT_NAMES,
     BuildPolicy,
@@ -44,8 +43,9 @@ from simulator.plan import (
     Timeouts,
     Uniform,
 )
-from simulator.simtime import Duration, SimTime, from_datetime, to_datetime
-from simulator.transitions import Phase
+from simulator.core.simtime import Duration, SimTime, from_datetime, to_datetime
+from simulator.core.transitions import Phase
+from simulator.server.journal import Entry, RpcEntry
 
 _BUILD_POLICIES = {
     spb.BuildPolicy.FIRST_START: BuildPolicy.FIRST_START,

@@ -1,0 +1,1 @@
+"""The host and the gRPC edge: worlds (engine + clock + hub + journal) served over grpclib."""
