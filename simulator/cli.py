@@ -9,10 +9,12 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
+from simulator.core import limits
 from simulator.core.simtime import (
     DEFAULT_START,
     SECOND,
@@ -27,27 +29,37 @@ if TYPE_CHECKING:
 
 
 class _DurationParam(click.ParamType[int]):
+    """A duration, in the range every entry point accepts (:mod:`simulator.core.limits`)."""
+
     name = "duration"
 
+    def __init__(self, check: Callable[[int], object] | None = None) -> None:
+        self._check = check
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         try:
-            return parse_duration(str(value))
+            d = value if isinstance(value, int) else parse_duration(str(value))
+            limits.duration(_flag(param), d)
+            if self._check is not None:
+                self._check(d)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        return d
 
 
 class _InstantParam(click.ParamType[int]):
     name = "iso8601"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         try:
-            return parse_instant(str(value))
+            t = value if isinstance(value, int) else parse_instant(str(value))
+            return limits.instant(_flag(param), t)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def _flag(param: click.Parameter | None) -> str:
+    return param.opts[0] if param is not None and param.opts else "value"
 
 
 class _UserParam(click.ParamType[tuple[str, str]]):
@@ -63,6 +75,11 @@ class _UserParam(click.ParamType[tuple[str, str]]):
             self.fail(f"expected NAME=TOKEN, got {value!r}", param, ctx)
         if any(c.isspace() for c in name + token):
             self.fail(f"NAME and TOKEN must not contain whitespace: {value!r}", param, ctx)
+        try:
+            limits.name("NAME", name)
+            limits.token("TOKEN", token)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
         return name, token
 
 
@@ -76,9 +93,10 @@ class _SpeedParam(click.ParamType[float]):
             speed = float(value)
         except (TypeError, ValueError):
             self.fail(f"speed must be a number, got {value!r}", param, ctx)
-        if not (speed > 0 and speed != float("inf")):
-            self.fail(f"speed must be a finite number > 0, got {value!r}", param, ctx)
-        return speed
+        try:
+            return limits.speed(speed, "--speed")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class _LazyGroup(click.Group):
@@ -120,7 +138,11 @@ def main() -> None:
     help="TCP port; 0 picks a free one.",
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=int, help="Decides every id, token and draw."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(limits.MIN_SEED, limits.MAX_SEED),
+    help="Decides every id, token and draw.",
 )
 @click.option(
     "--clock",
@@ -137,8 +159,8 @@ def main() -> None:
     "--autojump-grace",
     default="20ms",
     show_default=True,
-    type=_DurationParam(),
-    help="Real quiet time before autojump jumps to a timeout.",
+    type=_DurationParam(lambda d: limits.autojump_grace(d / SECOND, "--autojump-grace")),
+    help="Real quiet time before autojump jumps to a timeout (at most 1h).",
 )
 @click.option(
     "--start-time",
@@ -182,7 +204,7 @@ def main() -> None:
     "--journal-size",
     default=100_000,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, limits.MAX_JOURNAL_SIZE),
     help="Journal entries kept (the oldest go first).",
 )
 @click.option("--quiet", is_flag=True, help="Do not log every RPC and phase change.")

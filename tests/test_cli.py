@@ -41,6 +41,12 @@ BAD_FLAGS = {
     "start-time yesterday": (("--start-time", "yesterday"), "--start-time"),
     "user without token": (("--user", "alice"), "--user"),
     "duplicate user": (("--user", "a=x", "--user", "a=y"), "--user"),
+    # poisoned values (issue 11): refused before anything starts, naming the range
+    "speed 1e308": (("--speed", "1e308"), "0 < speed <= 1000000"),
+    "start-time at the end of time": (("--start-time", "9999-12-31T23:00Z"), "9899-"),
+    "autojump-grace 2h": (("--autojump-grace", "2h"), "0 .. 3600 seconds"),
+    "seed past int64": (("--seed", str(2**63)), "--seed"),
+    "user token not ASCII": (("--user", "a=t\u00f6ken"), "visible ASCII"),
 }
 
 

@@ -55,9 +55,9 @@ def test_realtime_clock_follows_speed() -> None:
     assert clock.now() == DEFAULT_START + 92 * SECOND
 
 
-@pytest.mark.parametrize("speed", [0, -1, float("inf"), float("nan")])
+@pytest.mark.parametrize("speed", [0, -1, float("inf"), float("nan"), 1e308, 1_000_001])
 def test_bad_speed_is_refused(speed: float) -> None:
-    with pytest.raises(ValueError, match="speed must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"out of range: 0 < speed <= 1000000"):
         SimClock(DEFAULT_START, ClockMode.REALTIME, speed=speed)
 
 
@@ -207,7 +207,7 @@ def test_advance_api(sim: Simulator) -> None:
     assert [c.status.phase for c in sim.advance_to_next()] == [Phase.CREATING]
     with pytest.raises(ValueError, match="invalid duration"):
         sim.advance("soon")
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r"advance -1s is out of range: 0 \.\. 36500d"):
         sim.advance(-1)
     assert sim.workspace(ws.id).active_instance_id is not None
 

@@ -159,7 +159,7 @@ async def test_bad_clock_requests(ctl: spb.SimulatorServiceStub) -> None:
     await expect(
         Status.INVALID_ARGUMENT,
         ctl.set_clock(spb.SetClockRequest(speed=-2)),
-        "speed must be a finite number > 0, got -2.0",
+        "speed -2.0 is out of range: 0 < speed <= 1000000",
     )
 
 

@@ -108,6 +108,13 @@ def parse_context_url(raw: str) -> ParsedContext:
         raise ContextParseError("empty context URL", "")
     if any(ch.isspace() for ch in original):
         raise ContextParseError("whitespace inside context URL", original)
+    control = next((ch for ch in original if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0), None)
+    if control is not None:
+        # NUL, DEL and friends: no real URL holds them, and they corrupt logs and terminals.
+        raise ContextParseError(
+            f"control character U+{ord(control):04X} inside context URL",
+            original.encode("unicode_escape").decode("ascii"),
+        )
 
     rest = _strip_prefixes(original)
     if not rest:

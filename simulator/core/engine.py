@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator.core import ids
+from simulator.core import ids, limits
 from simulator.core.build_logs import build_log, failure_tail
 from simulator.core.context_urls import ContextParseError, ParsedContext, parse_context_url
 from simulator.core.errors import (
@@ -171,6 +171,7 @@ class Engine:
         """Register a caller. Without a token, one is generated from the seed."""
         if not user_id or any(c.isspace() for c in user_id):
             raise InvalidArgument(f"invalid user id {user_id!r}: must be non-empty, no whitespace")
+        limits.name("user id", user_id)
         if user_id in self.users:
             raise AlreadyExists(f"user {user_id!r} already exists")
         if token is None:
@@ -179,6 +180,7 @@ class Engine:
             raise InvalidArgument(
                 f"invalid token for user {user_id!r}: must be non-empty, no whitespace"
             )
+        limits.token("token", token)
         if token in self._users_by_token:
             raise AlreadyExists(f"token already belongs to user {self._users_by_token[token].id!r}")
         user = User(user_id, token)
@@ -193,6 +195,7 @@ class Engine:
         """Register a finished prebuild (the API has no call that makes one)."""
         if not prebuild_id or any(c.isspace() for c in prebuild_id):
             raise InvalidArgument(f"invalid prebuild id {prebuild_id!r}")
+        limits.name("prebuild id", prebuild_id)
         if prebuild_id in self.prebuilds:
             raise AlreadyExists(f"prebuild {prebuild_id!r} already exists")
         context = self._parse_context(context_url)
@@ -454,15 +457,15 @@ class Engine:
             inst = self._instance(target.value)
             if isinstance(effect, LIFECYCLE_EFFECTS) and not inst.status.is_active:
                 raise FailedPrecondition(f"instance {target.value} is STOPPED")
-        self._fault_seq += 1
-        fault = Fault(
-            f"fault-{self._fault_seq}",
+        fault = Fault(  # checks itself before anything changes
+            f"fault-{self._fault_seq + 1}",
             effect,
             target,
             count=count,
             active_from=active_from,
             active_until=active_until,
         )
+        self._fault_seq += 1
         self.faults[fault.id] = fault
         if fault.is_lifecycle and fault.applies_at(self.now):
             current = self._active_target(target)

@@ -12,6 +12,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from simulator.core import limits
 from simulator.core.errors import InvalidArgument
 from simulator.core.simtime import Duration, SimTime
 from simulator.core.transitions import Phase
@@ -210,6 +211,12 @@ class Fault:
             )
         if self.count < 0:
             raise InvalidArgument(f"count must be >= 0, got {self.count}")
+        limits.count("count", self.count)
+        limits.count("times_applied", self.times_applied)
+        for name in ("active_from", "active_until"):
+            at = getattr(self, name)
+            if at is not None:
+                limits.event_instant(name, at)
         if (
             self.active_from is not None
             and self.active_until is not None
@@ -255,14 +262,28 @@ def validate_effect(effect: Effect) -> Effect:
             f"cannot stall {effect.phase.name}: only IMAGEBUILD, PENDING, CREATING, INITIALIZING"
             " and STOPPING end on their own"
         )
-    if isinstance(effect, InterruptRunning) and (
-        effect.after < 0 or (effect.duration is not None and effect.duration < 0)
-    ):
-        raise InvalidArgument("interrupt after/duration must not be negative")
-    if isinstance(effect, RpcLatency) and effect.latency < 0:
-        raise InvalidArgument("latency must not be negative")
-    if isinstance(effect, RpcError) and not 0 <= effect.probability <= 1:
-        raise InvalidArgument(f"probability must be within [0, 1], got {effect.probability}")
-    if isinstance(effect, StreamEnd) and effect.after_messages < 0:
-        raise InvalidArgument("after_messages must be >= 0")
+    if isinstance(effect, InterruptRunning):
+        if effect.after < 0 or (effect.duration is not None and effect.duration < 0):
+            raise InvalidArgument("interrupt after/duration must not be negative")
+        limits.duration("after", effect.after)
+        if effect.duration is not None:
+            limits.duration("duration", effect.duration)
+    if isinstance(effect, RpcLatency):
+        if effect.latency < 0:
+            raise InvalidArgument("latency must not be negative")
+        limits.duration("latency", effect.latency)
+    if isinstance(effect, RpcError):
+        if not 0 <= effect.probability <= 1:
+            raise InvalidArgument(f"probability must be within [0, 1], got {effect.probability}")
+        limits.text("message", effect.message)
+    if isinstance(effect, StreamEnd):
+        if effect.after_messages < 0:
+            raise InvalidArgument("after_messages must be >= 0")
+        limits.count("after_messages", effect.after_messages)
+        limits.text("message", effect.message)
+    if isinstance(effect, FailPhase):
+        limits.text("reason", effect.reason)
+        limits.count("log_tail", len(effect.log_tail), maximum=limits.MAX_LOG_TAIL)
+        for line in effect.log_tail:
+            limits.text("log_tail line", line)
     return effect

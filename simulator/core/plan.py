@@ -12,6 +12,8 @@ import math
 import random
 from dataclasses import dataclass, field, fields, replace
 
+from simulator.core import limits
+from simulator.core.limits import MAX_DURATION
 from simulator.core.simtime import HOUR, MINUTE, SECOND, Duration
 from simulator.core.transitions import Phase
 
@@ -23,8 +25,7 @@ class Fixed:
     duration: Duration
 
     def __post_init__(self) -> None:
-        if self.duration < 0:
-            raise ValueError(f"duration must be >= 0, got {self.duration}us")
+        limits.duration("duration", self.duration)
 
     def sample(self, rng: random.Random) -> Duration:
         return self.duration
@@ -38,7 +39,9 @@ class Uniform:
     high: Duration
 
     def __post_init__(self) -> None:
-        if not 0 <= self.low <= self.high:
+        limits.duration("uniform low", self.low)
+        limits.duration("uniform high", self.high)
+        if not self.low <= self.high:
             raise ValueError(f"uniform needs 0 <= low <= high, got {self.low}us..{self.high}us")
 
     def sample(self, rng: random.Random) -> Duration:
@@ -47,9 +50,11 @@ class Uniform:
 
 @dataclass(frozen=True, slots=True)
 class LogNormal:
-    """Log-normal around ``median`` with shape ``sigma``, capped at ``cap`` (default 100x median).
+    """Log-normal around ``median`` with shape ``sigma``, capped at ``cap`` (default 100x median,
+    at most MAX_DURATION).
 
     Real phase durations have a long right tail; the cap keeps one unlucky draw from stalling a run.
+    ``sigma`` is at most ``limits.MAX_SIGMA``, so a draw can never overflow a float.
     """
 
     median: Duration
@@ -57,12 +62,14 @@ class LogNormal:
     cap: Duration | None = None
 
     def __post_init__(self) -> None:
-        if self.median <= 0 or not self.sigma >= 0:
-            raise ValueError(f"lognormal needs median > 0 and sigma >= 0, got {self}")
+        limits.duration("lognormal median", self.median, minimum=1)
+        limits.sigma(self.sigma, "lognormal sigma")
+        if self.cap is not None:
+            limits.duration("lognormal cap", self.cap)
 
     def sample(self, rng: random.Random) -> Duration:
         drawn = round(rng.lognormvariate(math.log(self.median), self.sigma))
-        cap = self.cap if self.cap is not None else 100 * self.median
+        cap = self.cap if self.cap is not None else min(100 * self.median, MAX_DURATION)
         return max(0, min(drawn, cap))
 
 
@@ -95,6 +102,12 @@ class Timeouts:
     stopping: Duration | None = 1 * HOUR
     """STOPPING too long: forced to STOPPED."""
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                limits.duration(f"timeouts.{f.name}", value)
+
 
 TIMEOUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Timeouts))
 """The limits' names, in declaration order: what state files and the control plane carry."""
@@ -126,10 +139,16 @@ class LifecyclePlan:
         if unknown:
             names = ", ".join(sorted(p.name for p in unknown))
             raise ValueError(f"phases without a duration of their own: {names}")
-        if not self.cluster or not self.cluster.replace("-", "").isalnum():
-            raise ValueError(f"cluster must be letters, digits and '-', got {self.cluster!r}")
-        if self.build_log_lines < 1:
-            raise ValueError("build_log_lines must be >= 1")
+        if (
+            not self.cluster
+            or len(self.cluster) > 63
+            or not self.cluster.replace("-", "").isascii()
+            or not self.cluster.replace("-", "").isalnum()
+        ):
+            raise limits.OutOfRange(
+                "cluster", self.cluster, "1..63 ASCII letters, digits and '-'"
+            )
+        limits.build_log_lines(self.build_log_lines)
 
     def duration_of(self, phase: Phase, rng: random.Random) -> Duration:
         dist = self.durations.get(phase) or DEFAULT_DURATIONS[phase]

@@ -34,13 +34,16 @@ _UNITS: dict[str, Duration] = {
     "h": HOUR,
     "d": DAY,
 }
+_TOO_LONG = 1e18
+"""Seconds: past this a text is not a duration at all (and ``round`` of its float would fail)."""
 _PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)")
 
 
 def parse_duration(text: str) -> Duration:
     """Parse ``90s``, ``5m``, ``1h30m``, ``250ms``, ``1.5s`` or a bare number of seconds.
 
-    Raises ValueError naming the input when it is not a non-negative duration.
+    Raises ValueError naming the input when it is not a non-negative duration (or is too large to
+    be one: ranges are checked by :mod:`simulator.core.limits`).
     """
     s = text.strip().lower()
     if not s:
@@ -50,7 +53,7 @@ def parse_duration(text: str) -> Duration:
     except ValueError:
         pass
     else:
-        if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        if not 0 <= seconds < _TOO_LONG:
             raise ValueError(f"invalid duration {text!r}: must be a finite number >= 0")
         return round(seconds * SECOND)
     pos = 0
@@ -65,6 +68,8 @@ def parse_duration(text: str) -> Duration:
             f"invalid duration {text!r}: expected e.g. 90s, 5m, 1h30m or 250ms"
             " (units us, ms, s, m, h, d)"
         )
+    if not total < _TOO_LONG * SECOND:
+        raise ValueError(f"invalid duration {text!r}: far too long")
     return round(total)
 
 

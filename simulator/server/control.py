@@ -18,6 +18,7 @@ from grpclib.server import Stream
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.core import limits
 from simulator.core.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
 from simulator.core.simtime import SECOND, to_datetime
 from simulator.server.auth import bearer_token
@@ -173,8 +174,8 @@ class ControlService:
             if request.autojump_grace is None
             else duration_in(request.autojump_grace, "autojump_grace") / SECOND
         )
-        if request.speed is not None and not (0 < request.speed < float("inf")):
-            raise InvalidArgument(f"speed must be a finite number > 0, got {request.speed}")
+        if request.speed is not None:
+            limits.speed(request.speed)
         self._sim.set_clock(mode or self._sim.clock.mode, request.speed, autojump_grace=grace)
         return spb.SetClockResponse(clock=self._clock())
 
@@ -182,7 +183,9 @@ class ControlService:
         how, value = betterproto2.which_one_of(request, "how")
         sim = self._sim
         if how == "by":
-            changes = sim.advance(duration_in(value, "by") / SECOND)
+            by = duration_in(value, "by")
+            limits.advance_target("by", sim.engine.now, by)
+            changes = sim.advance(by / SECOND)
         elif how == "to_next_event":
             if not value:
                 raise InvalidArgument("to_next_event must be true")
@@ -246,8 +249,8 @@ class ControlService:
             effect,
             target_in(spec.target, default_target),
             count=spec.count,
-            active_from=instant_in(spec.active_from),
-            active_until=instant_in(spec.active_until),
+            active_from=instant_in(spec.active_from, "active_from"),
+            active_until=instant_in(spec.active_until, "active_until"),
         )
         return spb.AddFaultResponse(fault=fault_out(fault))
 

@@ -12,6 +12,7 @@ import betterproto2
 from grpclib.const import Status
 
 from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.core import limits
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import (
     DEFAULT_CONTENT_INIT_REASON,
@@ -58,21 +59,23 @@ _BUILD_POLICIES = {
 
 
 def duration_in(value: dt.timedelta | None, field: str, *, default: Duration = 0) -> Duration:
-    """A protobuf Duration as microseconds; negative is INVALID_ARGUMENT naming ``field``."""
+    """A protobuf Duration as microseconds; negative or out of range (``limits.MAX_DURATION``) is
+    INVALID_ARGUMENT naming ``field``."""
     if value is None:
         return default
     micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     if micros < 0:
         raise InvalidArgument(f"{field} must not be negative, got {value}")
-    return micros
+    return limits.duration(field, micros)
 
 
 def duration_out(micros: Duration) -> dt.timedelta:
     return dt.timedelta(microseconds=micros)
 
 
-def instant_in(value: dt.datetime | None) -> SimTime | None:
-    return None if value is None else from_datetime(value)
+def instant_in(value: dt.datetime | None, field: str = "instant") -> SimTime | None:
+    """A protobuf Timestamp as an instant, within ``limits`` (years 1..9999)."""
+    return None if value is None else limits.event_instant(field, from_datetime(value))
 
 
 def transition_pb(change: StatusChange) -> spb.Transition:
@@ -164,6 +167,8 @@ def plan_in(message: spb.LifecyclePlan | None) -> LifecyclePlan:
             cluster=message.cluster or "eu53",
             build_log_lines=message.build_log_lines or 8,
         )
+    except limits.OutOfRange:
+        raise
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
 
@@ -210,7 +215,7 @@ def scope_in(scope: spb.PlanScope | None) -> tuple[str, str]:
     if kind == "user_id":
         if not value:
             raise InvalidArgument("scope.user_id must not be empty")
-        return "user", str(value)
+        return "user", limits.name("scope.user_id", str(value))
     return "context", str(value)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from simulator.core.limits import LATEST_INSTANT
 from simulator.server.clock import ClockMode
 
 if TYPE_CHECKING:
@@ -47,9 +48,13 @@ class ClockDriver:
             elif mode is ClockMode.REALTIME:
                 sim.sync()
                 event = engine.next_event()
+                if event is not None and event.at > LATEST_INSTANT:
+                    event = None  # the realtime clock stops at LATEST_INSTANT
                 await self._sleep(None if event is None else clock.wall_delay_until(event.at))
             else:
                 event = engine.next_event()
+                if event is not None and event.at > LATEST_INSTANT:
+                    event = None  # past the end of simulated time: never due
                 if event is None or not activity.may_jump:
                     await self._sleep(None)
                     continue

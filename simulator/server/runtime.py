@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -33,6 +34,7 @@ from grpclib.client import Channel
 from grpclib.server import Server
 from grpclib.testing import ChannelFor
 
+from simulator.core import limits
 from simulator.core.engine import Engine
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import Effect, Fault, Target
@@ -78,11 +80,14 @@ DurationLike = float | str | dt.timedelta
 """A number of seconds, a text such as ``90s``, ``5m``, ``1h30m``, or a timedelta."""
 
 
-def to_duration(value: DurationLike) -> Duration:
-    """A public-API duration in the engine's unit (microseconds)."""
+def to_duration(value: DurationLike, field: str = "duration") -> Duration:
+    """A public-API duration in the engine's unit (microseconds), within ``limits.MAX_DURATION``
+    (out of range: :class:`~simulator.core.limits.OutOfRange`, a ValueError)."""
     if isinstance(value, bool):
         raise TypeError("a duration cannot be a bool")
     if isinstance(value, int | float):
+        if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > 1e18:
+            raise limits.OutOfRange(field, value, limits.DURATION_RANGE)
         duration = round(value * SECOND)
     elif isinstance(value, str):
         duration = parse_duration(value)
@@ -90,9 +95,7 @@ def to_duration(value: DurationLike) -> Duration:
         duration = (value.days * 86_400 + value.seconds) * SECOND + value.microseconds
     else:
         raise TypeError(f"not a duration: {value!r}")
-    if duration < 0:
-        raise ValueError(f"duration must be >= 0, got {value!r}")
-    return duration
+    return limits.duration(field, duration)
 
 
 class Simulator:
@@ -112,10 +115,12 @@ class Simulator:
         journal_size: int = DEFAULT_MAX_ENTRIES,
         wall: Callable[[], float] = time.monotonic,
     ) -> None:
-        start = _to_instant(start_time)
+        start = limits.instant("start_time", _to_instant(start_time))
+        limits.seed(seed)
+        limits.journal_size(journal_size)
         self._start_time = start
         self._initial_plan = plan
-        grace = to_duration(autojump_grace) / SECOND
+        grace = to_duration(autojump_grace, "autojump_grace") / SECOND
         self.activity = Activity(wall)
         self.hub = Hub(self.activity)
         self.engine = Engine(seed=seed, start_time=start, plan=plan, observer=self._observe)
@@ -205,7 +210,9 @@ class Simulator:
         return []
 
     def jump_to(self, t: SimTime) -> list[StatusChange]:
-        """Move the clock and the engine to ``t`` (any mode), firing what is due on the way."""
+        """Move the clock and the engine to ``t`` (any mode), firing what is due on the way; ``t``
+        past ``limits.LATEST_INSTANT`` is refused before anything moves."""
+        limits.instant("time", t)
         changes = self.sync()
         self.clock.jump_to(t)
         changes += self.engine.advance_to(t)
@@ -214,18 +221,21 @@ class Simulator:
     def advance(self, delta: DurationLike) -> list[StatusChange]:
         """Move simulated time forward by ``delta``; answers the status changes that fired."""
         self.sync()
-        return self.jump_to(self.engine.now + to_duration(delta))
+        target = limits.advance_target("advance", self.engine.now, to_duration(delta, "advance"))
+        return self.jump_to(target)
 
     def advance_to_next(self) -> list[StatusChange]:
         """Jump to the next scheduled instant and fire everything due then (nothing if idle)."""
         self.sync()
         event = self.engine.next_event()
-        return [] if event is None else self.jump_to(event.at)
+        if event is None or event.at > limits.LATEST_INSTANT:
+            return []  # what is due past the end of time never fires
+        return self.jump_to(event.at)
 
     def run_until_idle(self, limit: DurationLike = "7d") -> list[StatusChange]:
         """Advance event by event until nothing is scheduled or ``limit`` of time has passed."""
         self.sync()
-        until = self.engine.now + to_duration(limit)
+        until = min(self.engine.now + to_duration(limit, "limit"), limits.LATEST_INSTANT)
         changes: list[StatusChange] = []
         while (event := self.engine.next_event()) is not None and event.at <= until:
             changes += self.jump_to(event.at)
@@ -238,11 +248,16 @@ class Simulator:
         *,
         autojump_grace: DurationLike | None = None,
     ) -> None:
-        """Switch the clock's mode (and speed, grace period); time stays where it is."""
+        """Switch the clock's mode (and speed, grace period); time stays where it is. Every value
+        is checked before any changes."""
+        grace = (
+            None
+            if autojump_grace is None
+            else to_duration(autojump_grace, "autojump_grace") / SECOND
+        )
+        new_mode = ClockMode(mode)
         self.sync()
-        self.clock.set_mode(ClockMode(mode), speed)
-        if autojump_grace is not None:
-            self.clock.autojump_grace = to_duration(autojump_grace) / SECOND
+        self.clock.configure(mode=new_mode, speed=speed, autojump_grace=grace)
         self.driver.kick(force=True)
 
     def clock_info(self) -> ClockInfo:
@@ -306,6 +321,8 @@ class Simulator:
 
         Open streams end with ABORTED; the clock goes back to the start time in the same mode.
         """
+        if seed is not None:
+            limits.seed(seed)
         users = [] if drop_users else list(self.engine.users.values())
         engine = Engine(
             seed=self.engine.seed if seed is None else seed,
@@ -330,18 +347,10 @@ class Simulator:
 
     def import_state(self, data: dict[str, Any]) -> None:
         """Replace the whole state with an exported one (open streams end with ABORTED)."""
+        settings = _clock_settings(data)  # checked before anything is replaced
         engine = import_state(data, observer=self._observe)
-        clock = data.get("clock") or {}
         self._install(engine, "the simulator's state was replaced by an import")
-        try:
-            self.clock.set_mode(
-                ClockMode(clock.get("mode", self.clock.mode.value)), clock.get("speed")
-            )
-            self.clock.autojump_grace = float(
-                clock.get("autojump_grace", self.clock.autojump_grace)
-            )
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"malformed clock in state: {exc}") from None
+        self.clock.configure(**settings)
         self.driver.kick(force=True)
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
@@ -539,6 +548,29 @@ def bound_port(server: Server) -> int:
     for sock in sockets:
         return int(sock.getsockname()[1])
     raise RuntimeError("server is not listening")
+
+
+def _clock_settings(data: object) -> dict[str, Any]:
+    """The ``clock`` section of a state document, checked: what :meth:`SimClock.configure` takes."""
+    clock = data.get("clock") if isinstance(data, dict) else None
+    if clock is None:
+        return {}
+    if not isinstance(clock, dict):
+        raise InvalidArgument("$.clock: expected an object with mode, speed, autojump_grace")
+    settings: dict[str, Any] = {}
+    try:
+        if "mode" in clock:
+            modes = [m.value for m in ClockMode]
+            if clock["mode"] not in modes:
+                raise limits.OutOfRange("mode", clock["mode"], " or ".join(modes))
+            settings["mode"] = ClockMode(clock["mode"])
+        if "speed" in clock:
+            settings["speed"] = limits.speed(clock["speed"])
+        if "autojump_grace" in clock:
+            settings["autojump_grace"] = limits.autojump_grace(clock["autojump_grace"])
+    except limits.OutOfRange as exc:
+        raise InvalidArgument(f"$.clock.{exc.field}: {exc.message}") from None
+    return settings
 
 
 def _to_instant(value: SimTime | str | dt.datetime) -> SimTime:
