@@ -35,6 +35,7 @@ from grpclib.server import Server
 from grpclib.testing import ChannelFor
 
 from simulator.core import limits
+from simulator.core.coverage import CoverageReport
 from simulator.core.engine import Engine
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import Effect, Fault, Target
@@ -65,6 +66,7 @@ from simulator.server.broadcast import Hub
 from simulator.server.clock import DEFAULT_AUTOJUMP_GRACE, ClockMode, SimClock
 from simulator.server.codec import SimCodec
 from simulator.server.control import ControlService
+from simulator.server.coverage_feed import CoverageFeed
 from simulator.server.driver import ClockDriver
 from simulator.server.journal import DEFAULT_MAX_ENTRIES, Journal
 from simulator.server.service import WorkspacesService
@@ -75,6 +77,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gitpod_sim.engine")
 _T = TypeVar("_T")
 SHUTDOWN_MESSAGE = "gitpod-sim is shutting down"
+RESET_MESSAGE = "the simulator was reset"
+IMPORT_MESSAGE = "the simulator's state was replaced by an import"
 
 DurationLike = float | str | dt.timedelta
 """A number of seconds, a text such as ``90s``, ``5m``, ``1h30m``, or a timedelta."""
@@ -130,6 +134,9 @@ class Simulator:
         self.service = WorkspacesService(self)
         self.control = ControlService(self)
         self.journal = Journal(journal_size)
+        self.coverage_feed = CoverageFeed(
+            lambda: self.engine, (SHUTDOWN_MESSAGE, RESET_MESSAGE, IMPORT_MESSAGE)
+        )
         self.admin_token = admin_token or _admin_token(seed)
         self._wake_futures: dict[str, asyncio.Future[None]] = {}
         self.codec = SimCodec()
@@ -302,6 +309,7 @@ class Simulator:
         fault = self.engine.add_fault(
             effect, target, count=count, active_from=active_from, active_until=active_until
         )
+        self.coverage_feed.track_fault(fault)
         self.kick()
         return fault
 
@@ -312,6 +320,19 @@ class Simulator:
         """Clear the given faults (all when None); answers how many were cleared."""
         self.sync()
         return self._kicked(self.engine.clear_faults(fault_ids))
+
+    # ------------------------------------------------------------------ coverage
+
+    def coverage(self) -> CoverageReport:
+        """Which behaviours this simulator has shown so far: every transition, phase, condition,
+        (RPC, status code), stream ending, build log follow, fault kind and feature, with counts
+        (see :mod:`simulator.core.coverage_catalogue`). Survives resets; :meth:`reset_coverage`
+        starts it again."""
+        return self.coverage_feed.report()
+
+    def reset_coverage(self) -> None:
+        """Count coverage from zero again (the world itself is untouched)."""
+        self.coverage_feed.clear()
 
     # ------------------------------------------------------------------ state
 
@@ -332,7 +353,7 @@ class Simulator:
         )
         for user in users:
             engine.add_user(user.id, user.token)
-        self._install(engine, "the simulator was reset")
+        self._install(engine, RESET_MESSAGE)
 
     def export_state(self) -> dict[str, Any]:
         """The whole state as JSON-ready data (see :mod:`simulator.core.state`)."""
@@ -349,7 +370,7 @@ class Simulator:
         """Replace the whole state with an exported one (open streams end with ABORTED)."""
         settings = _clock_settings(data)  # checked before anything is replaced
         engine = import_state(data, observer=self._observe)
-        self._install(engine, "the simulator's state was replaced by an import")
+        self._install(engine, IMPORT_MESSAGE)
         self.clock.configure(**settings)
         self.driver.kick(force=True)
 
@@ -374,6 +395,7 @@ class Simulator:
                 future.set_result(None)
         self._wake_futures.clear()
         self.engine = engine
+        self.coverage_feed.engine_replaced()
         self.service.forget_answers()
         self.clock.reset(engine.now)
         self.kick()
@@ -384,6 +406,7 @@ class Simulator:
         self, method: str, caller: str, request: object, code: str, message: str
     ) -> None:
         self.journal.record_rpc(self.engine.now, method, caller, request, code, message)
+        self.coverage_feed.rpc(method, caller, request, code, message)
 
     async def sleep_simulated(self, delay: Duration) -> None:
         """Wait until ``delay`` of simulated time has passed (a stream-like wait for autojump)."""
@@ -503,6 +526,7 @@ class Simulator:
             return
         self.hub.publish(event)
         if type(event) is StatusChange:
+            self.coverage_feed.counter.status_change(event)
             self.journal.record_transition(event)
             self.driver.kick()
             if log.isEnabledFor(logging.INFO):

@@ -306,9 +306,11 @@ class WorkspacesService:
         inst = self._engine.instance_for(user, request.instance_id)
         build = inst.build
         if build is None:
+            self._sim.coverage_feed.build_log("no-build")
             return
         backlog = list(build.lines)
         sub: Subscription | None = None if build.finished else self._hub.subscribe_logs(inst.id)
+        self._sim.coverage_feed.build_log("replayed" if sub is None else "live")
         try:
             for line in backlog:
                 await self._send(stream, Preencoded(log_payload(line)))

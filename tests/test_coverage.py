@@ -1,0 +1,295 @@
+"""Coverage: the catalogue follows the table, a fixed call sequence gives exact counts, unexpected
+pairs are flagged, reports merge by adding counts and survive JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from grpc_helpers import ALICE, BOB, REPO, active_instance_id, collect, create, settle, stub_for
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from simulator import Phase, Simulator
+from simulator._proto.gitpod import v1 as pb
+from simulator.core import coverage_catalogue as cat
+from simulator.core.coverage import CATALOGUE, CoverageReport
+from simulator.core.errors import AlreadyExists
+from simulator.core.faults import WORKSPACES_METHODS, FailPhase, RpcError, Target, TargetKind
+from simulator.core.transitions import (
+    EVENT_TRIGGERED_TRANSITIONS,
+    INITIAL_PHASES,
+    Trigger,
+    next_phase,
+)
+from simulator.scenario import schema
+
+_COUNTED = ("count", "expected", "injected")
+
+
+def nonzero(report: CoverageReport) -> dict[str, Any]:
+    """Every item with a count, per group, as the JSON names them."""
+    data = report.to_json()
+    out: dict[str, Any] = {}
+    for group in cat.GROUPS:
+        value = data[group]
+        if isinstance(value, dict):
+            out[group] = {k: n for k, n in value.items() if n}
+        else:
+            out[group] = {
+                (*(v for k, v in item.items() if k not in _COUNTED), item["count"])
+                for item in value
+                if item["count"]
+            }
+    return out
+
+
+# ---------------------------------------------------------------------------- the catalogue
+
+
+def test_catalogue_transitions_are_the_table_and_the_starts() -> None:
+    table = [
+        (phase.name, target.name, trigger.value)
+        for phase, triggers in EVENT_TRIGGERED_TRANSITIONS.items()
+        for trigger, target in triggers.items()
+    ]
+    starts = [(None, p.name, "start") for p in INITIAL_PHASES]
+    assert sorted(cat.TRANSITIONS, key=repr) == sorted(table + starts, key=repr)
+    for start, to, trigger in cat.TRANSITIONS:
+        if start is not None:
+            assert next_phase(Phase[start], Trigger(trigger)) is Phase[to]
+    assert len(set(cat.TRANSITIONS)) == len(cat.TRANSITIONS)
+
+
+def test_catalogue_names_as_the_proto_and_the_fault_registry_spell_them() -> None:
+    assert set(cat.PHASES) == {p.name for p in Phase} - {"UNSPECIFIED"}
+    assert not any(name.startswith("PHASE_") for name in cat.PHASES)
+    assert cat.FAULT_KINDS == schema._FAULT_EFFECTS  # what scenarios and ctl accept
+    assert tuple(cat.EXPECTED_CODES) == WORKSPACES_METHODS
+    codes = {s.name for s in Status}
+    assert all(set(c) <= codes for c in cat.EXPECTED_CODES.values())
+    assert set(CATALOGUE) == set(cat.GROUPS)
+
+
+def test_an_empty_report_lists_every_item_with_count_zero() -> None:
+    data = CoverageReport().to_json()
+    assert len(data["transitions"]) == len(cat.TRANSITIONS)
+    assert all(t["count"] == 0 and t["expected"] for t in data["transitions"])
+    assert data["phases"] == dict.fromkeys(cat.PHASES, 0)
+    assert data["faults"] == dict.fromkeys(cat.FAULT_KINDS, 0)
+    assert {(r["method"], r["code"]) for r in data["rpcs"]} == {
+        (m, c) for m, codes in cat.EXPECTED_CODES.items() for c in codes
+    }
+    assert data["totals"]["transitions"] == {"hit": 0, "of": len(cat.TRANSITIONS), "unexpected": 0}
+    assert CoverageReport().missed()[0] == ("transitions", "(start) -> IMAGEBUILD (start)")
+
+
+# ---------------------------------------------------------------------------- a fixed sequence
+
+
+async def fixed_sequence(sim: Simulator, alice: pb.WorkspacesServiceStub, anon: Any) -> None:
+    """A first start with an image build to RUNNING, a stop followed to STOPPED, a replayed build
+    log, refused calls, a second start that fails in CREATING (fault), a paged listing."""
+    ws = await create(alice)
+    inst = await active_instance_id(alice, ws)
+    sim.advance("2m")
+    stop = asyncio.ensure_future(
+        collect(alice.stop_workspace(pb.StopWorkspaceRequest(workspace_id=ws)))
+    )
+    await settle(lambda: sim.phase_of(inst) is Phase.STOPPING)
+    sim.advance("5s")
+    assert len(await stop) == 2
+    await collect(
+        alice.listen_to_image_build_logs(pb.ListenToImageBuildLogsRequest(instance_id=inst))
+    )
+    get = pb.GetWorkspaceRequest
+    for call, code in (
+        (alice.get_workspace(get(workspace_id="nope")), Status.INVALID_ARGUMENT),
+        (alice.get_workspace(get(workspace_id="aa-bb-cccccccc")), Status.NOT_FOUND),
+        (collect(alice.stop_workspace(pb.StopWorkspaceRequest(workspace_id=ws))),
+         Status.FAILED_PRECONDITION),
+        (anon.list_workspaces(pb.ListWorkspacesRequest()), Status.UNAUTHENTICATED),
+    ):  # fmt: skip
+        with pytest.raises(GRPCError) as info:
+            await call
+        assert info.value.status is code
+    second = await create(alice, "https://github.com/acme/other")
+    sim.add_fault(FailPhase(Phase.CREATING, "pull failed"), Target.of(TargetKind.WORKSPACE, second))
+    sim.advance("2m")
+    first = await alice.list_workspaces(
+        pb.ListWorkspacesRequest(pagination=pb.Pagination(page_size=1))
+    )
+    page = pb.Pagination(page_size=1, page_token=first.next_page_token)
+    await alice.list_workspaces(pb.ListWorkspacesRequest(pagination=page))
+
+
+EXPECTED_COUNTS: dict[str, Any] = {
+    "transitions": set(
+        [
+            (None, "IMAGEBUILD", "start", 2),
+            ("IMAGEBUILD", "PENDING", "step-done", 2),
+            ("PENDING", "CREATING", "step-done", 2),
+            ("CREATING", "INITIALIZING", "step-done", 1),
+            ("INITIALIZING", "RUNNING", "step-done", 1),
+            ("RUNNING", "STOPPING", "stop-requested", 1),
+            ("STOPPING", "STOPPED", "step-done", 1),
+            ("CREATING", "STOPPED", "failed", 1),
+        ]
+    ),
+    "phases": {
+        "IMAGEBUILD": 2,
+        "PENDING": 2,
+        "CREATING": 2,
+        "INITIALIZING": 1,
+        "RUNNING": 1,
+        "STOPPING": 1,
+        "STOPPED": 2,
+    },
+    "conditions": {"stopped-by-request": 1, "failed:CREATING": 1},
+    "rpcs": set(
+        [
+            ("CreateAndStartWorkspace", "OK", 2),
+            ("GetActiveWorkspaceInstance", "OK", 1),
+            ("StopWorkspace", "OK", 1),
+            ("StopWorkspace", "FAILED_PRECONDITION", 1),
+            ("ListenToImageBuildLogs", "OK", 1),
+            ("GetWorkspace", "INVALID_ARGUMENT", 1),
+            ("GetWorkspace", "NOT_FOUND", 1),
+            ("ListWorkspaces", "UNAUTHENTICATED", 1),
+            ("ListWorkspaces", "OK", 2),
+        ]
+    ),
+    "streams": {("StopWorkspace", "completed", 1), ("ListenToImageBuildLogs", "completed", 1)},
+    "build_logs": {"replayed": 1},
+    "faults": {"fail-creating": 1},
+    "features": {"paging": 1},
+}
+
+
+async def test_a_fixed_call_sequence_gives_exact_counts(sim: Simulator) -> None:
+    async with sim.channel() as channel:
+        await fixed_sequence(sim, stub_for(channel, ALICE), stub_for(channel, None))
+    report = sim.coverage()
+    assert nonzero(report) == EXPECTED_COUNTS
+    assert report.unexpected() == []
+    totals = report.to_json()["totals"]
+    assert totals["transitions"] == {"hit": 8, "of": len(cat.TRANSITIONS), "unexpected": 0}
+    assert totals["faults"]["hit"] == 1
+    assert ("transitions", "(start) -> PENDING (start)") in report.missed()
+
+
+async def test_live_build_log_shared_reads_replays_and_client_cancel(sim: Simulator) -> None:
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+        ws = await create(alice)
+        inst = await active_instance_id(alice, ws)
+        sim.share(ws)
+        await bob.get_workspace(pb.GetWorkspaceRequest(workspace_id=ws))
+        logs = asyncio.ensure_future(
+            collect(bob.listen_to_image_build_logs(pb.ListenToImageBuildLogsRequest(instance_id=inst)))
+        )  # fmt: skip
+        await settle(lambda: sim.activity.waiting > 0)
+        sim.advance("61s")
+        assert await logs
+        listen = asyncio.ensure_future(
+            collect(alice.listen_to_workspace_instance(pb.ListenToWorkspaceInstanceRequest(instance_id=inst)))
+        )  # fmt: skip
+        await settle(lambda: sim.activity.waiting > 0)
+        listen.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listen
+        await settle(lambda: sim.activity.busy == 0)
+        for _ in range(2):
+            await alice.start_workspace(
+                pb.StartWorkspaceRequest(workspace_id=ws, idempotency_token="t")
+            )
+    counts = nonzero(sim.coverage())
+    assert counts["build_logs"] == {"live": 1}
+    assert counts["conditions"] == {"admission-changed": 1}
+    assert counts["features"] == {
+        "shared-read:GetWorkspace": 1,
+        "shared-read:ListenToImageBuildLogs": 1,
+        "idempotent-replay:StartWorkspace": 1,
+    }
+    assert ("ListenToWorkspaceInstance", "client-cancel", 1) in counts["streams"]
+    assert not any(r[0] == "ListenToWorkspaceInstance" for r in counts["rpcs"])
+
+
+# ---------------------------------------------------------------------------- flags
+
+
+async def test_an_unexpected_pair_is_flagged_and_an_injected_one_is_not(sim: Simulator) -> None:
+    def broken(caller: Any, workspace_id: str) -> Any:
+        raise AlreadyExists("a bug: GetWorkspace never answers ALREADY_EXISTS")
+
+    sim.engine.get_workspace = broken  # type: ignore[method-assign]
+    sim.add_fault(
+        RpcError("/gitpod.v1.WorkspacesService/ListWorkspaces", "UNAVAILABLE", "down"),
+        Target.of(TargetKind.ANY),
+        count=1,
+    )
+    async with sim.channel() as channel:
+        alice = stub_for(channel, ALICE)
+        for call in (
+            alice.get_workspace(pb.GetWorkspaceRequest(workspace_id="aa-bb-cccccccc")),
+            alice.list_workspaces(pb.ListWorkspacesRequest()),
+        ):
+            with pytest.raises(GRPCError):
+                await call
+    report = sim.coverage()
+    assert report.unexpected() == [("rpcs", "GetWorkspace ALREADY_EXISTS", 1)]
+    rows = {(r["method"], r["code"]): r for r in report.to_json()["rpcs"]}
+    assert rows["GetWorkspace", "ALREADY_EXISTS"] == {
+        "method": "GetWorkspace", "code": "ALREADY_EXISTS", "count": 1, "expected": False,
+    }  # fmt: skip
+    assert rows["ListWorkspaces", "UNAVAILABLE"]["injected"] is True
+    assert report.to_json()["totals"]["rpcs"]["unexpected"] == 1
+    assert report.to_json()["faults"]["rpc-error"] == 1
+
+
+def test_a_phase_change_outside_the_table_is_flagged() -> None:
+    from broken_simulators import skipped_phase
+
+    sim = skipped_phase()
+    sim.add_user("carol", "tok-carol")
+    ws = sim.engine.create_workspace(sim.engine.users["carol"], context_url=REPO)
+    sim.advance("2m")
+    assert sim.phase_of(ws.active_instance_id or "") is Phase.RUNNING
+    assert ("transitions", "CREATING -> RUNNING (step-done)", 1) in sim.coverage().unexpected()
+
+
+# ---------------------------------------------------------------------------- combining
+
+
+def report_of(run: int) -> CoverageReport:
+    sim = Simulator(seed=run, users={"alice": ALICE})
+    user = sim.engine.users["alice"]
+    for _ in range(run):
+        sim.engine.create_workspace(user, context_url=REPO)
+    sim.advance("2m")
+    return sim.coverage()
+
+
+def test_merging_two_runs_adds_counts_and_survives_json() -> None:
+    one, two = report_of(1), report_of(2)
+    merged = one.merge(two)
+    start = (None, "IMAGEBUILD", "start")
+    assert (one.transitions[start], two.transitions[start], merged.transitions[start]) == (1, 2, 3)
+    assert merged.phases["RUNNING"] == 3
+    again = CoverageReport.from_json(json.loads(json.dumps(merged.to_json())))
+    assert again.to_json() == merged.to_json()
+    assert CoverageReport.merge_all([one, two]).to_json() == merged.to_json()
+    with pytest.raises(ValueError, match="not a gitpod-sim coverage report"):
+        CoverageReport.from_json({"transitions": []})
+
+
+def test_coverage_survives_a_reset_and_reset_coverage_starts_again() -> None:
+    sim = Simulator(seed=1, users={"alice": ALICE})
+    sim.engine.create_workspace(sim.engine.users["alice"], context_url=REPO)
+    sim.reset()
+    assert sim.coverage().phases == {"IMAGEBUILD": 1}
+    sim.reset_coverage()
+    assert sim.coverage().to_json() == CoverageReport().to_json()
