@@ -1,23 +1,25 @@
-"""The contract suite: a Hypothesis state machine whose rules are the API's calls.
+"""The contract suite's rules: a Hypothesis state machine whose rules are the API's calls.
+
+Only the rules live here (what to call, with which drawn arguments, and what that call itself must
+answer); the expected answers come from the model (:mod:`simulator.contract.model`) and what must
+hold of the whole target after every step from :mod:`simulator.contract.checks`, so each part can
+be read, and changed, on its own.
 
 Hypothesis has no async stateful testing, so the machine owns an event loop (an
 :class:`asyncio.Runner`) and runs every call to completion on it; streams it opens keep running as
-tasks on that loop between steps. Each rule checks its own answer and then the whole model
-(:meth:`GitpodContract.check`), so the falsifying example Hypothesis prints
-(``state = GitpodContract()`` followed by one line per call) fails on its own when pasted into a
-test, with no invariant hooks needed.
+tasks on that loop between steps (:mod:`simulator.contract.streams`). Each rule checks its own
+answer and then the whole target (:meth:`PostStepChecks.after_step`), so the falsifying example
+Hypothesis prints (``state = GitpodContract()`` followed by one line per call) fails on its own
+when pasted into a test, with no invariant hooks needed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime as dt
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -32,16 +34,16 @@ from hypothesis.stateful import (
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.google.protobuf import FieldMask
+from simulator.contract.checks import LIST_PAGES_LIMIT, PostStepChecks, checked_call, present
 from simulator.contract.model import (
     REACHABLE,
     ContractViolation,
     InstanceModel,
     Model,
     WorkspaceModel,
-    check_sequence,
-    describe,
     require,
 )
+from simulator.contract.streams import StreamRecord, Streams
 from simulator.contract.target import InProcessTarget, Target
 from simulator.core.transitions import Phase
 
@@ -75,45 +77,6 @@ ID_RPCS = (
     "ListenToWorkspaceInstance",
     "ListenToImageBuildLogs",
 )
-LIST_PAGES_LIMIT = 200
-REFRESH_PAGE_SIZE = 3
-"""The listing after every step pages in threes: paging is checked on every step, cheaply."""
-STREAM_LIMIT = 500
-
-
-def present(value: _T | None, what: str) -> _T:
-    """A message field the API always sets; its absence is a violation."""
-    require(value is not None, f"{what}: a required field of the answer is unset")
-    assert value is not None
-    return value
-
-
-def _micros(value: dt.datetime | None) -> int | None:
-    if value is None:
-        return None
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-@dataclass(eq=False)
-class StreamRecord:
-    """A server stream the machine opened; its task collects messages between steps."""
-
-    kind: str
-    """``listen``, ``logs`` or ``stop``."""
-    user: str
-    instance_id: str
-    workspace_id: str
-    expect_code: Status | None = None
-    expected_first: pb.WorkspaceInstanceStatus | None = None
-    expected_messages: int | None = None
-    messages: list[Any] = field(default_factory=list)
-    error: GRPCError | None = None
-    done: bool = False
-    task: asyncio.Task[None] | None = None
-
-    def label(self) -> str:
-        return f"{self.kind} stream of {self.user} on {self.instance_id or self.workspace_id}"
 
 
 class GitpodContract(RuleBasedStateMachine):
@@ -131,14 +94,14 @@ class GitpodContract(RuleBasedStateMachine):
         self.target = type(self).target_factory()
         self.exact = self.target.exact
         self.model = Model(self.target.users)
-        self.streams: list[StreamRecord] = []
-        self.inactive_checked: set[str] = set()
+        self.streams = Streams()
+        self.checks = PostStepChecks(self.target, self.model, self.streams)
         self.runner.run(self._open())
 
     async def _open(self) -> None:
         await self.target.open(self.stack)
         for user in self.target.users:
-            listed = await self._list_all(user, 100)
+            listed = await self.checks.list_all(user, 100)
             self.model.preexisting[user] = {item.result.workspace_id for item in listed}
 
     def teardown(self) -> None:
@@ -148,11 +111,7 @@ class GitpodContract(RuleBasedStateMachine):
             self.runner.close()
 
     async def _close(self) -> None:
-        for record in self.streams:
-            if record.task is not None and not record.task.done():
-                record.task.cancel()
-        tasks = [r.task for r in self.streams if r.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.streams.close()
         await self.stack.aclose()
 
     # ------------------------------------------------------------------ plumbing
@@ -160,7 +119,7 @@ class GitpodContract(RuleBasedStateMachine):
     def _step(self, body: Coroutine[Any, Any, _T]) -> _T:
         """Run one rule's calls, let streams catch up, then check everything."""
         result = self.runner.run(body)
-        self.runner.run(self.check())
+        self.runner.run(self.checks.after_step())
         return result
 
     def stub(self, user: str) -> pb.WorkspacesServiceStub:
@@ -171,50 +130,7 @@ class GitpodContract(RuleBasedStateMachine):
 
     async def call(self, what: str, awaitable: Awaitable[_T], expect: Status | None) -> _T | None:
         """One unary call: its answer when OK was expected, else None after checking the code."""
-        try:
-            response = await awaitable
-        except GRPCError as exc:
-            require(
-                expect is exc.status,
-                f"{what} answered {exc.status.name} ({exc.message!r}), "
-                f"expected {'OK' if expect is None else expect.name}",
-            )
-            return None
-        require(expect is None, f"{what} answered OK, expected {expect.name if expect else ''}")
-        return response
-
-    def access_code(self, user: str, ws: WorkspaceModel, owner_only: bool) -> Status | None:
-        """The code the spec gives ``user`` for ``ws``: None (allowed) or the refusal."""
-        if ws.owner == user:
-            return None
-        if not ws.shared:
-            return Status.NOT_FOUND
-        return Status.PERMISSION_DENIED if owner_only else None
-
-    def pick_instance(self, ws: WorkspaceModel, which: int) -> InstanceModel | None:
-        if not ws.instances:
-            return None
-        return self.model.instances[ws.instances[which % len(ws.instances)]]
-
-    # ------------------------------------------------------------------ streams
-
-    def open_stream(
-        self, record: StreamRecord, stream: AsyncIterator[Any], keep: Callable[[Any], Any]
-    ) -> None:
-        async def consume() -> None:
-            try:
-                async with contextlib.aclosing(cast(AsyncGenerator[Any, None], stream)) as it:
-                    async for message in it:
-                        record.messages.append(keep(message))
-                        if len(record.messages) > STREAM_LIMIT:
-                            return
-            except GRPCError as exc:
-                record.error = exc
-            finally:
-                record.done = True
-
-        record.task = asyncio.get_running_loop().create_task(consume())
-        self.streams.append(record)
+        return await checked_call(what, awaitable, expect)
 
     def listen(
         self, user: str, inst: InstanceModel, expect: Status | None, expected_first: Any
@@ -223,256 +139,12 @@ class GitpodContract(RuleBasedStateMachine):
             "listen", user, inst.id, inst.workspace_id, expect, expected_first=expected_first
         )
         request = pb.ListenToWorkspaceInstanceRequest(instance_id=inst.id)
-        self.open_stream(
+        self.streams.open(
             record,
             self.stub(user).listen_to_workspace_instance(request),
             lambda m: m.instance_status,
         )
         return record
-
-    # ------------------------------------------------------------------ the checks after every step
-
-    async def check(self) -> None:
-        await self.target.settle()
-        for user in self.target.users:
-            await self.refresh(user)
-        if self.exact:
-            await self.check_inactive()
-        await self.target.settle()
-        for record in list(self.streams):
-            await self.check_stream(record)
-
-    async def check_inactive(self) -> None:
-        """Once per instance that reached STOPPED: its workspace now has no active instance."""
-        for ws in self.model.workspaces.values():
-            latest = self.model.latest(ws)
-            if latest is None or latest.active or latest.id in self.inactive_checked:
-                continue
-            self.inactive_checked.add(latest.id)
-            request = pb.GetActiveWorkspaceInstanceRequest(workspace_id=ws.id)
-            what = f"GetActiveWorkspaceInstance({ws.id}) by its owner after {latest.id} stopped"
-            await self.call(
-                what,
-                self.stub(ws.owner).get_active_workspace_instance(request),
-                Status.FAILED_PRECONDITION,
-            )
-
-    async def _list_all(self, user: str, page_size: int) -> list[Any]:
-        items: list[Any] = []
-        token = ""
-        for _ in range(LIST_PAGES_LIMIT):
-            response = await self.stub(user).list_workspaces(
-                pb.ListWorkspacesRequest(
-                    pagination=pb.Pagination(page_size=page_size, page_token=token)
-                )
-            )
-            items.extend(response.result)
-            listed = [item.result.workspace_id for item in items]
-            require(
-                len(set(listed)) == len(listed),
-                f"paging ListWorkspaces(page_size={page_size}) for {user} repeated "
-                f"{sorted({w for w in listed if listed.count(w) > 1})}",
-            )
-            token = response.next_page_token
-            if not token:
-                return items
-        raise ContractViolation(f"ListWorkspaces for {user} never reached an empty next_page_token")
-
-    async def refresh(self, user: str) -> None:
-        """List the caller's workspaces: exactly its own, once each, in order; learn statuses."""
-        items = await self._list_all(user, REFRESH_PAGE_SIZE if self.exact else 100)
-        self.check_listing(user, items, complete=True)
-
-    def check_listing(self, user: str, items: list[Any], *, complete: bool) -> None:
-        model = self.model
-        seen: set[str] = set()
-        preexisting = model.preexisting.get(user, set())
-        for item in items:
-            ws_pb = item.result
-            require(ws_pb is not None, f"ListWorkspaces for {user}: an item without its workspace")
-            wsid = ws_pb.workspace_id
-            require(wsid not in seen, f"ListWorkspaces for {user} listed {wsid} twice")
-            seen.add(wsid)
-            if wsid in preexisting:
-                continue
-            ws = model.workspaces.get(wsid)
-            require(
-                ws is not None,
-                f"ListWorkspaces for {user} listed {wsid}, which {user} never created"
-                " (a leak, or a create that should have been de-duplicated)",
-            )
-            assert ws is not None
-            require(
-                ws.owner == user,
-                f"ListWorkspaces for {user} listed {wsid}, which belongs to {ws.owner}",
-            )
-            model.learn_owner_id(user, ws_pb.owner_id)
-            latest = model.latest(ws)
-            inst_pb = item.last_active_instances
-            if latest is None:
-                continue
-            require(
-                inst_pb is not None and inst_pb.instance_id == latest.id,
-                f"ListWorkspaces for {user}: {wsid} reports instance "
-                f"{inst_pb.instance_id if inst_pb else None}, its latest is {latest.id}",
-            )
-            assert inst_pb is not None
-            latest.created_at = _micros(inst_pb.created_at)
-            model.observe(latest, inst_pb.status, f"ListWorkspaces for {user}", self.now())
-        if complete:
-            mine = {ws.id for ws in model.owned_by(user)}
-            missing = mine - seen
-            require(not missing, f"ListWorkspaces for {user} left out {sorted(missing)}")
-        self.check_order(user, [i for i in items if i.result.workspace_id not in preexisting])
-
-    def check_order(self, user: str, items: list[Any]) -> None:
-        """Active first; then latest activity, newest first (checked where the model knows)."""
-        seen_inactive = False
-        bounds: list[tuple[int, int] | None] = []
-        for item in items:
-            inst = item.last_active_instances
-            active = inst is not None and inst.status.phase is not Phase.STOPPED
-            require(
-                not (active and seen_inactive),
-                f"ListWorkspaces for {user}: {item.result.workspace_id} is active but listed after"
-                " an inactive workspace (active ones come first)",
-            )
-            seen_inactive = seen_inactive or not active
-            bounds.append(self.activity_bounds(item) if not active else None)
-        # Among inactive workspaces the latest activity lies in [created, stopped-seen]:
-        # a workspace whose whole window is later must not come after one whose window is earlier.
-        for i, earlier in enumerate(bounds):
-            for j in range(i + 1, len(bounds)):
-                later = bounds[j]
-                if earlier is None or later is None:
-                    continue
-                require(
-                    earlier[1] >= later[0],
-                    f"ListWorkspaces for {user}: {items[j].result.workspace_id} (activity after "
-                    f"{later[0]}) listed after {items[i].result.workspace_id} (activity by "
-                    f"{earlier[1]}); latest activity comes first",
-                )
-
-    def activity_bounds(self, item: Any) -> tuple[int, int] | None:
-        inst = self.model.instances.get(item.last_active_instances.instance_id)
-        if inst is None or inst.created_at is None or inst.stopped_seen_at is None:
-            return None
-        return inst.created_at, inst.stopped_seen_at
-
-    async def check_stream(self, record: StreamRecord) -> None:
-        inst = self.model.instances.get(record.instance_id)
-        if record.expect_code is not None:
-            await self.target.wait_briefly(lambda: record.done)
-            require(
-                record.done and record.error is not None,
-                f"{record.label()}: expected {record.expect_code.name}, got "
-                f"{len(record.messages)} messages and {'an end' if record.done else 'no end'}",
-            )
-            assert record.error is not None
-            require(
-                record.error.status is record.expect_code and not record.messages,
-                f"{record.label()}: answered {record.error.status.name} "
-                f"({record.error.message!r}) after {len(record.messages)} messages, expected "
-                f"{record.expect_code.name}",
-            )
-            self.streams.remove(record)
-            return
-        require(
-            record.error is None,
-            f"{record.label()} failed: {record.error.status.name if record.error else ''} "
-            f"({record.error.message if record.error else ''!r})",
-        )
-        if record.kind == "listen":
-            self.check_listen(record, inst)
-        elif record.kind == "logs":
-            await self.check_logs(record, inst)
-        else:
-            await self.check_stop(record, inst)
-
-    def check_listen(self, record: StreamRecord, inst: InstanceModel | None) -> None:
-        statuses: list[pb.WorkspaceInstanceStatus] = record.messages
-        check_sequence(record.instance_id, statuses)
-        if record.expected_first is not None and statuses:
-            first = statuses[0]
-            require(
-                first.phase is record.expected_first.phase
-                and first.status_version == record.expected_first.status_version,
-                f"{record.label()} started with {describe(first)}; the current status was "
-                f"{describe(record.expected_first)}",
-            )
-        if inst is None or inst.last is None:
-            return
-        if statuses:
-            last = statuses[-1]
-            require(
-                last.status_version <= inst.last.status_version,
-                f"{record.label()} sent {describe(last)}, newer than the status the API answers"
-                f" ({describe(inst.last)})",
-            )
-        if not self.exact:
-            if record.done:
-                require(
-                    bool(statuses) and statuses[-1].phase is Phase.STOPPED,
-                    f"{record.label()} ended before STOPPED",
-                )
-                self.streams.remove(record)
-            return
-        if inst.last.phase is Phase.STOPPED:
-            require(
-                record.done,
-                f"{record.label()} is still open after its instance reached STOPPED"
-                " (a listen stream ends right after STOPPED)",
-            )
-        require(bool(statuses), f"{record.label()} sent nothing, not even the current status")
-        require(
-            statuses[-1].status_version == inst.last.status_version,
-            f"{record.label()} is at {describe(statuses[-1])} but the instance is at "
-            f"{describe(inst.last)}: the stream missed a change",
-        )
-        if record.done:
-            require(
-                statuses[-1].phase is Phase.STOPPED,
-                f"{record.label()} ended at {describe(statuses[-1])}, before STOPPED",
-            )
-            self.streams.remove(record)
-
-    async def check_logs(self, record: StreamRecord, inst: InstanceModel | None) -> None:
-        if inst is None:
-            return
-        if inst.built is False:
-            await self.target.wait_briefly(lambda: record.done)
-            require(
-                not record.messages,
-                f"{record.label()}: {len(record.messages)} build log lines for an instance that"
-                " started without an image build",
-            )
-            require(record.done, f"{record.label()}: no build, but the stream did not end")
-        if self.exact and inst.phase is not Phase.IMAGEBUILD:
-            require(record.done, f"{record.label()}: the build is over but the stream goes on")
-        if record.done:
-            self.streams.remove(record)
-
-    async def check_stop(self, record: StreamRecord, inst: InstanceModel | None) -> None:
-        if inst is None:
-            return
-        count = len(record.messages)
-        require(count <= 2, f"{record.label()}: {count} messages; at most STOPPING and STOPPED")
-        if record.done:
-            require(
-                inst.phase is Phase.STOPPED or not self.exact,
-                f"{record.label()} ended while the instance is {inst.phase}; it ends at STOPPED",
-            )
-            if record.expected_messages is not None:
-                require(
-                    count == record.expected_messages,
-                    f"{record.label()}: {count} messages, expected {record.expected_messages}"
-                    " (one per phase change after the request)",
-                )
-            self.streams.remove(record)
-        elif self.exact and inst.phase is Phase.STOPPED:
-            raise ContractViolation(
-                f"{record.label()}: the instance is STOPPED, the stream goes on"
-            )
 
     # ------------------------------------------------------------------ rules: workspaces
 
@@ -550,7 +222,7 @@ class GitpodContract(RuleBasedStateMachine):
     async def _start(self, user: str, ws: WorkspaceModel, token: str) -> None:
         key = (user, "start", token)
         recorded = self.model.idempotency.get(key) if token else None
-        expect = self.access_code(user, ws, owner_only=True)
+        expect = self.model.access_code(user, ws, owner_only=True)
         if expect is None and recorded is not None and recorded[0] != ws.id:
             expect = Status.INVALID_ARGUMENT
         what = f"StartWorkspace({ws.id}, token {token!r}) by {user}"
@@ -617,7 +289,7 @@ class GitpodContract(RuleBasedStateMachine):
     async def _stop(self, user: str, ws: WorkspaceModel, token: str) -> None:
         key = (user, "stop", token)
         recorded = self.model.idempotency.get(key) if token else None
-        expect = self.access_code(user, ws, owner_only=True)
+        expect = self.model.access_code(user, ws, owner_only=True)
         latest = self.model.latest(ws)
         target_instance = latest
         expected_messages: int | None = None
@@ -645,7 +317,7 @@ class GitpodContract(RuleBasedStateMachine):
             expected_messages=expected_messages,
         )
         request = pb.StopWorkspaceRequest(workspace_id=ws.id, idempotency_token=token)
-        self.open_stream(record, self.stub(user).stop_workspace(request), lambda m: m)
+        self.streams.open(record, self.stub(user).stop_workspace(request), lambda m: m)
         await self.target.settle()
         if not self.exact and expect is None:
             # Without a still clock the instance may have stopped on its own meanwhile.
@@ -663,7 +335,7 @@ class GitpodContract(RuleBasedStateMachine):
         self._step(self._get_workspace(self._user(user), self.model.workspaces[ws]))
 
     async def _get_workspace(self, user: str, ws: WorkspaceModel) -> None:
-        expect = self.access_code(user, ws, owner_only=False)
+        expect = self.model.access_code(user, ws, owner_only=False)
         what = f"GetWorkspace({ws.id}) by {user}"
         response = await self.call(
             what, self.stub(user).get_workspace(pb.GetWorkspaceRequest(workspace_id=ws.id)), expect
@@ -685,7 +357,7 @@ class GitpodContract(RuleBasedStateMachine):
         self._step(self._get_active(self._user(user), self.model.workspaces[ws]))
 
     async def _get_active(self, user: str, ws: WorkspaceModel) -> None:
-        expect = self.access_code(user, ws, owner_only=False)
+        expect = self.model.access_code(user, ws, owner_only=False)
         latest = self.model.latest(ws)
         if expect is None and self.exact and (latest is None or not latest.active):
             expect = Status.FAILED_PRECONDITION
@@ -721,7 +393,7 @@ class GitpodContract(RuleBasedStateMachine):
         self._step(self._owner_token(self._user(user), self.model.workspaces[ws]))
 
     async def _owner_token(self, user: str, ws: WorkspaceModel) -> None:
-        expect = self.access_code(user, ws, owner_only=True)
+        expect = self.model.access_code(user, ws, owner_only=True)
         what = f"GetOwnerToken({ws.id}) by {user}"
         request = pb.GetOwnerTokenRequest(workspace_id=ws.id)
         response = await self.call(what, self.stub(user).get_owner_token(request), expect)
@@ -735,10 +407,10 @@ class GitpodContract(RuleBasedStateMachine):
         self._step(self._instance_token(self._user(user), model_ws, which))
 
     async def _instance_token(self, user: str, ws: WorkspaceModel, which: int) -> None:
-        inst = self.pick_instance(ws, which)
+        inst = self.model.pick_instance(ws, which)
         if inst is None:
             return
-        expect = self.access_code(user, ws, owner_only=True)
+        expect = self.model.access_code(user, ws, owner_only=True)
         what = f"GetWorkspaceInstanceOwnerToken({inst.id}) by {user}"
         request = pb.GetWorkspaceInstanceOwnerTokenRequest(instance_id=inst.id)
         response = await self.call(
@@ -775,10 +447,10 @@ class GitpodContract(RuleBasedStateMachine):
         self._step(self._listen(self._user(user), self.model.workspaces[ws], which))
 
     async def _listen(self, user: str, ws: WorkspaceModel, which: int) -> None:
-        inst = self.pick_instance(ws, which)
+        inst = self.model.pick_instance(ws, which)
         if inst is None:
             return
-        expect = self.access_code(user, ws, owner_only=False)
+        expect = self.model.access_code(user, ws, owner_only=False)
         self.listen(user, inst, expect, inst.last if self.exact and expect is None else None)
         await self.target.settle()
 
@@ -787,13 +459,13 @@ class GitpodContract(RuleBasedStateMachine):
         self._step(self._logs(self._user(user), self.model.workspaces[ws], which))
 
     async def _logs(self, user: str, ws: WorkspaceModel, which: int) -> None:
-        inst = self.pick_instance(ws, which)
+        inst = self.model.pick_instance(ws, which)
         if inst is None:
             return
-        expect = self.access_code(user, ws, owner_only=False)
+        expect = self.model.access_code(user, ws, owner_only=False)
         record = StreamRecord("logs", user, inst.id, ws.id, expect)
         request = pb.ListenToImageBuildLogsRequest(instance_id=inst.id)
-        self.open_stream(record, self.stub(user).listen_to_image_build_logs(request), lambda m: m)
+        self.streams.open(record, self.stub(user).listen_to_image_build_logs(request), lambda m: m)
         await self.target.settle()
 
     # ------------------------------------------------------------------ rules: listing
@@ -844,7 +516,7 @@ class GitpodContract(RuleBasedStateMachine):
             f"paging ListWorkspaces(page_size={page_size}) by {user} left out {sorted(missing)}",
         )
         if not changed:
-            self.check_listing(user, items, complete=True)
+            self.checks.check_listing(user, items, complete=True)
 
     @rule(user=st.sampled_from(("user1", "user2")), mask=st.sampled_from(MASKS))
     def list_workspaces_masked(self, user: str, mask: tuple[str, ...]) -> None:
@@ -953,7 +625,7 @@ class GitpodContract(RuleBasedStateMachine):
                 stream = s.listen_to_image_build_logs(
                     pb.ListenToImageBuildLogsRequest(instance_id=ident)
                 )
-            self.open_stream(record, stream, lambda m: m)
+            self.streams.open(record, stream, lambda m: m)
             await self.target.settle()
 
     # ------------------------------------------------------------------ rules: idempotency races
@@ -1002,7 +674,7 @@ class GitpodContract(RuleBasedStateMachine):
 
     async def _concurrent_start(self, user: str, ws: WorkspaceModel, token: str) -> None:
         """Three concurrent starts: whatever the token, one instance at most comes of them."""
-        expect = self.access_code(user, ws, owner_only=True)
+        expect = self.model.access_code(user, ws, owner_only=True)
         key = (user, "start", token)
         recorded = self.model.idempotency.get(key) if token else None
         if expect is None and recorded is not None and recorded[0] != ws.id:

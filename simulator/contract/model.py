@@ -1,14 +1,19 @@
-"""The reference model: what the contract suite knows must be true of the target.
+"""The expected-answer model: what the contract suite knows must be true of the target.
 
 It holds only what the calls made so far imply (who owns which workspace, which instances exist,
-what each idempotency token answered, the last status seen of each instance) and checks every new
-observation against it and against the published transition table. A broken rule raises
-:class:`ContractViolation`, so a failure reads as a statement about the API, not about the harness.
+what each idempotency token answered, the last status seen of each instance), says which answer a
+call must get (:meth:`Model.access_code`), and checks every new observation against it and against
+the published transition table. It makes no calls: the rules (:mod:`simulator.contract.machine`)
+and the post-step checks (:mod:`simulator.contract.checks`) do, and feed it what they saw. A broken
+rule raises :class:`ContractViolation`, so a failure reads as a statement about the API, not about
+the harness.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from grpclib.const import Status
 
 from simulator._proto.gitpod import v1 as pb
 from simulator.core.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
@@ -129,6 +134,20 @@ class Model:
 
     def visible(self, user: str, ws: WorkspaceModel) -> bool:
         return ws.owner == user or ws.shared
+
+    def access_code(self, user: str, ws: WorkspaceModel, owner_only: bool) -> Status | None:
+        """The code the spec gives ``user`` for ``ws``: None (allowed) or the refusal."""
+        if ws.owner == user:
+            return None
+        if not ws.shared:
+            return Status.NOT_FOUND
+        return Status.PERMISSION_DENIED if owner_only else None
+
+    def pick_instance(self, ws: WorkspaceModel, which: int) -> InstanceModel | None:
+        """One of the workspace's instances, chosen by a drawn index."""
+        if not ws.instances:
+            return None
+        return self.instances[ws.instances[which % len(ws.instances)]]
 
     def learn_owner_id(self, user: str, owner_id: str) -> None:
         known = self.owner_ids.get(user)

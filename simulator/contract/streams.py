@@ -1,0 +1,84 @@
+"""The server streams the contract suite keeps open between steps.
+
+Streams outlive the rule that opened them (a listener follows an instance for many steps), so they
+live apart from the rules: each is a task on the machine's event loop that collects what arrives,
+and the post-step checks (:mod:`simulator.contract.checks`) judge what it collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from simulator._proto.gitpod import v1 as pb
+
+STREAM_LIMIT = 500
+"""A stream that sends more than this is cut off (the checks then see a runaway stream)."""
+
+
+@dataclass(eq=False)
+class StreamRecord:
+    """A server stream the machine opened; its task collects messages between steps."""
+
+    kind: str
+    """``listen``, ``logs`` or ``stop``."""
+    user: str
+    instance_id: str
+    workspace_id: str
+    expect_code: Status | None = None
+    expected_first: pb.WorkspaceInstanceStatus | None = None
+    expected_messages: int | None = None
+    messages: list[Any] = field(default_factory=list)
+    error: GRPCError | None = None
+    done: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def label(self) -> str:
+        return f"{self.kind} stream of {self.user} on {self.instance_id or self.workspace_id}"
+
+
+class Streams:
+    """Every stream an example opened and has not yet judged finished."""
+
+    def __init__(self) -> None:
+        self.records: list[StreamRecord] = []
+
+    def __iter__(self) -> Any:
+        return iter(list(self.records))
+
+    def remove(self, record: StreamRecord) -> None:
+        self.records.remove(record)
+
+    def open(
+        self, record: StreamRecord, stream: AsyncIterator[Any], keep: Callable[[Any], Any]
+    ) -> None:
+        """Collect ``keep(message)`` of every message of ``stream`` into ``record``."""
+
+        async def consume() -> None:
+            try:
+                async with contextlib.aclosing(cast(AsyncGenerator[Any, None], stream)) as it:
+                    async for message in it:
+                        record.messages.append(keep(message))
+                        if len(record.messages) > STREAM_LIMIT:
+                            return
+            except GRPCError as exc:
+                record.error = exc
+            finally:
+                record.done = True
+
+        record.task = asyncio.get_running_loop().create_task(consume())
+        self.records.append(record)
+
+    async def close(self) -> None:
+        """Cancel every stream still running and wait for their tasks."""
+        for record in self.records:
+            if record.task is not None and not record.task.done():
+                record.task.cancel()
+        tasks = [r.task for r in self.records if r.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
