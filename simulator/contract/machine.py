@@ -204,7 +204,9 @@ class GitpodContract(RuleBasedStateMachine):
     def _adopt_instance(
         self, user: str, ws: WorkspaceModel, instance_id: str, status: Any
     ) -> InstanceModel:
-        inst = self.model.add_instance(ws, instance_id, status if self.exact else None)
+        inst = self.model.add_instance(
+            ws, instance_id, status if self.exact else None, exact=self.exact
+        )
         if not self.exact and status is not None and status.phase is Phase.IMAGEBUILD:
             inst.built = True
         self.model.observe(inst, status, "a new instance", self.now())
@@ -274,7 +276,7 @@ class GitpodContract(RuleBasedStateMachine):
             require(not self.exact, f"{what}: no active instance right after the start")
         if status is None:
             require(not self.exact, f"{what}: the new instance is not the active one")
-            self.model.add_instance(ws, instance_id, None)
+            self.model.add_instance(ws, instance_id, None, exact=self.exact)
             return
         self._adopt_instance(ws.owner, ws, instance_id, status)
 

@@ -164,8 +164,16 @@ class Model:
             )
 
     def add_instance(
-        self, ws: WorkspaceModel, instance_id: str, status: pb.WorkspaceInstanceStatus | None
+        self,
+        ws: WorkspaceModel,
+        instance_id: str,
+        status: pb.WorkspaceInstanceStatus | None,
+        *,
+        exact: bool = True,
     ) -> InstanceModel:
+        """A start answered a new instance. ``exact``: the last status seen of the older ones is
+        still theirs (a still clock), so none of them may be active; elsewhere they may have
+        stopped since they were last seen."""
         require(
             instance_id not in self.instances,
             f"workspace {ws.id}: a start answered instance {instance_id}, which already existed"
@@ -174,7 +182,7 @@ class Model:
         for other in ws.instances:
             old = self.instances[other]
             require(
-                not old.active,
+                not (exact and old.active),
                 f"workspace {ws.id}: new instance {instance_id} while {other} is still "
                 f"{old.phase.name if old.phase else '?'} (at most one active instance)",
             )
