@@ -139,10 +139,10 @@ def main() -> None:
 )
 @click.option(
     "--seed",
-    default=0,
-    show_default=True,
+    default=None,
     type=click.IntRange(limits.MIN_SEED, limits.MAX_SEED),
-    help="Decides every id, token and draw.",
+    help="Decides every id, token and draw; default: drawn at random and printed (pass it back"
+    " to replay a run).",
 )
 @click.option(
     "--clock",
@@ -218,7 +218,7 @@ def main() -> None:
 def serve(
     host: str,
     port: int,
-    seed: int,
+    seed: int | None,
     clock_mode: str,
     speed: float,
     autojump_grace: int,
@@ -233,7 +233,8 @@ def serve(
     scenario_file: str | None = None,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
-    from simulator.server.runtime import Simulator  # the server stack loads only when it serves
+    # the server stack loads only when it serves
+    from simulator.server.runtime import Simulator, new_secret_token, new_seed
 
     names = [name for name, _ in users]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -242,8 +243,14 @@ def serve(
     tokens = [token for _, token in users]
     if len(set(tokens)) != len(tokens):
         raise click.BadParameter("two users share one token", param_hint="--user")
+    if admin_token is not None:
+        try:
+            limits.token("--admin-token", admin_token)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--admin-token") from None
+    seed_given = seed is not None
     sim = Simulator(
-        seed=seed,
+        seed=seed if seed is not None else new_seed(),
         clock=clock_mode,
         speed=speed,
         autojump_grace=autojump_grace / SECOND,
@@ -272,8 +279,11 @@ def serve(
         from simulator.scenario.cli import seed_from_scenario
 
         seed_from_scenario(sim, scenario_file)
+    if not seed_given:
+        click.echo(f"seed {sim.seed}")
     if not sim.engine.users:
-        user = sim.add_user("developer")
+        # a credential, so from the OS's randomness, never from the seed
+        user = sim.add_user("developer", new_secret_token("gitpod_sim_user_"))
         click.echo(f"user developer token {user.token}")
     if admin_token is None:
         click.echo(f"admin token {sim.admin_token}")

@@ -274,3 +274,57 @@ def test_sigterm_ends_open_listen_stream(servers: list[ServerProcess]) -> None:
     else:
         assert detail == [], detail  # a clean end of stream with no further message
     assert "shutting down" in server.lines
+
+
+# --------------------------------------------------------------------------------------------
+# Unguessable credentials (issue 11)
+# --------------------------------------------------------------------------------------------
+
+
+def _seeded_admin_token(seed: int) -> str:
+    """What the admin token used to be without --admin-token: a function of the seed."""
+    import random
+
+    rng = random.Random(f"gitpod-sim:{seed}:admin")
+    return "gitpod_sim_admin_" + "".join(rng.choices("0123456789abcdefghijklmnopqrstuvwxyz", k=32))
+
+
+def _printed(server: ServerProcess, prefix: str) -> str:
+    lines = [line for line in server.lines if line.startswith(prefix)]
+    assert len(lines) == 1, server.lines
+    return lines[0].removeprefix(prefix)
+
+
+def test_default_credentials_cannot_be_guessed_and_the_seed_replays(
+    servers: list[ServerProcess],
+) -> None:
+    first = ServerProcess("--clock", "manual", "--user", "alice=tok-a")
+    second = ServerProcess("--clock", "manual")
+    servers += [first, second]
+    seed = _printed(first, "seed ")
+    assert re.fullmatch(r"[0-9]+", seed), seed
+    assert _printed(first, "seed ") != _printed(second, "seed ")  # 1 in 2**63 to collide
+    admin = _printed(first, "admin token ")
+    assert admin != _printed(second, "admin token ")
+    assert re.fullmatch(r"gitpod_sim_admin_[0-9a-z]{32}", admin)
+    developer = _printed(second, "user developer token ")
+    assert re.fullmatch(r"gitpod_sim_user_[0-9a-z]{32}", developer)
+
+    export = "/gitpod.simulator.v1.SimulatorService/ExportState"
+    with grpc.insecure_channel(first.address) as channel:
+        call = channel.unary_unary(export)
+        for guess in (_seeded_admin_token(0), _seeded_admin_token(int(seed))):
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"", metadata=(("authorization", f"Bearer {guess}"),), timeout=RPC_TIMEOUT)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert call(b"", metadata=(("authorization", f"Bearer {admin}"),), timeout=RPC_TIMEOUT)
+        first_instance = _create_and_get_instance(channel, (("authorization", "Bearer tok-a"),))
+
+    # the printed seed passed back gives the same answers
+    replay = ServerProcess("--clock", "manual", "--user", "alice=tok-a", "--seed", seed)
+    servers.append(replay)
+    assert not [line for line in replay.lines if line.startswith("seed ")]
+    with grpc.insecure_channel(replay.address) as channel:
+        assert _create_and_get_instance(channel, (("authorization", "Bearer tok-a"),)) == (
+            first_instance
+        )

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import os
-import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -137,7 +137,7 @@ class Simulator:
         self.coverage_feed = CoverageFeed(
             lambda: self.engine, (SHUTDOWN_MESSAGE, RESET_MESSAGE, IMPORT_MESSAGE)
         )
-        self.admin_token = admin_token or _admin_token(seed)
+        self.admin_token = admin_token or new_secret_token(ADMIN_TOKEN_PREFIX)
         self._wake_futures: dict[str, asyncio.Future[None]] = {}
         self.codec = SimCodec()
         self._listeners: list[Callable[[EngineEvent], None]] = []
@@ -559,10 +559,20 @@ class ClockInfo:
     pending_events: int
 
 
-def _admin_token(seed: int) -> str:
-    """The admin token when none is given: from the seed (so runs are reproducible)."""
-    rng = random.Random(f"gitpod-sim:{seed}:admin")
-    return "gitpod_sim_admin_" + "".join(rng.choices("0123456789abcdefghijklmnopqrstuvwxyz", k=32))
+ADMIN_TOKEN_PREFIX = "gitpod_sim_admin_"
+
+
+def new_secret_token(prefix: str) -> str:
+    """A credential nobody can compute: 32 characters (about 165 bits) from the operating system's
+    randomness. Never from the seed: the seed decides answers, and answers can be observed (an
+    admin token drawn from seed 0 could be computed offline and read every user's token)."""
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def new_seed() -> int:
+    """A seed for a run that was given none: random, and printed so the run can be replayed."""
+    return secrets.randbelow(limits.MAX_SEED + 1)
 
 
 def bound_port(server: Server) -> int:
