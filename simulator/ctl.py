@@ -21,8 +21,11 @@ from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.core.errors import InvalidArgument
+from simulator.core.faults import FAULT_KINDS, FAULT_NAMES, KINDS, Param, ParamType, status_name
 from simulator.core.simtime import format_instant, from_datetime, parse_duration, parse_instant
 from simulator.core.transitions import Phase
+from simulator.server.control_convert import effect_message
 
 T = TypeVar("T")
 _MODES = {
@@ -306,21 +309,58 @@ def prebuild(ctx: click.Context, prebuild_id: str, context_url: str, commit: str
 
 # ---------------------------------------------------------------------------- faults
 
-FAULT_KINDS = (
-    "fail-image-build",
-    "fail-creating",
-    "fail-initializing",
-    "interrupt",
-    "stall",
-    "rpc-error",
-    "rpc-latency",
-    "stream-end",
-    "stream-duplicate",
-)
+
+def _fault_params() -> dict[str, tuple[Param, list[str]]]:
+    """Every parameter of the registry once, with the kinds that take it (for --help)."""
+    params: dict[str, tuple[Param, list[str]]] = {}
+    for kind in FAULT_KINDS:
+        for p in kind.params:
+            params.setdefault(p.name, (p, []))[1].append(kind.name)
+    return params
+
+
+_FAULT_PARAMS = _fault_params()
+
+
+def _param_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One click option per fault parameter, generated from the registry."""
+    for name, (p, kinds) in reversed(_FAULT_PARAMS.items()):
+        text = f"{'/'.join(kinds)}: {p.help}."
+        if p.type is ParamType.FLAG:
+            decls = [f"{p.option}/--{p.off_flag or 'no-' + p.option[2:]}", name]
+            fn = click.option(*decls, default=None, help=text)(fn)
+        elif p.type is ParamType.LINES:
+            fn = click.option(p.option, name, multiple=True, help=text + " Repeatable.")(fn)
+        else:
+            kind: Any = {
+                ParamType.PROBABILITY: float,
+                ParamType.COUNT: click.IntRange(0),
+            }.get(p.type, str)
+            fn = click.option(p.option, name, default=None, type=kind, help=text)(fn)
+    return fn
+
+
+def _param_value(p: Param, value: Any) -> Any:
+    """A CLI value typed as the registry types it (durations, phases, status codes)."""
+    try:
+        if p.type in (ParamType.DURATION, ParamType.OPTIONAL_DURATION):
+            return parse_duration(value)
+        if p.type is ParamType.PHASE:
+            name = str(value).upper()
+            if name not in Phase.__members__:
+                raise ValueError(f"unknown phase {value!r}")
+            return Phase[name]
+        if p.type is ParamType.CODE:
+            return status_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=p.option) from None
+    except InvalidArgument as exc:
+        raise click.BadParameter(exc.message, param_hint=p.option) from None
+    return tuple(value) if p.type is ParamType.LINES else value
 
 
 @ctl.command()
-@click.argument("kind", type=click.Choice(FAULT_KINDS))
+@click.argument("kind", type=click.Choice(FAULT_NAMES))
 @click.option("--next-start", is_flag=True, help="Aim at the next instance(s) that start.")
 @click.option("--workspace", default=None, help="Aim at a workspace.")
 @click.option("--instance", default=None, help="Aim at an instance.")
@@ -328,18 +368,7 @@ FAULT_KINDS = (
 @click.option("--count", default=0, type=click.IntRange(0), help="How many times (0: unlimited).")
 @click.option("--from", "active_from", default=None, help="Active from (ISO 8601).")
 @click.option("--until", "active_until", default=None, help="Active until (ISO 8601).")
-@click.option("--reason", default="", help="Failure reason.")
-@click.option("--log-tail", multiple=True, help="fail-image-build: a last log line (repeatable).")
-@click.option("--after", default=None, help="interrupt: after RUNNING for this long.")
-@click.option("--duration", default=None, help="interrupt: for this long (default: until timeout).")
-@click.option("--phase", default=None, help="stall: the phase that never ends on its own.")
-@click.option("--method", default=None, help="rpc-error/rpc-latency: e.g. GetWorkspace.")
-@click.option("--code", default=None, type=int, help="rpc-error/stream-end: gRPC status number.")
-@click.option("--message", default="", help="rpc-error/stream-end: the status message.")
-@click.option("--probability", default=0.0, type=float, help="rpc-error: chance per call.")
-@click.option("--latency", default=None, help="rpc-latency: how long.")
-@click.option("--real", is_flag=True, help="rpc-latency: real time instead of simulated.")
-@click.option("--after-messages", default=0, type=click.IntRange(0), help="stream-end.")
+@_param_options
 @click.pass_context
 def fault(ctx: click.Context, /, kind: str, **o: Any) -> None:
     """Add a fault of KIND; prints its id."""
@@ -352,49 +381,27 @@ def fault(ctx: click.Context, /, kind: str, **o: Any) -> None:
     chosen = [t for t in targets if t is not None]
     if len(chosen) > 1:
         raise click.UsageError("give at most one target")
+    fault_kind = KINDS[kind]
+    given = {name for name in _FAULT_PARAMS if o[name] not in (None, ())}
+    stray = sorted(given - {p.name for p in fault_kind.params})
+    if stray:
+        options = ", ".join(_FAULT_PARAMS[name][0].option for name in stray)
+        raise click.UsageError(f"{options} does not apply to {kind}")
+    values: dict[str, object] = {}
+    for p in fault_kind.params:
+        if p.name in given:
+            values[p.name] = _param_value(p, o[p.name])
+        elif p.required:
+            raise click.UsageError(f"{kind} needs {p.option}")
+        elif p.default is not None:
+            values[p.name] = p.default
     spec = spb.FaultSpec(
         target=chosen[0] if chosen else None,
         count=o["count"],
         active_from=_ts(o["active_from"], "--from"),
         active_until=_ts(o["active_until"], "--until"),
     )
-    if kind == "fail-image-build":
-        spec.fail_image_build = spb.FailImageBuild(reason=o["reason"], log_tail=list(o["log_tail"]))
-    elif kind == "fail-creating":
-        spec.fail_creating = spb.FailCreating(reason=o["reason"])
-    elif kind == "fail-initializing":
-        spec.fail_initializing = spb.FailInitializing(reason=o["reason"])
-    elif kind == "interrupt":
-        spec.interrupt = spb.Interrupt(
-            after=_td(o["after"], "--after") if o["after"] else None,
-            duration=_td(o["duration"], "--duration") if o["duration"] else None,
-        )
-    elif kind == "stall":
-        phase = (o["phase"] or "").upper()
-        if phase not in Phase.__members__:
-            raise click.BadParameter(f"unknown phase {o['phase']!r}", param_hint="--phase")
-        spec.stall_phase = spb.StallPhase(phase=Phase[phase])
-    elif kind in ("rpc-error", "rpc-latency") and not o["method"]:
-        raise click.UsageError(f"{kind} needs --method")
-    elif kind == "rpc-error":
-        spec.rpc_error = spb.RpcError(
-            method=o["method"],
-            code=o["code"] or 14,
-            message=o["message"],
-            probability=o["probability"],
-        )
-    elif kind == "rpc-latency":
-        if not o["latency"]:
-            raise click.UsageError("rpc-latency needs --latency")
-        spec.rpc_latency = spb.RpcLatency(
-            method=o["method"], latency=_td(o["latency"], "--latency"), simulated=not o["real"]
-        )
-    elif kind == "stream-end":
-        spec.stream_end = spb.StreamEnd(
-            after_messages=o["after_messages"], code=o["code"] or 14, message=o["message"]
-        )
-    else:
-        spec.stream_duplicate = spb.StreamDuplicate()
+    setattr(spec, fault_kind.proto_field, effect_message(fault_kind, values))
     response = _call(ctx, lambda s: s.add_fault(spb.AddFaultRequest(spec=spec)))
     assert response.fault is not None
     click.echo(response.fault.id)

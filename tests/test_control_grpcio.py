@@ -324,7 +324,7 @@ def test_ctl_commands(server: ServerProcess, tmp_path: Path) -> None:
     [
         (("advance", "--next", "5m"), 2, "give exactly one of"),
         (("advance", "soon"), 2, "invalid duration"),
-        (("fault", "stall", "--phase", "RUNNING"), 1, "INVALID_ARGUMENT: cannot stall RUNNING"),
+        (("fault", "stall-phase", "--phase", "RUNNING"), 1, "INVALID_ARGUMENT: cannot stall"),
         (("mark-active", "gitpodio-gitpod-aaaaaaaaaaa"), 1, "NOT_FOUND"),
         (("fault", "explode"), 2, "Invalid value"),
     ],

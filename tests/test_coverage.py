@@ -18,14 +18,20 @@ from simulator._proto.gitpod import v1 as pb
 from simulator.core import coverage_catalogue as cat
 from simulator.core.coverage import CATALOGUE, CoverageReport
 from simulator.core.errors import AlreadyExists
-from simulator.core.faults import WORKSPACES_METHODS, FailPhase, RpcError, Target, TargetKind
+from simulator.core.faults import (
+    FAULT_NAMES,
+    WORKSPACES_METHODS,
+    FailPhase,
+    RpcError,
+    Target,
+    TargetKind,
+)
 from simulator.core.transitions import (
     EVENT_TRIGGERED_TRANSITIONS,
     INITIAL_PHASES,
     Trigger,
     next_phase,
 )
-from simulator.scenario import schema
 
 _COUNTED = ("count", "expected", "injected")
 
@@ -67,7 +73,7 @@ def test_catalogue_transitions_are_the_table_and_the_starts() -> None:
 def test_catalogue_names_as_the_proto_and_the_fault_registry_spell_them() -> None:
     assert set(cat.PHASES) == {p.name for p in Phase} - {"UNSPECIFIED"}
     assert not any(name.startswith("PHASE_") for name in cat.PHASES)
-    assert cat.FAULT_KINDS == schema._FAULT_EFFECTS  # what scenarios and ctl accept
+    assert cat.FAULT_KINDS == FAULT_NAMES  # the registry: what scenarios and ctl accept
     assert tuple(cat.EXPECTED_CODES) == WORKSPACES_METHODS
     codes = {s.name for s in Status}
     assert all(set(c) <= codes for c in cat.EXPECTED_CODES.values())

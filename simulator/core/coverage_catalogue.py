@@ -14,17 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from simulator.core import engine as _engine
-from simulator.core.faults import (
-    WORKSPACES_METHODS,
-    FailPhase,
-    InterruptRunning,
-    RpcError,
-    RpcLatency,
-    StallPhase,
-    StreamDuplicate,
-    StreamEnd,
-    effect_name,
-)
+from simulator.core.faults import FAULT_NAMES, WORKSPACES_METHODS
 from simulator.core.plan import TIMEOUT_NAMES
 from simulator.core.transitions import (
     EVENT_TRIGGERED_TRANSITIONS,
@@ -170,19 +160,8 @@ or was reset."""
 BUILD_LOG_KINDS: tuple[str, ...] = ("live", "replayed", "no-build")
 """ListenToImageBuildLogs joined a running build, replayed a finished one, or found no build."""
 
-_SAMPLE_EFFECTS = (
-    FailPhase(Phase.IMAGEBUILD, ""),
-    FailPhase(Phase.CREATING, ""),
-    FailPhase(Phase.INITIALIZING, ""),
-    InterruptRunning(),
-    StallPhase(Phase.PENDING),
-    RpcError("", "", ""),
-    RpcLatency("", 0, True),
-    StreamEnd(0, "", ""),
-    StreamDuplicate(),
-)
-FAULT_KINDS: tuple[str, ...] = tuple(effect_name(e) for e in _SAMPLE_EFFECTS)
-"""Every fault kind, as the fault module names it (and the control plane and scenarios spell it)."""
+FAULT_KINDS: tuple[str, ...] = FAULT_NAMES
+"""Every fault kind, by its one name in the registry (:data:`simulator.core.faults.FAULT_KINDS`)."""
 
 _ALL = "OK", "UNAUTHENTICATED", "INVALID_ARGUMENT", "PERMISSION_DENIED"
 EXPECTED_CODES: Mapping[str, tuple[str, ...]] = {

@@ -30,20 +30,18 @@ from simulator.core.errors import (
     NotFound,
     PermissionDenied,
 )
+from simulator.core.fault_book import FaultBook
 from simulator.core.faults import (
-    LIFECYCLE_EFFECTS,
-    RPC_EFFECTS,
     Effect,
     FailPhase,
+    Family,
     Fault,
     InterruptRunning,
-    RpcError,
     StallPhase,
-    StreamDuplicate,
-    StreamEnd,
     Target,
     TargetKind,
     compile_pattern,
+    kind_of,
     validate_effect,
 )
 from simulator.core.model import (
@@ -157,9 +155,7 @@ class Engine:
         self._cursors: OrderedDict[str, tuple[_Cursor, int]] = OrderedDict()
         self._workspace_seq = 0
         self._fired: list[StatusChange] | None = None
-        self._rng_faults = random.Random(f"gitpod-sim:{seed}:faults")
-        self.faults: dict[str, Fault] = {}
-        self._fault_seq = 0
+        self.faults = FaultBook(seed)
         self.plans: dict[str, ScopedPlan] = {}
         self._plan_seq = 0
         self._wakes: dict[str, ScheduledEvent] = {}
@@ -455,18 +451,11 @@ class Engine:
             self._workspace(target.value)
         elif target.kind is TargetKind.INSTANCE:
             inst = self._instance(target.value)
-            if isinstance(effect, LIFECYCLE_EFFECTS) and not inst.status.is_active:
+            if kind_of(effect).family is Family.LIFECYCLE and not inst.status.is_active:
                 raise FailedPrecondition(f"instance {target.value} is STOPPED")
-        fault = Fault(  # checks itself before anything changes
-            f"fault-{self._fault_seq + 1}",
-            effect,
-            target,
-            count=count,
-            active_from=active_from,
-            active_until=active_until,
+        fault = self.faults.add(
+            effect, target, count=count, active_from=active_from, active_until=active_until
         )
-        self._fault_seq += 1
-        self.faults[fault.id] = fault
         if fault.is_lifecycle and fault.applies_at(self.now):
             current = self._active_target(target)
             if current is not None:
@@ -475,56 +464,22 @@ class Engine:
 
     def clear_faults(self, fault_ids: list[str] | None = None) -> int:
         """Remove faults (all when ``fault_ids`` is None); stalled phases they caused go on."""
-        if fault_ids is None:
-            chosen = list(self.faults.values())
-        else:
-            missing = [f for f in fault_ids if f not in self.faults]
-            if missing:
-                raise NotFound(f"no such fault: {', '.join(missing)}")
-            chosen = [self.faults[f] for f in fault_ids]
+        chosen = self.faults.select(fault_ids)
         for fault in chosen:
-            del self.faults[fault.id]
+            self.faults.remove(fault)
             for instance_id in fault.instances:
                 inst = self.instances[instance_id]
-                if fault.id in inst.faults:
-                    inst.faults.remove(fault.id)
+                if self.faults.unbind(fault, inst):
                     self._resume(inst, fault)
         return len(chosen)
 
     def take_rpc_faults(self, method: str) -> list[Fault]:
         """The RPC faults that hit this call of ``method`` (a full path), consuming them."""
-        hits: list[Fault] = []
-        for fault in self.faults.values():
-            effect = fault.effect
-            if not isinstance(effect, RPC_EFFECTS) or effect.method != method:
-                continue
-            if not fault.applies_at(self.now):
-                continue
-            if (
-                isinstance(effect, RpcError)
-                and effect.probability > 0
-                and self._rng_faults.random() >= effect.probability
-            ):
-                continue
-            fault.take()
-            hits.append(fault)
-        return hits
+        return self.faults.take_rpc(method, self.now)
 
     def take_stream_faults(self, inst: Instance) -> list[Fault]:
         """The stream faults that hit a new listen stream of ``inst``, consuming them."""
-        hits: list[Fault] = []
-        for fault in self.faults.values():
-            if not isinstance(fault.effect, (StreamEnd, StreamDuplicate)):
-                continue
-            target = fault.target
-            if target.kind is TargetKind.WORKSPACE and target.value != inst.workspace_id:
-                continue
-            if target.kind is TargetKind.INSTANCE and target.value != inst.id:
-                continue
-            if fault.applies_at(self.now):
-                fault.take()
-                hits.append(fault)
-        return hits
+        return self.faults.take_stream(inst, self.now)
 
     def _active_target(self, target: Target) -> Instance | None:
         if target.kind is TargetKind.INSTANCE:
@@ -535,30 +490,9 @@ class Engine:
             return self.instances[ws.active_instance_id] if ws.active_instance_id else None
         return None
 
-    def _lifecycle_faults_for_start(self, ws: Workspace) -> list[Fault]:
-        url = ws.context.normalized_url or ws.context.context_url
-        chosen = []
-        for fault in self.faults.values():
-            if not fault.is_lifecycle or not fault.applies_at(self.now):
-                continue
-            target = fault.target
-            if (
-                target.kind is TargetKind.NEXT_START
-                or (target.kind is TargetKind.WORKSPACE and target.value == ws.id)
-                or (
-                    target.kind is TargetKind.CONTEXT
-                    and target.pattern is not None
-                    and target.pattern.search(url)
-                )
-            ):
-                chosen.append(fault)
-        return chosen
-
     def _bind(self, fault: Fault, inst: Instance, *, apply_now: bool) -> None:
         """Attach a lifecycle fault to an instance; ``apply_now`` acts on its current phase."""
-        fault.take()
-        fault.instances.append(inst.id)
-        inst.faults.append(fault.id)
+        self.faults.bind(fault, inst)
         if not apply_now:
             return
         effect = fault.effect
@@ -568,18 +502,8 @@ class Engine:
         elif isinstance(effect, InterruptRunning) and inst.phase is Phase.RUNNING:
             self._schedule_interrupt(inst)
 
-    def _bound(self, inst: Instance, kind: type, phase: Phase | None) -> Fault | None:
-        """The first fault of ``kind`` bound to ``inst`` (for ``phase`` when it has one)."""
-        for fault_id in inst.faults:
-            fault = self.faults.get(fault_id)
-            if fault is None or not isinstance(fault.effect, kind):
-                continue
-            if phase is None or getattr(fault.effect, "phase", None) is phase:
-                return fault
-        return None
-
     def _schedule_interrupt(self, inst: Instance) -> None:
-        fault = self._bound(inst, InterruptRunning, None)
+        fault = self.faults.bound(inst, InterruptRunning, None)
         if fault is None or inst.interrupt is not None:
             return
         effect = fault.effect
@@ -598,7 +522,7 @@ class Engine:
             and inst.step is None
             and phase in TIMED_PHASES
             and phase is cleared.effect.phase
-            and self._bound(inst, StallPhase, phase) is None
+            and self.faults.bound(inst, StallPhase, phase) is None
         ):
             if phase is Phase.IMAGEBUILD and inst.build is not None:
                 inst.build.started_at, inst.build.duration = self.now, 0
@@ -606,7 +530,7 @@ class Engine:
         elif (
             isinstance(cleared.effect, InterruptRunning)
             and inst.interrupt is not None
-            and self._bound(inst, InterruptRunning, None) is None
+            and self.faults.bound(inst, InterruptRunning, None) is None
         ):
             self.scheduler.cancel(inst.interrupt)
             inst.interrupt = None
@@ -844,7 +768,7 @@ class Engine:
         ws.latest_instance_id = inst.id
         ws.active_instance_id = inst.id
         self._touch(ws, self.now)
-        for fault in self._lifecycle_faults_for_start(ws):
+        for fault in self.faults.for_start(ws, self.now):
             self._bind(fault, inst, apply_now=False)
         self._enter(inst, phase, "start", first=True)
         return inst
@@ -878,7 +802,7 @@ class Engine:
         inst.phase_started_at = now
         if phase is Phase.IMAGEBUILD:
             duration = plan.duration_of(phase, self._rng_durations)
-            if self._bound(inst, StallPhase, phase) is None:
+            if self.faults.bound(inst, StallPhase, phase) is None:
                 inst.step = sched.schedule(now + duration, EventKind.STEP, inst.id)
             lines = build_log(self._rng_logs, inst.repository, plan.build_log_lines)
             inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
@@ -941,7 +865,7 @@ class Engine:
             self._schedule_next_log_line(inst)
 
     def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent | None:
-        if self._bound(inst, StallPhase, phase) is not None:
+        if self.faults.bound(inst, StallPhase, phase) is not None:
             return None  # stalled: only a timeout, a stop or clearing the fault ends it
         duration = inst.plan.duration_of(phase, self._rng_durations)
         return self.scheduler.schedule(self.now + duration, EventKind.STEP, inst.id)
@@ -1037,11 +961,11 @@ class Engine:
         inst = self.instances[event.instance_id]
         if kind is EventKind.STEP:
             inst.step = None
-            failure = self._bound(inst, FailPhase, inst.phase)
+            failure = self.faults.bound(inst, FailPhase, inst.phase)
             if failure is not None:
                 effect = failure.effect
                 assert isinstance(effect, FailPhase)
-                inst.faults.remove(failure.id)
+                self.faults.unbind(failure, inst)
                 self.fail(inst.id, effect.reason, list(effect.log_tail) or None)
                 return
             target = next_phase(inst.phase, Trigger.STEP_DONE)
@@ -1054,9 +978,9 @@ class Engine:
                 self._schedule_next_log_line(inst)
         elif kind is EventKind.INTERRUPT:
             inst.interrupt = None
-            fault = self._bound(inst, InterruptRunning, None)
+            fault = self.faults.bound(inst, InterruptRunning, None)
             if fault is not None and inst.phase is Phase.RUNNING:
-                inst.faults.remove(fault.id)
+                self.faults.unbind(fault, inst)
                 effect = fault.effect
                 assert isinstance(effect, InterruptRunning)
                 self.interrupt(inst.id, effect.duration)

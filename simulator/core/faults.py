@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulator.core import limits
 from simulator.core.errors import InvalidArgument
@@ -134,40 +135,349 @@ class StreamDuplicate:
 Effect = (
     FailPhase | InterruptRunning | StallPhase | RpcError | RpcLatency | StreamEnd | StreamDuplicate
 )
-LIFECYCLE_EFFECTS = (FailPhase, InterruptRunning, StallPhase)
-STREAM_EFFECTS = (StreamEnd, StreamDuplicate)
-RPC_EFFECTS = (RpcError, RpcLatency)
 
-_ALLOWED_TARGETS: dict[type, frozenset[TargetKind]] = {
-    **{
-        t: frozenset(
-            {TargetKind.NEXT_START, TargetKind.WORKSPACE, TargetKind.INSTANCE, TargetKind.CONTEXT}
+
+# ---------------------------------------------------------------------------- the registry
+
+
+class Family(enum.Enum):
+    """Where a fault acts: an instance's lifecycle, one RPC call, or one server stream."""
+
+    LIFECYCLE = "lifecycle"
+    RPC = "rpc"
+    STREAM = "stream"
+
+
+class ParamType(enum.Enum):
+    """How a parameter's value is typed in the core (each converter maps it to its format)."""
+
+    DURATION = "duration"
+    """Microseconds (a duration string in TOML and the CLI, a Duration in protobuf)."""
+    OPTIONAL_DURATION = "optional duration"
+    """Microseconds, or None when not given."""
+    TEXT = "text"
+    LINES = "lines"
+    """A tuple of strings."""
+    PHASE = "phase"
+    """A :class:`Phase` (its name in TOML, JSON and the CLI)."""
+    METHOD = "method"
+    """A full WorkspacesService method path (``GetWorkspace`` is accepted as input)."""
+    CODE = "code"
+    """A gRPC status name other than OK (a name or a number as input)."""
+    PROBABILITY = "probability"
+    FLAG = "flag"
+    COUNT = "count"
+    """An integer >= 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a fault kind: the same name in TOML, JSON, protobuf and (dashed) the CLI."""
+
+    name: str
+    type: ParamType
+    help: str
+    default: object = None
+    """The value when not given; None with ``required`` means the kind needs it."""
+    required: bool = False
+    off_flag: str = ""
+    """For a FLAG: the CLI's name of its off switch (``--real`` for ``simulated``)."""
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_LIFECYCLE_TARGETS = frozenset(
+    {TargetKind.NEXT_START, TargetKind.WORKSPACE, TargetKind.INSTANCE, TargetKind.CONTEXT}
+)
+_STREAM_TARGETS = frozenset({TargetKind.ANY, TargetKind.WORKSPACE, TargetKind.INSTANCE})
+_RPC_TARGETS = frozenset({TargetKind.ANY})
+
+
+@dataclass(frozen=True, slots=True)
+class FaultKind:
+    """One row of the registry: a fault's name, what it does, what it may aim at, its parameters.
+
+    ``name`` is the one spelling everywhere: TOML ``effect = NAME``, ``ctl fault NAME``, the JSON
+    state's ``type``, the timeline and the README; on the control plane it is the FaultSpec field
+    of the same name with underscores (protobuf field names cannot have dashes).
+    """
+
+    name: str
+    effect: type
+    family: Family
+    help: str
+    params: tuple[Param, ...] = ()
+    phase: Phase | None = None
+    """For the fail kinds: the phase that fails (one effect class, three kinds)."""
+
+    @property
+    def proto_field(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def allowed_targets(self) -> frozenset[TargetKind]:
+        return {
+            Family.LIFECYCLE: _LIFECYCLE_TARGETS,
+            Family.STREAM: _STREAM_TARGETS,
+            Family.RPC: _RPC_TARGETS,
+        }[self.family]
+
+    @property
+    def default_target(self) -> TargetKind:
+        return TargetKind.NEXT_START if self.family is Family.LIFECYCLE else TargetKind.ANY
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def matches(self, effect: Effect) -> bool:
+        return type(effect) is self.effect and (
+            self.phase is None or getattr(effect, "phase", None) is self.phase
         )
-        for t in LIFECYCLE_EFFECTS
-    },
-    **{
-        t: frozenset({TargetKind.ANY, TargetKind.WORKSPACE, TargetKind.INSTANCE})
-        for t in STREAM_EFFECTS
-    },
-    **{t: frozenset({TargetKind.ANY}) for t in RPC_EFFECTS},
-}
+
+    def build(self, values: dict[str, object]) -> Effect:
+        """The effect from typed parameter values (missing ones take their defaults), checked."""
+        unknown = sorted(set(values) - {p.name for p in self.params})
+        if unknown:
+            raise InvalidArgument(
+                f"a {self.name} fault has no parameter {', '.join(unknown)}; it takes: "
+                + (", ".join(p.name for p in self.params) or "none")
+            )
+        kwargs: dict[str, object] = {}
+        for p in self.params:
+            value = values.get(p.name)
+            if value is None or value == "":
+                if p.required:
+                    raise InvalidArgument(f"a {self.name} fault needs {p.name}")
+                value = p.default
+            if p.type is ParamType.METHOD:
+                value = method_path(str(value))
+            elif p.type is ParamType.CODE:
+                value = status_name(value)  # type: ignore[arg-type]
+            elif p.type is ParamType.PROBABILITY:
+                value = float(value)  # type: ignore[arg-type]
+            elif p.type is ParamType.LINES:
+                value = tuple(value)  # type: ignore[arg-type]
+            kwargs[p.name] = value
+        if self.phase is not None:
+            kwargs["phase"] = self.phase
+        if "message" in kwargs and not kwargs["message"]:
+            kwargs["message"] = f"injected fault: {kwargs['code']}"
+        return validate_effect(self.effect(**kwargs))
+
+    def values(self, effect: Effect) -> dict[str, object]:
+        """The parameters of ``effect`` (the inverse of :meth:`build`)."""
+        return {p.name: getattr(effect, p.name) for p in self.params}
+
+
+def _code(help: str) -> Param:
+    return Param("code", ParamType.CODE, help, "UNAVAILABLE")
+
+
+def _message() -> Param:
+    return Param("message", ParamType.TEXT, "the message (default: injected fault: CODE)", "")
+
+
+def _method() -> Param:
+    return Param("method", ParamType.METHOD, "the method, e.g. GetWorkspace", required=True)
+
+
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    FaultKind(
+        "fail-image-build",
+        FailPhase,
+        Family.LIFECYCLE,
+        "the image build fails at its end (failed set during IMAGEBUILD, then STOPPED)",
+        (
+            Param("reason", ParamType.TEXT, "the failure reason", DEFAULT_IMAGE_BUILD_REASON),
+            Param("log_tail", ParamType.LINES, "the last build log lines to show", ()),
+        ),
+        phase=Phase.IMAGEBUILD,
+    ),
+    FaultKind(
+        "fail-creating",
+        FailPhase,
+        Family.LIFECYCLE,
+        "the image pull fails at the end of CREATING (failed set, then STOPPED)",
+        (Param("reason", ParamType.TEXT, "the failure reason", DEFAULT_IMAGE_PULL_REASON),),
+        phase=Phase.CREATING,
+    ),
+    FaultKind(
+        "fail-initializing",
+        FailPhase,
+        Family.LIFECYCLE,
+        "content initialisation fails at the end of INITIALIZING (failed, STOPPING, STOPPED)",
+        (Param("reason", ParamType.TEXT, "the failure reason", DEFAULT_CONTENT_INIT_REASON),),
+        phase=Phase.INITIALIZING,
+    ),
+    FaultKind(
+        "interrupt",
+        InterruptRunning,
+        Family.LIFECYCLE,
+        "interrupt a RUNNING instance, then it recovers (or times out)",
+        (
+            Param("after", ParamType.DURATION, "after being RUNNING for this long", 0),
+            Param(
+                "duration",
+                ParamType.OPTIONAL_DURATION,
+                "for this long (default: until the interruption timeout)",
+            ),
+        ),
+    ),
+    FaultKind(
+        "stall-phase",
+        StallPhase,
+        Family.LIFECYCLE,
+        "the phase never ends on its own until the fault is cleared or a timeout hits",
+        (Param("phase", ParamType.PHASE, "the phase that stalls", required=True),),
+    ),
+    FaultKind(
+        "rpc-error",
+        RpcError,
+        Family.RPC,
+        "a method answers a status instead of running",
+        (
+            _method(),
+            _code("the status (a name or a number)"),
+            _message(),
+            Param("probability", ParamType.PROBABILITY, "the chance per call (0: every call)", 0.0),
+        ),
+    ),
+    FaultKind(
+        "rpc-latency",
+        RpcLatency,
+        Family.RPC,
+        "a method answers late",
+        (
+            _method(),
+            Param("latency", ParamType.DURATION, "how long", required=True),
+            Param(
+                "simulated",
+                ParamType.FLAG,
+                "wait for simulated time (false: real time)",
+                True,
+                off_flag="real",
+            ),
+        ),
+    ),
+    FaultKind(
+        "stream-end",
+        StreamEnd,
+        Family.STREAM,
+        "a listen stream ends with a status after some messages",
+        (
+            Param("after_messages", ParamType.COUNT, "after this many messages", 0),
+            _code("the status (a name or a number)"),
+            _message(),
+        ),
+    ),
+    FaultKind(
+        "stream-duplicate",
+        StreamDuplicate,
+        Family.STREAM,
+        "the next status on a listen stream is sent twice",
+    ),
+)
+KINDS: dict[str, FaultKind] = {k.name: k for k in FAULT_KINDS}
+FAULT_NAMES: tuple[str, ...] = tuple(KINDS)
+
+
+def kind_named(name: str) -> FaultKind:
+    """The kind called ``name``; an unknown name is INVALID_ARGUMENT listing the known ones."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise InvalidArgument(
+            f"unknown fault {name!r}; expected one of: {', '.join(FAULT_NAMES)}"
+        ) from None
+
+
+def kind_of(effect: Effect) -> FaultKind:
+    return next(k for k in FAULT_KINDS if k.matches(effect))
 
 
 def effect_name(effect: Effect) -> str:
-    if isinstance(effect, FailPhase):
-        return {
-            Phase.IMAGEBUILD: "fail-image-build",
-            Phase.CREATING: "fail-creating",
-            Phase.INITIALIZING: "fail-initializing",
-        }[effect.phase]
-    return {
-        InterruptRunning: "interrupt",
-        StallPhase: "stall-phase",
-        RpcError: "rpc-error",
-        RpcLatency: "rpc-latency",
-        StreamEnd: "stream-end",
-        StreamDuplicate: "stream-duplicate",
-    }[type(effect)]
+    return kind_of(effect).name
+
+
+def effect_to_json(effect: Effect) -> dict[str, object]:
+    """``{"type": NAME, PARAM: value, ...}``: durations in microseconds, phases by name."""
+    kind = kind_of(effect)
+    data: dict[str, object] = {"type": kind.name}
+    for name, value in kind.values(effect).items():
+        if isinstance(value, Phase):
+            value = value.name
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[name] = value
+    return data
+
+
+def effect_from_json(data: dict[str, Any]) -> Effect:
+    kind = KINDS.get(data["type"])
+    if kind is None:
+        raise InvalidArgument(f"unknown fault type {data['type']!r} in state")
+    values: dict[str, object] = {}
+    for p in kind.params:
+        value = data[p.name]
+        if p.type is ParamType.PHASE:
+            value = Phase[value]
+        elif p.type in (ParamType.DURATION, ParamType.COUNT):
+            value = int(value)
+        elif p.type is ParamType.PROBABILITY:
+            value = float(value)
+        elif p.type is ParamType.FLAG:
+            value = bool(value)
+        values[p.name] = value
+    return kind.build(values)
+
+
+# gRPC status codes by name (as grpclib's Status and every gRPC library spell them); the core
+# keeps its own copy so that it never imports grpclib.
+STATUS_CODES: dict[str, int] = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+_STATUS_NAMES = {number: name for name, number in STATUS_CODES.items()}
+
+
+def status_name(code: str | int) -> str:
+    """A fault's status as its name, from a name (any case) or a number; OK is refused."""
+    if isinstance(code, str) and code.strip().isdigit():
+        code = int(code)
+    if isinstance(code, int):
+        if code not in _STATUS_NAMES:
+            raise InvalidArgument(f"unknown gRPC status code {code}: expected 1..16")
+        name = _STATUS_NAMES[code]
+    else:
+        name = code.strip().upper()
+        if name not in STATUS_CODES:
+            raise InvalidArgument(
+                f"unknown gRPC status {code!r}: expected a name such as UNAVAILABLE or 1..16"
+            )
+    if name == "OK":
+        raise InvalidArgument("a fault's status code cannot be OK (0)")
+    return name
+
+
+def status_number(name: str) -> int:
+    return STATUS_CODES[name]
 
 
 def method_path(method: str) -> str:
@@ -200,14 +510,15 @@ class Fault:
     times_applied: int = 0
     instances: list[str] = field(default_factory=list)
     """Instances a lifecycle fault is bound to (so clearing it can undo a stall)."""
+    kind: FaultKind = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        allowed = _ALLOWED_TARGETS[type(self.effect)]
+        self.kind = kind = kind_of(self.effect)
+        allowed = kind.allowed_targets
         if self.target.kind not in allowed:
             names = ", ".join(sorted(k.value for k in allowed))
             raise InvalidArgument(
-                f"a {effect_name(self.effect)} fault cannot target {self.target.kind.value}; "
-                f"use one of: {names}"
+                f"a {kind.name} fault cannot target {self.target.kind.value}; use one of: {names}"
             )
         if self.count < 0:
             raise InvalidArgument(f"count must be >= 0, got {self.count}")
@@ -240,7 +551,7 @@ class Fault:
 
     @property
     def is_lifecycle(self) -> bool:
-        return isinstance(self.effect, LIFECYCLE_EFFECTS)
+        return self.kind.family is Family.LIFECYCLE
 
 
 def validate_effect(effect: Effect) -> Effect:

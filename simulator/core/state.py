@@ -17,19 +17,7 @@ from typing import Any
 from simulator.core.context_urls import parse_context_url
 from simulator.core.engine import Engine, Observer
 from simulator.core.errors import InvalidArgument
-from simulator.core.faults import (
-    Effect,
-    FailPhase,
-    Fault,
-    InterruptRunning,
-    RpcError,
-    RpcLatency,
-    StallPhase,
-    StreamDuplicate,
-    StreamEnd,
-    Target,
-    TargetKind,
-)
+from simulator.core.fault_book import FaultBook
 from simulator.core.model import (
     Build,
     Instance,
@@ -56,7 +44,7 @@ from simulator.core.transitions import Phase
 FORMAT = "gitpod-sim-state"
 VERSION = 1
 _EVENT_SLOTS = ("step", "phase_timeout", "inactivity", "lifetime", "recover", "log", "interrupt")
-_RNGS = ("_rng_ids", "_rng_tokens", "_rng_durations", "_rng_logs", "_rng_pages", "_rng_faults")
+_RNGS = ("_rng_ids", "_rng_tokens", "_rng_durations", "_rng_logs", "_rng_pages")
 
 Json = dict[str, Any]
 
@@ -100,65 +88,6 @@ def plan_from_json(data: Json) -> LifecyclePlan:
         cluster=data["cluster"],
         build_log_lines=int(data["build_log_lines"]),
     )
-
-
-# ---------------------------------------------------------------------------- faults
-
-
-def _effect_to_json(effect: Effect) -> Json:
-    if isinstance(effect, FailPhase):
-        return {
-            "type": "fail-phase",
-            "phase": effect.phase.name,
-            "reason": effect.reason,
-            "log_tail": list(effect.log_tail),
-        }
-    if isinstance(effect, InterruptRunning):
-        return {"type": "interrupt", "after": effect.after, "duration": effect.duration}
-    if isinstance(effect, StallPhase):
-        return {"type": "stall-phase", "phase": effect.phase.name}
-    if isinstance(effect, RpcError):
-        return {
-            "type": "rpc-error",
-            "method": effect.method,
-            "code": effect.code,
-            "message": effect.message,
-            "probability": effect.probability,
-        }
-    if isinstance(effect, RpcLatency):
-        return {
-            "type": "rpc-latency",
-            "method": effect.method,
-            "latency": effect.latency,
-            "simulated": effect.simulated,
-        }
-    if isinstance(effect, StreamEnd):
-        return {
-            "type": "stream-end",
-            "after_messages": effect.after_messages,
-            "code": effect.code,
-            "message": effect.message,
-        }
-    return {"type": "stream-duplicate"}
-
-
-def _effect_from_json(data: Json) -> Effect:
-    kind = data["type"]
-    if kind == "fail-phase":
-        return FailPhase(Phase[data["phase"]], data["reason"], tuple(data["log_tail"]))
-    if kind == "interrupt":
-        return InterruptRunning(int(data["after"]), data["duration"])
-    if kind == "stall-phase":
-        return StallPhase(Phase[data["phase"]])
-    if kind == "rpc-error":
-        return RpcError(data["method"], data["code"], data["message"], float(data["probability"]))
-    if kind == "rpc-latency":
-        return RpcLatency(data["method"], int(data["latency"]), bool(data["simulated"]))
-    if kind == "stream-end":
-        return StreamEnd(int(data["after_messages"]), data["code"], data["message"])
-    if kind == "stream-duplicate":
-        return StreamDuplicate()
-    raise InvalidArgument(f"unknown fault type {kind!r} in state")
 
 
 # ---------------------------------------------------------------------------- engine
@@ -247,7 +176,6 @@ def export_state(engine: Engine) -> Json:
         "rngs": {name: _rng_state(getattr(engine, name)) for name in _RNGS},
         "counters": {
             "workspace_seq": engine._workspace_seq,
-            "fault_seq": engine._fault_seq,
             "plan_seq": engine._plan_seq,
             "wake_seq": engine._wake_seq,
             "scheduler_seq": engine.scheduler._seq,
@@ -287,19 +215,7 @@ def export_state(engine: Engine) -> Json:
             {"key": list(key), "fingerprint": list(fp), "result": result}
             for key, (fp, result) in engine._idempotency.items()
         ],
-        "faults": [
-            {
-                "id": f.id,
-                "effect": _effect_to_json(f.effect),
-                "target": {"kind": f.target.kind.value, "value": f.target.value},
-                "count": f.count,
-                "active_from": f.active_from,
-                "active_until": f.active_until,
-                "times_applied": f.times_applied,
-                "instances": list(f.instances),
-            }
-            for f in engine.faults.values()
-        ],
+        "faults": engine.faults.to_json(),
     }
 
 
@@ -324,7 +240,6 @@ def _import(data: Json, observer: Observer | None) -> Engine:
         _set_rng_state(getattr(engine, name), data["rngs"][name])
     counters = data["counters"]
     engine._workspace_seq = int(counters["workspace_seq"])
-    engine._fault_seq = int(counters["fault_seq"])
     engine._plan_seq = int(counters["plan_seq"])
     engine._wake_seq = int(counters["wake_seq"])
     for scoped in data["scoped_plans"]:
@@ -390,18 +305,7 @@ def _import(data: Json, observer: Observer | None) -> Engine:
             tuple(record["fingerprint"]),
             record["result"],
         )
-    for f in data["faults"]:
-        fault = Fault(
-            f["id"],
-            _effect_from_json(f["effect"]),
-            Target.of(TargetKind(f["target"]["kind"]), f["target"]["value"]),
-            count=int(f["count"]),
-            active_from=f["active_from"],
-            active_until=f["active_until"],
-            times_applied=int(f["times_applied"]),
-            instances=list(f["instances"]),
-        )
-        engine.faults[fault.id] = fault
+    engine.faults = FaultBook.from_json(data["faults"], engine.seed)
     engine.observer = observer
     return engine
 

@@ -20,27 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpclib.const import Status
-
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import (
-    DEFAULT_CONTENT_INIT_REASON,
-    DEFAULT_IMAGE_BUILD_REASON,
-    DEFAULT_IMAGE_PULL_REASON,
+    FAULT_KINDS,
+    FAULT_NAMES,
+    KINDS,
     Effect,
-    FailPhase,
-    InterruptRunning,
-    RpcError,
-    RpcLatency,
-    StallPhase,
-    StreamDuplicate,
-    StreamEnd,
+    Param,
+    ParamType,
     TargetKind,
-    method_path,
-    validate_effect,
+    effect_name,
+    status_name,
 )
 from simulator.core.plan import (
     TIMED_PHASES,
+    TIMEOUT_NAMES,
     BuildPolicy,
     Distribution,
     Fixed,
@@ -131,36 +125,12 @@ _FAULT_KEYS = (
     "count",
     "from",
     "until",
-    "reason",
-    "log_tail",
-    "after",
-    "duration",
-    "phase",
-    "method",
-    "code",
-    "message",
-    "probability",
-    "latency",
-    "simulated",
-    "after_messages",
+    *dict.fromkeys(p.name for kind in FAULT_KINDS for p in kind.params),
 )
-_FAULT_EFFECTS = (
-    "fail-image-build",
-    "fail-creating",
-    "fail-initializing",
-    "interrupt",
-    "stall-phase",
-    "rpc-error",
-    "rpc-latency",
-    "stream-end",
-    "stream-duplicate",
-)
+_PARAM_KEYS = frozenset(p.name for kind in FAULT_KINDS for p in kind.params)
 _ALL_STEP_KEYS = frozenset(
     (*ACTIONS, "at", *_FAULT_KEYS, *(k for opts in _STEP_OPTIONS.values() for k in opts))
 )
-_TIMEOUT_NAMES = ("initialization", "startup", "inactivity", "max_lifetime", "interruption")
-_TIMEOUT_NAMES_ALL = (*_TIMEOUT_NAMES, "stopping")
-_CODES = tuple(s.name for s in Status if s is not Status.OK)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -214,8 +184,6 @@ class FaultSpec:
 
     @property
     def kind(self) -> str:
-        from simulator.core.faults import effect_name
-
         return effect_name(self.effect)
 
 
@@ -431,13 +399,33 @@ class _Checker:
         return Phase[value.upper()]
 
     def code(self, t: dict[str, Any], w: _Where, key: str) -> str | None:
-        value = self.text(t, w, key)
+        value = self.get(t, w, key, (str, int), "a gRPC status name such as UNAVAILABLE")
         if value is None:
             return None
-        if value.upper() not in _CODES:
-            self.error(w, key, f"{key!r}: expected a gRPC status name ({', '.join(_CODES)})")
+        try:
+            return status_name(value)
+        except InvalidArgument as exc:
+            self.error(w, key, f"{key!r}: {exc.message}")
             return None
-        return str(value.upper())
+
+    def param(self, t: dict[str, Any], w: _Where, param: Param) -> object:
+        """One fault parameter as the registry types it; None when absent (or wrong: reported)."""
+        key, kind = param.name, param.type
+        if kind in (ParamType.DURATION, ParamType.OPTIONAL_DURATION):
+            return self.duration(t, w, key, required=param.required)
+        if kind is ParamType.LINES:
+            return self.strings(t, w, key)
+        if kind is ParamType.PHASE:
+            return self.phase(t.get(key), w, key)
+        if kind is ParamType.CODE:
+            return self.code(t, w, key)
+        if kind is ParamType.PROBABILITY:
+            return self.get(t, w, key, (float, int), "a number")
+        if kind is ParamType.FLAG:
+            return self.get(t, w, key, bool, "true or false")
+        if kind is ParamType.COUNT:
+            return self.get(t, w, key, int, "an integer")
+        return self.text(t, w, key, required=param.required)  # TEXT, METHOD
 
     def table_list(self, data: dict[str, Any], name: str) -> list[tuple[dict[str, Any], _Where]]:
         value = data.get(name, [])
@@ -549,12 +537,11 @@ class _Checker:
             timeouts = Timeouts()
             ttable = self.get(item, w, "timeouts", dict, "an inline table of limit = duration")
             for key, spec in (ttable or {}).items():
-                if key not in _TIMEOUT_NAMES_ALL:
+                if key not in TIMEOUT_NAMES:
                     self.error(
                         w,
                         "timeouts",
-                        f"unknown timeout {key!r}; expected one of: "
-                        + ", ".join(_TIMEOUT_NAMES_ALL),
+                        f"unknown timeout {key!r}; expected one of: " + ", ".join(TIMEOUT_NAMES),
                     )
                     continue
                 if not isinstance(spec, str):
@@ -609,58 +596,24 @@ class _Checker:
 
     def fault(self, t: dict[str, Any], w: _Where, kind_key: str, kind: str) -> FaultSpec | None:
         before = len(self.problems)
-        if kind not in _FAULT_EFFECTS:
+        fault_kind = KINDS.get(kind)
+        if fault_kind is None:
             self.error(
                 w,
                 kind_key,
-                f"unknown fault {kind!r}; expected one of: " + ", ".join(_FAULT_EFFECTS),
+                f"unknown fault {kind!r}; expected one of: " + ", ".join(FAULT_NAMES),
             )
             return None
-        reason = self.text(t, w, "reason")
-        message = self.text(t, w, "message") or ""
+        for key in sorted(set(t) & _PARAM_KEYS - {p.name for p in fault_kind.params}):
+            self.error(w, key, f"a {kind} fault has no {key!r}")
+        values = {p.name: self.param(t, w, p) for p in fault_kind.params}
         effect: Effect | None = None
-        try:
-            if kind == "fail-image-build":
-                tail = self.strings(t, w, "log_tail") or ()
-                effect = FailPhase(Phase.IMAGEBUILD, reason or DEFAULT_IMAGE_BUILD_REASON, tail)
-            elif kind == "fail-creating":
-                effect = FailPhase(Phase.CREATING, reason or DEFAULT_IMAGE_PULL_REASON)
-            elif kind == "fail-initializing":
-                effect = FailPhase(Phase.INITIALIZING, reason or DEFAULT_CONTENT_INIT_REASON)
-            elif kind == "interrupt":
-                effect = InterruptRunning(
-                    self.duration(t, w, "after") or 0, self.duration(t, w, "duration")
-                )
-            elif kind == "stall-phase":
-                phase = self.phase(t.get("phase"), w, "phase")
-                effect = None if phase is None else StallPhase(phase)
-            elif kind == "rpc-error":
-                method = self.text(t, w, "method", required=True) or "GetWorkspace"
-                prob = self.get(t, w, "probability", (float, int), "a number") or 0.0
-                effect = RpcError(
-                    method_path(method),
-                    self.code(t, w, "code") or "UNAVAILABLE",
-                    message,
-                    float(prob),
-                )
-            elif kind == "rpc-latency":
-                method = self.text(t, w, "method", required=True) or "GetWorkspace"
-                simulated = self.get(t, w, "simulated", bool, "true or false")
-                effect = RpcLatency(
-                    method_path(method),
-                    self.duration(t, w, "latency", required=True) or 0,
-                    True if simulated is None else simulated,
-                )
-            elif kind == "stream-end":
-                after = self.get(t, w, "after_messages", int, "an integer") or 0
-                effect = StreamEnd(after, self.code(t, w, "code") or "UNAVAILABLE", message)
-            else:
-                effect = StreamDuplicate()
-            if effect is not None:
-                validate_effect(effect)
-        except InvalidArgument as exc:
-            self.error(w, kind_key, f"invalid {kind} fault: {exc.message}")
-            return None
+        if len(self.problems) == before:
+            try:
+                effect = fault_kind.build(values)
+            except InvalidArgument as exc:
+                self.error(w, kind_key, f"invalid {kind} fault: {exc.message}")
+                return None
         target_name = self.text(t, w, "target")
         workspace = self.text(t, w, "workspace")
         context = self.text(t, w, "context")
@@ -678,8 +631,7 @@ class _Checker:
             if target not in (TargetKind.NEXT_START, TargetKind.ANY):
                 self.error(w, "target", "use 'workspace = NAME' or 'context = REGEX' instead")
         else:
-            lifecycle = kind.startswith("fail") or kind in ("interrupt", "stall-phase")
-            target, value = (TargetKind.NEXT_START if lifecycle else TargetKind.ANY), ""
+            target, value = fault_kind.default_target, ""
         if context is not None:
             try:
                 re.compile(context)

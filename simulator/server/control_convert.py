@@ -9,27 +9,20 @@ from __future__ import annotations
 import datetime as dt
 
 import betterproto2
-from grpclib.const import Status
 
 from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import limits
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import (
-    DEFAULT_CONTENT_INIT_REASON,
-    DEFAULT_IMAGE_BUILD_REASON,
-    DEFAULT_IMAGE_PULL_REASON,
+    FAULT_KINDS,
     Effect,
-    FailPhase,
     Fault,
-    InterruptRunning,
-    RpcError,
-    RpcLatency,
-    StallPhase,
-    StreamDuplicate,
-    StreamEnd,
+    FaultKind,
+    Param,
+    ParamType,
     Target,
     TargetKind,
-    method_path,
+    status_number,
 )
 from simulator.core.model import StatusChange
 from simulator.core.plan import (
@@ -48,6 +41,7 @@ from simulator.core.simtime import Duration, SimTime, from_datetime, to_datetime
 from simulator.core.transitions import Phase
 from simulator.server.journal import Entry, RpcEntry
 
+_BY_PROTO_FIELD = {k.proto_field: k for k in FAULT_KINDS}
 _BUILD_POLICIES = {
     spb.BuildPolicy.FIRST_START: BuildPolicy.FIRST_START,
     spb.BuildPolicy.ALWAYS: BuildPolicy.ALWAYS,
@@ -232,17 +226,6 @@ def scoped_plan_out(scoped: ScopedPlan) -> spb.ScopedPlan:
 # ---------------------------------------------------------------------------- faults
 
 
-def status_name(code: int) -> str:
-    """A gRPC status code number (1..16) as its name; OK (0) and unknown numbers are refused."""
-    try:
-        status = Status(code)
-    except ValueError:
-        raise InvalidArgument(f"unknown gRPC status code {code}: expected 1..16") from None
-    if status is Status.OK:
-        raise InvalidArgument("a fault's status code cannot be OK (0)")
-    return status.name
-
-
 def target_in(target: spb.FaultTarget | None, default: TargetKind) -> Target:
     if target is None:
         return Target.of(default)
@@ -261,66 +244,47 @@ def target_in(target: spb.FaultTarget | None, default: TargetKind) -> Target:
     return Target.of(mapping[kind])
 
 
+def _param_in(param: Param, message: object) -> object:
+    """One parameter from its field of the kind's message (None: not given, take the default)."""
+    value = getattr(message, param.name)
+    if param.type in (ParamType.DURATION, ParamType.OPTIONAL_DURATION):
+        return None if value is None else duration_in(value, param.name)
+    if param.type is ParamType.PHASE:
+        return Phase(value)
+    if param.type is ParamType.LINES:
+        return tuple(value)
+    return value
+
+
 def effect_in(spec: spb.FaultSpec) -> tuple[Effect, TargetKind]:
     """The effect of a fault spec and the target kind used when the spec names none."""
-    kind, value = betterproto2.which_one_of(spec, "kind")
-    if kind == "fail_image_build":
-        assert isinstance(value, spb.FailImageBuild)
-        reason = value.reason or DEFAULT_IMAGE_BUILD_REASON
-        return FailPhase(Phase.IMAGEBUILD, reason, tuple(value.log_tail)), TargetKind.NEXT_START
-    if kind == "fail_creating":
-        assert isinstance(value, spb.FailCreating)
-        return (
-            FailPhase(Phase.CREATING, value.reason or DEFAULT_IMAGE_PULL_REASON),
-            TargetKind.NEXT_START,
+    field, value = betterproto2.which_one_of(spec, "kind")
+    kind = _BY_PROTO_FIELD.get(field)
+    if kind is None:
+        raise InvalidArgument(
+            "unknown fault kind: set one of " + ", ".join(k.proto_field for k in FAULT_KINDS)
         )
-    if kind == "fail_initializing":
-        assert isinstance(value, spb.FailInitializing)
-        return (
-            FailPhase(Phase.INITIALIZING, value.reason or DEFAULT_CONTENT_INIT_REASON),
-            TargetKind.NEXT_START,
-        )
-    if kind == "interrupt":
-        assert isinstance(value, spb.Interrupt)
-        duration = None if value.duration is None else duration_in(value.duration, "duration")
-        return (
-            InterruptRunning(duration_in(value.after, "after"), duration),
-            TargetKind.NEXT_START,
-        )
-    if kind == "stall_phase":
-        assert isinstance(value, spb.StallPhase)
-        return StallPhase(Phase(value.phase)), TargetKind.NEXT_START
-    if kind == "rpc_error":
-        assert isinstance(value, spb.RpcError)
-        return (
-            RpcError(
-                method_path(value.method),
-                status_name(value.code),
-                value.message or f"injected fault: {status_name(value.code)}",
-                value.probability,
-            ),
-            TargetKind.ANY,
-        )
-    if kind == "rpc_latency":
-        assert isinstance(value, spb.RpcLatency)
-        return (
-            RpcLatency(
-                method_path(value.method), duration_in(value.latency, "latency"), value.simulated
-            ),
-            TargetKind.ANY,
-        )
-    if kind == "stream_end":
-        assert isinstance(value, spb.StreamEnd)
-        code = status_name(value.code)
-        return (
-            StreamEnd(value.after_messages, code, value.message or f"injected fault: {code}"),
-            TargetKind.ANY,
-        )
-    if kind == "stream_duplicate":
-        return StreamDuplicate(), TargetKind.ANY
-    raise InvalidArgument(
-        "unknown fault kind: set one of fail_image_build, fail_creating, fail_initializing, "
-        "interrupt, stall_phase, rpc_error, rpc_latency, stream_end, stream_duplicate"
+    values = {p.name: _param_in(p, value) for p in kind.params}
+    return kind.build(values), kind.default_target
+
+
+def _param_out(param: Param, value: object) -> object:
+    if param.type is ParamType.DURATION:
+        return duration_out(value)  # type: ignore[arg-type]
+    if param.type is ParamType.OPTIONAL_DURATION:
+        return None if value is None else duration_out(value)  # type: ignore[arg-type]
+    if param.type is ParamType.CODE:
+        return status_number(str(value))
+    if param.type is ParamType.LINES:
+        return list(value)  # type: ignore[call-overload]
+    return value
+
+
+def effect_message(kind: FaultKind, values: dict[str, object]) -> object:
+    """The kind's control-plane message holding ``values`` (typed as the registry types them)."""
+    message_class = getattr(spb, kind.proto_field.title().replace("_", ""))
+    return message_class(
+        **{p.name: _param_out(p, values[p.name]) for p in kind.params if p.name in values}
     )
 
 
@@ -337,10 +301,6 @@ def _target_out(target: Target) -> spb.FaultTarget:
     return spb.FaultTarget(next_start=True)
 
 
-def _code_number(name: str) -> int:
-    return int(Status[name].value)
-
-
 def fault_out(fault: Fault) -> spb.Fault:
     effect = fault.effect
     spec = spb.FaultSpec(
@@ -349,41 +309,7 @@ def fault_out(fault: Fault) -> spb.Fault:
         active_from=None if fault.active_from is None else to_datetime(fault.active_from),
         active_until=None if fault.active_until is None else to_datetime(fault.active_until),
     )
-    if isinstance(effect, FailPhase):
-        if effect.phase is Phase.IMAGEBUILD:
-            spec.fail_image_build = spb.FailImageBuild(
-                reason=effect.reason, log_tail=list(effect.log_tail)
-            )
-        elif effect.phase is Phase.CREATING:
-            spec.fail_creating = spb.FailCreating(reason=effect.reason)
-        else:
-            spec.fail_initializing = spb.FailInitializing(reason=effect.reason)
-    elif isinstance(effect, InterruptRunning):
-        spec.interrupt = spb.Interrupt(
-            after=duration_out(effect.after),
-            duration=None if effect.duration is None else duration_out(effect.duration),
-        )
-    elif isinstance(effect, StallPhase):
-        spec.stall_phase = spb.StallPhase(phase=effect.phase)
-    elif isinstance(effect, RpcError):
-        spec.rpc_error = spb.RpcError(
-            method=effect.method,
-            code=_code_number(effect.code),
-            message=effect.message,
-            probability=effect.probability,
-        )
-    elif isinstance(effect, RpcLatency):
-        spec.rpc_latency = spb.RpcLatency(
-            method=effect.method, latency=duration_out(effect.latency), simulated=effect.simulated
-        )
-    elif isinstance(effect, StreamEnd):
-        spec.stream_end = spb.StreamEnd(
-            after_messages=effect.after_messages,
-            code=_code_number(effect.code),
-            message=effect.message,
-        )
-    else:
-        spec.stream_duplicate = spb.StreamDuplicate()
+    setattr(spec, fault.kind.proto_field, effect_message(fault.kind, fault.kind.values(effect)))
     return spb.Fault(
         id=fault.id, spec=spec, times_applied=fault.times_applied, exhausted=fault.exhausted
     )

@@ -81,7 +81,7 @@ class CoverageFeed:
     def engine_replaced(self) -> None:
         """A reset or an import: the engine's idempotency records are gone (or replaced)."""
         self.counter.forget_tokens()
-        for fault in self._engine().faults.values():
+        for fault in self._engine().faults:
             self.track_fault(fault, new=False)
 
     # -------------------------------------------------------------- reading

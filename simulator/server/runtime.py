@@ -314,7 +314,7 @@ class Simulator:
         return fault
 
     def faults(self) -> list[Fault]:
-        return list(self.engine.faults.values())
+        return list(self.engine.faults)
 
     def clear_faults(self, fault_ids: list[str] | None = None) -> int:
         """Clear the given faults (all when None); answers how many were cleared."""
