@@ -201,6 +201,13 @@ def main() -> None:
     help="Load the state from FILE at start (if it exists) and write it there at clean shutdown.",
 )
 @click.option(
+    "--coverage",
+    "coverage_file",
+    default=None,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the coverage report (JSON, see the README) to FILE at clean shutdown.",
+)
+@click.option(
     "--journal-size",
     default=100_000,
     show_default=True,
@@ -231,6 +238,7 @@ def serve(
     journal_size: int,
     quiet: bool,
     scenario_file: str | None = None,
+    coverage_file: str | None = None,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
     # the server stack loads only when it serves
@@ -297,6 +305,12 @@ def serve(
     if state_file is not None:
         sim.save_state(state_file)
         click.echo(f"state written to {state_file}")
+    if coverage_file is not None:
+        from simulator.coverage_report import summary_line, write_json
+
+        report = sim.coverage()
+        write_json(report, coverage_file)
+        click.echo(f"coverage written to {coverage_file}: {summary_line(report)}")
 
 
 async def _serve(

@@ -507,3 +507,44 @@ def user_add(ctx: click.Context, spec: str) -> None:
     request = spb.AddUserRequest(user_id=name, token=token)
     response = _call(ctx, lambda s: s.add_user(request))
     click.echo(f"{response.user_id} {response.token}")
+
+
+# ---------------------------------------------------------------------------- coverage
+
+
+@ctl.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
+@click.option(
+    "--html",
+    "html_file",
+    default=None,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the report as one self-contained HTML page to FILE.",
+)
+@click.pass_context
+def coverage(ctx: click.Context, as_json: bool, html_file: str | None) -> None:
+    """Which behaviours the simulator has shown: covered / total per group, then every item
+    never exercised (``coverage reset`` counts from zero again)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from simulator.core.coverage import CoverageReport
+    from simulator.coverage_report import print_report, to_html
+
+    reply = _call(ctx, lambda s: s.get_coverage(spb.GetCoverageRequest()))
+    report = CoverageReport.from_json(json.loads(reply.coverage_json))
+    if html_file is not None:
+        Path(html_file).write_text(to_html(report), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        print_report(report)
+        if html_file is not None:
+            click.echo(f"written {html_file}")
+
+
+@coverage.command("reset")
+@click.pass_context
+def coverage_reset(ctx: click.Context) -> None:
+    """Count coverage from zero again."""
+    _call(ctx, lambda s: s.reset_coverage(spb.ResetCoverageRequest()))
+    click.echo("coverage reset")

@@ -299,3 +299,122 @@ def test_coverage_survives_a_reset_and_reset_coverage_starts_again() -> None:
     assert sim.coverage().phases == {"IMAGEBUILD": 1}
     sim.reset_coverage()
     assert sim.coverage().to_json() == CoverageReport().to_json()
+
+
+# ---------------------------------------------------------------------------- over TCP
+
+
+async def test_the_same_sequence_over_tcp_read_through_ctl_coverage_json(tmp_path: Any) -> None:
+    from grpclib.client import Channel
+    from server_process import command
+
+    from simulator.server.runtime import bound_port
+
+    sim = Simulator(seed=1, users={"alice": ALICE, "bob": BOB}, admin_token="adm")
+    async with sim.serve("127.0.0.1", 0) as server:
+        channel = Channel("127.0.0.1", bound_port(server))
+        try:
+            await fixed_sequence(sim, stub_for(channel, ALICE), stub_for(channel, None))
+        finally:
+            channel.close()
+        target = f"127.0.0.1:{bound_port(server)}"
+        page = tmp_path / "coverage.html"
+        ctl = ("ctl", "--target", target, "--admin-token", "adm", "coverage")
+        proc = await asyncio.create_subprocess_exec(
+            *command(*ctl, "--json", "--html", str(page)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        reset = await asyncio.create_subprocess_exec(
+            *command(*ctl, "reset"), stdout=asyncio.subprocess.PIPE
+        )
+        assert (await asyncio.wait_for(reset.communicate(), 60))[0] == b"coverage reset\n"
+    report = CoverageReport.from_json(json.loads(out))
+    assert nonzero(report) == EXPECTED_COUNTS
+    assert "(start) -&gt; PENDING (start)" in page.read_text(encoding="utf-8")
+    assert sim.coverage().to_json() == CoverageReport().to_json()
+
+
+def test_serve_writes_the_coverage_at_clean_shutdown(tmp_path: Any) -> None:
+    import grpc
+    from server_process import ServerProcess
+
+    file = tmp_path / "coverage.json"
+    server = ServerProcess("--user", "alice=tok", "--coverage", str(file), "--quiet")
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            call = channel.unary_unary("/gitpod.v1.WorkspacesService/GetWorkspace")
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"", metadata=(("authorization", "Bearer nobody"),), timeout=10)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert server.stop() == 0
+        assert any(line.startswith(f"coverage written to {file}") for line in server.lines)
+    finally:
+        server.close()
+    data = json.loads(file.read_text(encoding="utf-8"))
+    hits = [(r["method"], r["code"], r["count"]) for r in data["rpcs"] if r["count"]]
+    assert hits == [("GetWorkspace", "UNAUTHENTICATED", 1)]
+
+
+# ---------------------------------------------------------------------------- the HTML page
+
+
+def test_the_html_page_is_valid_self_contained_and_names_every_missed_item() -> None:
+    from html.parser import HTMLParser
+
+    from simulator.core.coverage import label
+    from simulator.coverage_report import to_html
+
+    report = report_of(1)
+    report.rpcs["GetWorkspace", "INTERNAL"] = 1
+    page = to_html(report)
+
+    class Checker(HTMLParser):
+        VOID = frozenset({"meta", "br", "link", "img", "hr", "input"})
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+            self.text: list[str] = []
+            self.external: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.external += [v or "" for k, v in attrs if k in ("src", "href")]
+            if tag not in self.VOID:
+                self.open.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            assert self.open and self.open[-1] == tag, (tag, self.open[-5:])
+            self.open.pop()
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    checker = Checker()
+    checker.feed(page)
+    checker.close()
+    assert page.startswith("<!DOCTYPE html>")
+    assert checker.open == [] and checker.external == []
+    assert "<script" not in page
+    text = "".join(checker.text)
+    missed = report.missed()
+    assert missed and all(item in text for _, item in missed)
+    assert f"Never exercised ({len(missed)})" in text
+    assert "GetWorkspace INTERNAL" in text and "UNEXPECTED" in text
+    assert label("rpcs", ("GetWorkspace", "OK")) in text
+
+
+def test_ctl_coverage_prints_the_table_then_every_missed_item() -> None:
+    from rich.console import Console
+
+    from simulator.coverage_report import print_report
+
+    console = Console(width=100, record=True, color_system=None)
+    print_report(report_of(1), console)
+    text = console.export_text()
+    assert "transitions (from, to, trigger)" in text
+    assert f"never exercised ({len(report_of(1).missed())}):" in text
+    assert "    RUNNING -> STOPPING (stop-requested)" in text
+    assert "IMAGEBUILD -> PENDING (step-done)" not in text.split("never exercised")[1]

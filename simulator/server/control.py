@@ -77,6 +77,13 @@ class ControlService:
             ("AddUser", self.add_user, spb.AddUserRequest, spb.AddUserResponse),
             ("ExportState", self.export_state, spb.ExportStateRequest, spb.ExportStateResponse),
             ("ImportState", self.import_state, spb.ImportStateRequest, spb.ImportStateResponse),
+            ("GetCoverage", self.get_coverage, spb.GetCoverageRequest, spb.GetCoverageResponse),
+            (
+                "ResetCoverage",
+                self.reset_coverage,
+                spb.ResetCoverageRequest,
+                spb.ResetCoverageResponse,
+            ),
         ]
         mapping = {
             f"/{SERVICE_NAME}/{name}": Handler(
@@ -298,6 +305,22 @@ class ControlService:
             workspaces=len(engine.workspaces),
             instances=len(engine.instances),
         )
+
+    # ------------------------------------------------------------------ coverage
+
+    def get_coverage(self, request: spb.GetCoverageRequest) -> spb.GetCoverageResponse:
+        report = self._sim.coverage()
+        return spb.GetCoverageResponse(
+            coverage_json=json.dumps(report.to_json()),
+            totals=[
+                spb.CoverageTotal(group=group, hit=t.hit, of=t.of, unexpected=t.unexpected)
+                for group, t in report.totals().items()
+            ],
+        )
+
+    def reset_coverage(self, request: spb.ResetCoverageRequest) -> spb.ResetCoverageResponse:
+        self._sim.reset_coverage()
+        return spb.ResetCoverageResponse()
 
 
 def _require(value: str, field: str) -> None:

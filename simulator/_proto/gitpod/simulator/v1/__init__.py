@@ -17,6 +17,7 @@ __all__ = (
     "ClearFaultsResponse",
     "Clock",
     "ClockMode",
+    "CoverageTotal",
     "DeletePlanRequest",
     "DeletePlanResponse",
     "Distribution",
@@ -31,6 +32,8 @@ __all__ = (
     "FollowJournalRequest",
     "GetClockRequest",
     "GetClockResponse",
+    "GetCoverageRequest",
+    "GetCoverageResponse",
     "ImportStateRequest",
     "ImportStateResponse",
     "Interrupt",
@@ -47,6 +50,8 @@ __all__ = (
     "PlanScope",
     "ReadJournalRequest",
     "ReadJournalResponse",
+    "ResetCoverageRequest",
+    "ResetCoverageResponse",
     "ResetRequest",
     "ResetResponse",
     "RpcError",
@@ -349,6 +354,23 @@ default_message_pool.register_message("gitpod.simulator.v1", "Clock", Clock)
 
 
 @dataclass(eq=False, repr=False)
+class CoverageTotal(betterproto2.Message):
+    group: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    hit: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+
+    of: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+
+    unexpected: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    Items seen that the catalogue does not expect (a bug of the simulator or of the spec).
+    """
+
+
+default_message_pool.register_message("gitpod.simulator.v1", "CoverageTotal", CoverageTotal)
+
+
+@dataclass(eq=False, repr=False)
 class DeletePlanRequest(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -623,6 +645,40 @@ default_message_pool.register_message("gitpod.simulator.v1", "GetClockResponse",
 
 
 @dataclass(eq=False, repr=False)
+class GetCoverageRequest(betterproto2.Message):
+    """
+    ============================================================================ coverage
+    """
+
+    pass
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "GetCoverageRequest", GetCoverageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class GetCoverageResponse(betterproto2.Message):
+    coverage_json: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The report as JSON (format "gitpod-sim-coverage/1", documented in the README): every
+    possible item with its count, 0 when never seen; items seen outside the catalogue are
+    marked "expected": false.
+    """
+
+    totals: "list[CoverageTotal]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Covered / total per group ("transitions", "phases", ... and "all"), in report order.
+    """
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "GetCoverageResponse", GetCoverageResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class ImportStateRequest(betterproto2.Message):
     state_json: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -879,6 +935,26 @@ class ReadJournalResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "gitpod.simulator.v1", "ReadJournalResponse", ReadJournalResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class ResetCoverageRequest(betterproto2.Message):
+    pass
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "ResetCoverageRequest", ResetCoverageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ResetCoverageResponse(betterproto2.Message):
+    pass
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "ResetCoverageResponse", ResetCoverageResponse
 )
 
 
@@ -1594,6 +1670,57 @@ class SimulatorServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def get_coverage(
+        self,
+        message: "GetCoverageRequest | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetCoverageResponse":
+        """
+        ---- coverage
+        GetCoverage answers which of the API's behaviours the simulator has shown since it started
+        (or since ResetCoverage): every transition, phase, condition, (RPC, status code), stream
+        ending, build log follow, fault kind and feature, each with its count.
+        """
+
+        if message is None:
+            message = GetCoverageRequest()
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/GetCoverage",
+            message,
+            GetCoverageResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def reset_coverage(
+        self,
+        message: "ResetCoverageRequest | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ResetCoverageResponse":
+        """
+        ResetCoverage counts coverage from zero again (the world itself is untouched).
+        """
+
+        if message is None:
+            message = ResetCoverageRequest()
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/ResetCoverage",
+            message,
+            ResetCoverageResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 from ....google import protobuf as ___google__protobuf__
 from ... import v1 as __v1__
@@ -1712,6 +1839,23 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def import_state(self, message: "ImportStateRequest") -> "ImportStateResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_coverage(self, message: "GetCoverageRequest") -> "GetCoverageResponse":
+        """
+        ---- coverage
+        GetCoverage answers which of the API's behaviours the simulator has shown since it started
+        (or since ResetCoverage): every transition, phase, condition, (RPC, status code), stream
+        ending, build log follow, fault kind and feature, each with its count.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def reset_coverage(self, message: "ResetCoverageRequest") -> "ResetCoverageResponse":
+        """
+        ResetCoverage counts coverage from zero again (the world itself is untouched).
+        """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1862,6 +2006,22 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.import_state(request)
         await stream.send_message(response)
 
+    async def __rpc_get_coverage(
+        self, stream: "grpclib.server.Stream[GetCoverageRequest, GetCoverageResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_coverage(request)
+        await stream.send_message(response)
+
+    async def __rpc_reset_coverage(
+        self, stream: "grpclib.server.Stream[ResetCoverageRequest, ResetCoverageResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.reset_coverage(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/gitpod.simulator.v1.SimulatorService/GetClock": grpclib.const.Handler(
@@ -1971,5 +2131,17 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ImportStateRequest,
                 ImportStateResponse,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/GetCoverage": grpclib.const.Handler(
+                self.__rpc_get_coverage,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetCoverageRequest,
+                GetCoverageResponse,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/ResetCoverage": grpclib.const.Handler(
+                self.__rpc_reset_coverage,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ResetCoverageRequest,
+                ResetCoverageResponse,
             ),
         }
