@@ -62,6 +62,23 @@ def _flag(param: click.Parameter | None) -> str:
     return param.opts[0] if param is not None and param.opts else "value"
 
 
+class _SizeParam(click.ParamType[int]):
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from simulator.server.limits import parse_size
+
+        try:
+            size = parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if size < 1:
+            self.fail(f"must be at least 1 byte, got {value!r}", param, ctx)
+        return size
+
+
 class _UserParam(click.ParamType[tuple[str, str]]):
     name = "NAME=TOKEN"
 
@@ -214,6 +231,41 @@ def main() -> None:
     type=click.IntRange(1, limits.MAX_JOURNAL_SIZE),
     help="Journal entries kept (the oldest go first).",
 )
+@click.option(
+    "--max-request-size",
+    default="4MiB",
+    show_default=True,
+    type=_SizeParam(),
+    help="Largest request message, decompressed (both ports); larger: RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-connections",
+    default=512,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Client connections open at once, both ports (at the cap the longest idle closes).",
+)
+@click.option(
+    "--idle-timeout",
+    default="5m",
+    show_default=True,
+    type=_DurationParam(),
+    help="Real time a connection with no stream in progress stays open (0: forever).",
+)
+@click.option(
+    "--max-concurrent-streams",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="HTTP/2 streams open at once on one connection.",
+)
+@click.option(
+    "--rapid-reset-streams",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Close a connection after this many streams reset within 1 s of opening (0: never).",
+)
 @click.option("--quiet", is_flag=True, help="Do not log every RPC and phase change.")
 @click.option(
     "--scenario",
@@ -239,9 +291,15 @@ def serve(
     quiet: bool,
     scenario_file: str | None = None,
     coverage_file: str | None = None,
+    max_request_size: int = 4 * 1024 * 1024,
+    max_connections: int = 512,
+    idle_timeout: int = 300 * SECOND,
+    max_concurrent_streams: int = 100,
+    rapid_reset_streams: int = 200,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
     # the server stack loads only when it serves
+    from simulator.server.limits import Limits as ServerLimits
     from simulator.server.runtime import Simulator, new_secret_token, new_seed
 
     names = [name for name, _ in users]
@@ -266,6 +324,13 @@ def serve(
         users=dict(users),
         admin_token=admin_token,
         journal_size=journal_size,
+        server_limits=ServerLimits(
+            max_request_bytes=max_request_size,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout / SECOND,
+            max_concurrent_streams=max_concurrent_streams,
+            rapid_reset_streams=rapid_reset_streams,
+        ),
     )
     if admin_token is not None and (not admin_token.strip() or admin_token in tokens):
         raise click.BadParameter(

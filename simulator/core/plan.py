@@ -145,9 +145,7 @@ class LifecyclePlan:
             or not self.cluster.replace("-", "").isascii()
             or not self.cluster.replace("-", "").isalnum()
         ):
-            raise limits.OutOfRange(
-                "cluster", self.cluster, "1..63 ASCII letters, digits and '-'"
-            )
+            raise limits.OutOfRange("cluster", self.cluster, "1..63 ASCII letters, digits and '-'")
         limits.build_log_lines(self.build_log_lines)
 
     def duration_of(self, phase: Phase, rng: random.Random) -> Duration:

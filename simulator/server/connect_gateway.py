@@ -25,22 +25,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import gzip
 import json
 import logging
 import struct
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format, message_factory  # type: ignore[import-untyped]
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 from multidict import CIMultiDictProxy, MultiDict
 
+from simulator.server.connections import ConnectionGuard
+from simulator.server.limits import Limits, format_size
 from simulator.server.reflection import descriptor_pool_for_server
 
 log = logging.getLogger("gitpod_sim.http")
@@ -89,7 +92,7 @@ _CORS_EXPOSE_HEADERS = ", ".join([
     "Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin", "Connect-Content-Encoding",
     "Connect-Accept-Encoding", "Content-Encoding",
 ])  # fmt: skip
-_MAX_BODY = 4 * 1024 * 1024
+_ENVELOPE = 5
 _END_STREAM = 0x02
 _COMPRESSED = 0x01
 _TRAILER = 0x80
@@ -165,12 +168,58 @@ class _HttpStream:
         self.status_message = status_message
 
 
+class _HttpConnection:
+    """One HTTP/1.1 connection as the :class:`ConnectionGuard` sees it."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: RequestHandler) -> None:
+        self.handler = handler
+
+    def close_idle(self, reason: str) -> None:
+        self.handler.force_close()
+
+
+class _GuardedServer(web.Server):
+    """aiohttp's low-level server, with every connection counted by the guard."""
+
+    def __init__(self, handler: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.guard = guard
+        self.by_handler: dict[RequestHandler, _HttpConnection] = {}
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        conn = self.by_handler[handler] = _HttpConnection(handler)
+        if not self.guard.admit(conn):
+            handler.force_close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        conn = self.by_handler.pop(handler, None)
+        if conn is not None:
+            self.guard.release(conn)
+        super().connection_lost(handler, exc)
+
+
 class ConnectGateway:
     """An aiohttp server answering Connect and gRPC-Web calls with grpclib servables."""
 
-    def __init__(self, services: Iterable[Any], codec: Any, cors_origins: Iterable[str] = ()):
+    def __init__(
+        self,
+        services: Iterable[Any],
+        codec: Any,
+        cors_origins: Iterable[str] = (),
+        *,
+        limits: Limits | None = None,
+        guard: ConnectionGuard | None = None,
+    ):
         self._codec = codec
         self._cors = frozenset(cors_origins)
+        self._limits = limits or Limits()
+        self._guard = guard or ConnectionGuard(self._limits)
+        self._server: _GuardedServer | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._closing_message = ""
         self._pool = descriptor_pool_for_server()
         self._methods: dict[str, _Method] = {}
         for service in services:
@@ -201,7 +250,8 @@ class ConnectGateway:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, host: str, port: int) -> None:
-        server = web.Server(self._handle, handler_cancellation=True)
+        self._closing = asyncio.get_running_loop().create_future()
+        server = self._server = _GuardedServer(self._handle, self._guard, handler_cancellation=True)
         self._runner = web.ServerRunner(server, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port)
@@ -215,7 +265,13 @@ class ConnectGateway:
             return int(sock.getsockname()[1])
         raise RuntimeError("gateway is not listening")
 
-    async def close(self) -> None:
+    async def close(self, message: str = "gitpod-sim is shutting down") -> None:
+        """Stop: calls still running (streams of every kind) end with UNAVAILABLE first."""
+        if self._closing is not None and not self._closing.done():
+            self._closing_message = message
+            self._closing.set_result(None)
+            for _ in range(20):  # let them write their last message
+                await asyncio.sleep(0)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -224,6 +280,16 @@ class ConnectGateway:
     # ------------------------------------------------------------------ HTTP
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        conn = self._server.by_handler.get(request.protocol) if self._server else None
+        if conn is None:
+            return await self._answer(request)
+        self._guard.stream_started(conn)
+        try:
+            return await self._answer(request)
+        finally:
+            self._guard.stream_ended(conn)
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         cors = self._cors_headers(request)
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=self._preflight_headers(request, cors))
@@ -266,7 +332,7 @@ class ConnectGateway:
         replies: list[bytes] = []
         try:
             method = self._find(request.path, streaming=False)
-            body = await request.read()  # aiohttp undoes Content-Encoding: gzip, deflate
+            body = await self._read(request, self._limits.max_request_bytes)
             message = self._decode(method, body, codec)
             timeout = _connect_timeout(request.headers)
             status, text = await self._run(request, method, message, replies.append, timeout)
@@ -305,7 +371,8 @@ class ConnectGateway:
         try:
             method = self._find(request.path, streaming=True)
             encoding = request.headers.get("Connect-Content-Encoding", "identity")
-            body = _unenvelope_one(await request.read(), encoding)
+            raw = await self._read(request, self._limits.max_request_bytes + _ENVELOPE)
+            body = _unenvelope_one(raw, encoding, self._limits.max_request_bytes)
             message = self._decode(method, body, codec)
             timeout = _connect_timeout(request.headers)
             status, text = await self._run(request, method, message, emit, timeout)
@@ -343,11 +410,15 @@ class ConnectGateway:
 
         try:
             method = self._find(request.path, streaming=None)
-            raw = await request.read()
+            limit = self._limits.max_request_bytes
+            wire_limit = limit + _ENVELOPE
+            if text_mode:  # base64: 4 characters per 3 bytes, and the trailer's padding
+                wire_limit = -(-wire_limit // 3) * 4 + 8
+            raw = await self._read(request, wire_limit)
             if text_mode:
                 raw = _b64decode_chunks(raw)
             encoding = request.headers.get("Grpc-Encoding", "identity")
-            message = self._decode(method, _unenvelope_one(raw, encoding), "proto")
+            message = self._decode(method, _unenvelope_one(raw, encoding, limit), "proto")
             timeout = _grpc_timeout(request.headers)
             status, text = await self._run(request, method, message, emit, timeout)
         except _CallError as exc:
@@ -361,6 +432,20 @@ class ConnectGateway:
         return response
 
     # ------------------------------------------------------------------ calls
+
+    async def _read(self, request: web.BaseRequest, limit: int) -> bytes:
+        """The body, refused as soon as it grows past ``limit`` (aiohttp undoes a gzip or
+        deflate Content-Encoding in bounded chunks, so this counts decompressed bytes)."""
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise _CallError(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"request body is over the limit of {format_size(limit)}"
+                    " (serve --max-request-size)",
+                )
+        return bytes(body)
 
     def _find(self, path: str, *, streaming: bool | None) -> _Method:
         method = self._methods.get(path)
@@ -406,9 +491,23 @@ class ConnectGateway:
         stream = _HttpStream(
             message, _metadata(request.headers), method, self._codec, sink, request.remote
         )
+        # The handler runs as its own task so that shutdown can end it with UNAVAILABLE.
+        call = asyncio.ensure_future(method.handler(cast(Stream[Any, Any], stream)))
+        closing = self._closing
         try:
-            async with asyncio.timeout(time_limit):
-                await method.handler(cast(Stream[Any, Any], stream))
+            try:
+                async with asyncio.timeout(time_limit):
+                    await asyncio.wait(
+                        [call] if closing is None else [call, closing],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+            finally:
+                if not call.done():
+                    call.cancel()
+                    await asyncio.wait([call])
+            if call.cancelled():
+                return Status.UNAVAILABLE, self._closing_message
+            call.result()
         except GRPCError as exc:
             return exc.status, exc.message
         except TimeoutError:
@@ -430,7 +529,7 @@ def _envelope(flags: int, data: bytes) -> bytes:
     return struct.pack(">BI", flags, len(data)) + data
 
 
-def _unenvelope_one(raw: bytes, encoding: str) -> bytes:
+def _unenvelope_one(raw: bytes, encoding: str, limit: int) -> bytes:
     """The one message of an enveloped request body (Connect streaming, gRPC-Web)."""
     if len(raw) < 5:
         raise _CallError(Status.INVALID_ARGUMENT, "request body is not an enveloped message")
@@ -441,13 +540,32 @@ def _unenvelope_one(raw: bytes, encoding: str) -> bytes:
     if flags & _COMPRESSED:
         if encoding != "gzip":
             raise _CallError(Status.UNIMPLEMENTED, f"unsupported compression {encoding!r}")
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise _CallError(Status.INVALID_ARGUMENT, f"bad gzip message: {exc}") from None
-    if len(data) > _MAX_BODY:
-        raise _CallError(Status.RESOURCE_EXHAUSTED, "request message too large")
+        data = _gunzip(data, limit)
+    if len(data) > limit:
+        raise _CallError(
+            Status.RESOURCE_EXHAUSTED,
+            f"request message is {len(data)} bytes, over the limit of {format_size(limit)}"
+            " (serve --max-request-size)",
+        )
     return data
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress at most ``limit`` bytes: a gzip bomb is refused, never inflated."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise _CallError(Status.INVALID_ARGUMENT, f"bad gzip message: {exc}") from None
+    if len(out) > limit:
+        raise _CallError(
+            Status.RESOURCE_EXHAUSTED,
+            f"request message decompresses to over the limit of {format_size(limit)}"
+            " (serve --max-request-size)",
+        )
+    if not inflater.eof:
+        raise _CallError(Status.INVALID_ARGUMENT, "bad gzip message: truncated")
+    return out
 
 
 def _b64decode_chunks(raw: bytes) -> bytes:

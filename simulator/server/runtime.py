@@ -65,10 +65,13 @@ from simulator.server.activity import Activity
 from simulator.server.broadcast import Hub
 from simulator.server.clock import DEFAULT_AUTOJUMP_GRACE, ClockMode, SimClock
 from simulator.server.codec import SimCodec
+from simulator.server.connections import ConnectionGuard
 from simulator.server.control import ControlService
 from simulator.server.coverage_feed import CoverageFeed
 from simulator.server.driver import ClockDriver
+from simulator.server.h2_guard import GuardedServer
 from simulator.server.journal import DEFAULT_MAX_ENTRIES, Journal
+from simulator.server.limits import Limits
 from simulator.server.service import WorkspacesService
 
 if TYPE_CHECKING:
@@ -118,6 +121,7 @@ class Simulator:
         admin_token: str | None = None,
         journal_size: int = DEFAULT_MAX_ENTRIES,
         wall: Callable[[], float] = time.monotonic,
+        server_limits: Limits | None = None,
     ) -> None:
         start = limits.instant("start_time", _to_instant(start_time))
         limits.seed(seed)
@@ -140,6 +144,9 @@ class Simulator:
         self.admin_token = admin_token or new_secret_token(ADMIN_TOKEN_PREFIX)
         self._wake_futures: dict[str, asyncio.Future[None]] = {}
         self.codec = SimCodec()
+        self.server_limits = server_limits or Limits()
+        self.connections = ConnectionGuard(self.server_limits)
+        """Client connections of every port served (one cap, one idle timeout)."""
         self._listeners: list[Callable[[EngineEvent], None]] = []
         self._driver_users = 0
         self._driver_scope: anyio.CancelScope | None = None
@@ -480,13 +487,16 @@ class Simulator:
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Server]:
         """Serve on a TCP port (0: a free one; read it from :func:`bound_port`)."""
-        server = Server(self.services(), codec=self.codec)
+        server = GuardedServer(
+            self.services(), codec=self.codec, limits=self.server_limits, guard=self.connections
+        )
         async with self.running():
             await server.start(host, port)
             try:
                 yield server
             finally:
                 await self._end_streams()
+                server.end_streams(SHUTDOWN_MESSAGE)  # what the hub does not end (any kind)
                 server.close()
                 await server.wait_closed()
 
@@ -497,7 +507,13 @@ class Simulator:
         """Serve Connect and gRPC-Web over HTTP/1.1 (0: a free port; read ``gateway.port``)."""
         from simulator.server.connect_gateway import ConnectGateway
 
-        gateway = ConnectGateway(self.services(), self.codec, cors_origins)
+        gateway = ConnectGateway(
+            self.services(),
+            self.codec,
+            cors_origins,
+            limits=self.server_limits,
+            guard=self.connections,
+        )
         async with self.running():
             await gateway.start(host, port)
             try:

@@ -1,0 +1,372 @@
+"""grpclib's HTTP/2 server with the hygiene a shared server needs (the gRPC port's transport).
+
+What plain grpclib 0.4 does, and what this module changes:
+- A request message of any size is read into memory before it is decoded: here the 5-byte gRPC
+  frame header is checked first, and a message over ``max_request_bytes`` ends its call with
+  RESOURCE_EXHAUSTED before a byte of it is read (a compressed message with UNIMPLEMENTED:
+  the server advertises no compression, so there is no gzip bomb on this port).
+- A stream the client opens and resets in the same breath (HTTP/2 rapid reset) was kept for the
+  connection's life (about 8 KB each: its handler task never ran, so it never released the
+  stream): here a reset stream is dropped at once, and a connection whose streams are mostly
+  reset within a second of opening is closed with GOAWAY ENHANCE_YOUR_CALM (Envoy's rule after
+  CVE-2023-44487).
+- A header value that is not ASCII (legal in HTTP/2) raised out of h2 and closed the whole
+  connection with a traceback: here headers stay bytes inside h2 and are decoded per stream, so
+  such a stream alone ends with INVALID_ARGUMENT. An unknown frame type is ignored (RFC 9113
+  §4.1) instead of crashing the connection.
+- Connections are counted and closed when idle (:mod:`simulator.server.connections`).
+- At shutdown every open stream, whatever its kind, ends with UNAVAILABLE and the connection
+  with GOAWAY, instead of a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from asyncio import BaseTransport, Transport
+from collections.abc import Callable, Collection
+from typing import Any, cast
+
+import h2.config
+from grpclib.config import Configuration
+from grpclib.const import Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError
+from grpclib.metadata import encode_grpc_message
+from grpclib.protocol import (
+    AbstractHandler,
+    Connection,
+    EventsProcessor,
+    H2Protocol,
+)
+from grpclib.protocol import (
+    Stream as H2Stream,
+)
+from grpclib.server import Handler, Server
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import Event as H2Event
+from h2.events import RequestReceived, StreamReset, TrailersReceived
+from h2.exceptions import H2Error
+from h2.settings import SettingCodes
+from h2.stream import StreamState
+
+from simulator.server.connections import ConnectionGuard
+from simulator.server.limits import PREMATURE_RESET_SECONDS, Limits, format_size
+
+log = logging.getLogger("gitpod_sim.transport")
+_Headers = list[tuple[str, str]]
+_SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
+LINGER_SECONDS = 1.0
+
+
+class GuardedStream(H2Stream):
+    """A server stream that checks each request message's length before reading it."""
+
+    max_request_bytes = 0
+    _header_next = True
+
+    async def recv_data(self, size: int) -> bytes:
+        if not self._header_next:
+            self._header_next = True
+            return await super().recv_data(size)
+        meta = await super().recv_data(size)
+        if len(meta) == 5:  # grpclib reads the 5-byte frame header, then the message
+            if meta[0]:
+                raise GRPCError(
+                    Status.UNIMPLEMENTED,
+                    "compressed request messages are not supported: send grpc-encoding identity",
+                )
+            length = int.from_bytes(meta[1:], "big")
+            if length > self.max_request_bytes:
+                raise GRPCError(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"request message is {length} bytes, over the limit of"
+                    f" {format_size(self.max_request_bytes)} (serve --max-request-size)",
+                )
+            self._header_next = False
+        return meta
+
+
+class GuardedConnection(Connection):
+    max_request_bytes = 0
+
+    def create_stream(self, *, stream_id: int | None = None, wrapper: Any = None) -> H2Stream:
+        stream = GuardedStream(
+            self, self._connection, self._transport, stream_id=stream_id, wrapper=wrapper
+        )
+        stream.max_request_bytes = self.max_request_bytes
+        return stream
+
+
+class GuardedProcessor(EventsProcessor):
+    """grpclib's event processor, made safe against the attacks listed in the module docs."""
+
+    def __init__(
+        self, handler: AbstractHandler, connection: Connection, protocol: GuardedProtocol
+    ) -> None:
+        super().__init__(handler, connection)
+        self._protocol = protocol
+        self.opened = 0
+        self.premature_resets = 0
+
+    def register(self, stream: H2Stream) -> Callable[[], None]:
+        assert stream.id is not None
+        self.streams[stream.id] = stream
+        stream_id = stream.id
+
+        def release_stream() -> None:
+            self.release(stream_id)
+
+        return release_stream
+
+    def release(self, stream_id: int) -> None:
+        """Forget a stream (idempotent: a reset and its handler may both release it)."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        self.connection.stream_close_waiter.set()
+        if not self.connection.is_closing():
+            self.connection.ack(stream_id, stream.buffer.unacked_size())
+        self._protocol.guard.stream_ended(self._protocol)
+
+    def process(self, event: H2Event) -> None:
+        processors = getattr(self, "processors", None)
+        if processors is None:
+            return  # the connection was closed
+        proc = processors.get(type(event))
+        if proc is not None:  # unknown frames and the like are ignored, as RFC 9113 says
+            proc(event)
+
+    def process_request_received(self, event: RequestReceived) -> None:
+        self.opened += 1
+        headers = _decode(event.headers or [])
+        if isinstance(headers, str):
+            self._protocol.refuse_stream(event.stream_id, Status.INVALID_ARGUMENT, headers)
+            return
+        event.headers = headers  # type: ignore[assignment]
+        self._protocol.guard.stream_started(self._protocol)
+        super().process_request_received(event)
+
+    def process_trailers_received(self, event: TrailersReceived) -> None:
+        headers = _decode(event.headers or [])
+        event.headers = [] if isinstance(headers, str) else headers  # type: ignore[assignment]
+        super().process_trailers_received(event)
+
+    def process_stream_reset(self, event: StreamReset) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            return
+        created = stream.created
+        if event.remote_reset and created is not None:
+            self.premature_resets += time.monotonic() - created < PREMATURE_RESET_SECONDS
+        super().process_stream_reset(event)
+        self.release(event.stream_id)  # its handler may never have run: nothing kept
+        limit = self._protocol.limits.rapid_reset_streams
+        if limit and self.premature_resets >= limit and self.premature_resets * 2 > self.opened:
+            self._protocol.close_abusive(
+                f"{self.premature_resets} of {self.opened} streams reset within"
+                f" {PREMATURE_RESET_SECONDS:g} s of opening (HTTP/2 rapid reset)"
+            )
+
+
+def _decode(raw: Any) -> _Headers | str:
+    """Headers as text, or why not (gRPC metadata values are printable ASCII)."""
+    out: _Headers = []
+    for name, value in raw:
+        try:
+            text_name = name.decode("ascii") if isinstance(name, bytes) else name
+        except UnicodeDecodeError:
+            return f"a header name is not ASCII: {name!r}"
+        try:
+            out.append((text_name, value.decode("ascii") if isinstance(value, bytes) else value))
+        except UnicodeDecodeError:
+            return (
+                f"header {text_name!r} has a value that is not ASCII; gRPC metadata values are"
+                " printable ASCII (use a key ending in -bin for binary values)"
+            )
+    return out
+
+
+class GuardedProtocol(H2Protocol):
+    processor: GuardedProcessor
+
+    def __init__(
+        self,
+        handler: Handler,
+        config: Configuration,
+        h2_config: h2.config.H2Configuration,
+        limits: Limits,
+        guard: ConnectionGuard,
+        on_lost: Callable[[GuardedProtocol], None],
+    ) -> None:
+        super().__init__(handler, config, h2_config)
+        self.limits = limits
+        self.guard = guard
+        self._on_lost = on_lost
+        self._grpc_handler = handler
+        self._gone = False
+
+    @property
+    def _h2(self) -> H2Connection:
+        return self.connection._connection
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        h2_conn = H2Connection(config=self.h2_config)
+        h2_conn.initiate_connection()
+        config = self.config
+        initial = h2_conn.local_settings.initial_window_size
+        if config.http2_connection_window_size != initial:
+            h2_conn.increment_flow_control_window(config.http2_connection_window_size - initial)
+        settings: dict[SettingCodes | int, int] = {
+            SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams
+        }
+        if config.http2_stream_window_size != initial:
+            settings[SettingCodes.INITIAL_WINDOW_SIZE] = config.http2_stream_window_size
+        h2_conn.update_settings(settings)
+        connection = GuardedConnection(h2_conn, cast(Transport, transport), config=config)
+        connection.max_request_bytes = self.limits.max_request_bytes
+        self.connection = connection
+        self.processor = GuardedProcessor(self.handler, connection, self)
+        connection.flush()
+        connection.initialize()
+        if not self.guard.admit(self):
+            self._goaway(
+                ErrorCodes.NO_ERROR,
+                f"too many connections (serve --max-connections {self.limits.max_connections})",
+            )
+
+    def data_received(self, data: bytes) -> None:
+        if self._gone:
+            return  # after GOAWAY: read and dropped until the socket closes
+        try:
+            events = self.connection.feed(data)
+        except Exception as exc:  # h2's ProtocolError and anything else a peer can provoke
+            log.debug("HTTP/2 protocol error: %s", exc)
+            self._goaway(ErrorCodes.PROTOCOL_ERROR, f"protocol error: {exc}")
+            return
+        self.connection.flush()
+        for event in events:
+            self.processor.process(event)
+        self.connection.flush()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.guard.release(self)
+        self._on_lost(self)
+        super().connection_lost(exc)
+
+    # ------------------------------------------------------------------ ending things
+
+    def refuse_stream(self, stream_id: int, status: Status, message: str) -> None:
+        """End one stream with a status, without a handler; the connection goes on."""
+        headers = [
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", str(status.value)),
+            ("grpc-message", encode_grpc_message(message)),
+        ]
+        with contextlib.suppress(H2Error):
+            self._h2.send_headers(stream_id, headers, end_stream=True)
+        with contextlib.suppress(H2Error):
+            self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        self.connection.flush()
+
+    def close_idle(self, reason: str) -> None:
+        self._goaway(ErrorCodes.NO_ERROR, reason)
+
+    def close_abusive(self, reason: str) -> None:
+        log.warning("closing connection from %s: %s", self._peer(), reason)
+        self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, reason)
+
+    def end_streams(self, message: str) -> None:
+        """Shutdown: every open stream ends with UNAVAILABLE, then GOAWAY and close."""
+        if self.connection.is_closing():
+            return
+        h2_conn = self._h2
+        for stream_id, stream in list(self.processor.streams.items()):
+            with contextlib.suppress(KeyError):
+                self._grpc_handler.cancel(stream)
+            h2_stream = h2_conn.streams.get(stream_id)
+            if h2_stream is None or h2_stream.state_machine.state not in _SENDING:
+                continue
+            headers = [] if h2_stream.state_machine.headers_sent else [
+                (":status", "200"), ("content-type", "application/grpc"),
+            ]  # fmt: skip
+            headers += [
+                ("grpc-status", str(Status.UNAVAILABLE.value)),
+                ("grpc-message", encode_grpc_message(message)),
+            ]
+            with contextlib.suppress(H2Error):
+                h2_conn.send_headers(stream_id, headers, end_stream=True)
+            with contextlib.suppress(H2Error):
+                h2_conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        self._goaway(ErrorCodes.NO_ERROR, message, linger=False)
+
+    def _goaway(self, code: ErrorCodes, reason: str, *, linger: bool = True) -> None:
+        """Send GOAWAY and end the connection's handlers. With ``linger``, what the peer still
+        sends is read and dropped for a moment before the socket closes: closing a socket with
+        unread input makes the kernel send a reset, which can destroy the GOAWAY in flight."""
+        if self._gone or self.connection.is_closing():
+            return
+        self._gone = True
+        with contextlib.suppress(H2Error):
+            self._h2.close_connection(code, additional_data=reason.encode()[:256])
+        self.connection.flush()
+        self._grpc_handler.close()
+        for stream in list(self.processor.streams.values()):
+            stream.__terminated__(reason)
+        if linger:
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self.processor.close, reason)
+        else:
+            self.processor.close(reason)
+
+    def _peer(self) -> str:
+        with contextlib.suppress(Exception):
+            return str(self.connection.get_peer().addr())
+        return "?"
+
+
+class GuardedServer(Server):
+    """grpclib's ``Server`` speaking through :class:`GuardedProtocol`."""
+
+    def __init__(
+        self,
+        handlers: Collection[Any],
+        *,
+        codec: CodecBase,
+        limits: Limits,
+        guard: ConnectionGuard,
+    ) -> None:
+        super().__init__(handlers, codec=codec)
+        self._limits = limits
+        self._guard = guard
+        self._protocols: dict[GuardedProtocol, None] = {}
+        # Headers stay bytes inside h2 (decoded per stream by GuardedProcessor).
+        self._h2_config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_inbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+
+    def _protocol_factory(self) -> H2Protocol:
+        self.__gc_step__()
+        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        self._handlers.add(handler)
+        protocol = GuardedProtocol(
+            handler, self._config, self._h2_config, self._limits, self._guard, self._lost
+        )
+        self._protocols[protocol] = None
+        return protocol
+
+    def _lost(self, protocol: GuardedProtocol) -> None:
+        self._protocols.pop(protocol, None)
+
+    def end_streams(self, message: str) -> None:
+        """End every open stream with UNAVAILABLE and every connection with GOAWAY."""
+        for protocol in list(self._protocols):
+            protocol.end_streams(message)

@@ -1,0 +1,449 @@
+"""Transport limits, each tested as the attack it stops (issue 12).
+
+Servers listen on 127.0.0.1, port 0; every loop is bounded; limits are set small so the attacks
+stay small. Memory is asserted only with gross bounds (figures: benchmarks/bench_abuse.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import struct
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from grpc_helpers import ALICE, BOB, REPO, create, stub_for
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from h2.errors import ErrorCodes
+from h2_attacker import Attacker, frame, grpc_headers
+
+from simulator import Simulator
+from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.server.limits import Limits, parse_size
+from simulator.server.runtime import bound_port
+
+ADMIN = "adm"
+KIB = 1024
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+GET_WORKSPACE = "/gitpod.v1.WorkspacesService/GetWorkspace"
+
+
+def _sim(**limits: float) -> Simulator:
+    return Simulator(
+        seed=3,
+        clock="autojump",
+        users={"alice": ALICE, "bob": BOB},
+        admin_token=ADMIN,
+        server_limits=Limits(**limits),  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def _grpc(sim: Simulator) -> AsyncIterator[int]:
+    async with sim.serve("127.0.0.1", 0) as server:
+        yield bound_port(server)
+
+
+async def _healthy(port: int) -> None:
+    """A fresh client on a fresh connection is served."""
+    channel = Channel("127.0.0.1", port)
+    try:
+        api = stub_for(channel, ALICE)
+        reply = await asyncio.wait_for(api.list_workspaces(pb.ListWorkspacesRequest()), 5)
+        assert reply.result == []
+    finally:
+        channel.close()
+
+
+# ---------------------------------------------------------------------- request size
+
+
+async def test_an_oversized_request_is_refused_before_it_is_read() -> None:
+    sim = _sim(max_request_bytes=64 * KIB)
+    async with _grpc(sim) as port:
+        channel = Channel("127.0.0.1", port)
+        try:
+            api = stub_for(channel, ALICE)
+            with pytest.raises(GRPCError) as err:
+                await api.get_workspace(pb.GetWorkspaceRequest(workspace_id="x" * 200_000))
+            assert err.value.status is Status.RESOURCE_EXHAUSTED
+            assert err.value.message == (
+                "request message is 200004 bytes, over the limit of 64 KiB"
+                " (serve --max-request-size)"
+            )
+            # The same connection goes on serving, and a request just under the limit is read.
+            with pytest.raises(GRPCError) as err:
+                await api.get_workspace(pb.GetWorkspaceRequest(workspace_id="x" * 60_000))
+            assert err.value.status is Status.INVALID_ARGUMENT
+            assert (err.value.message or "").startswith("invalid workspace id")
+        finally:
+            channel.close()
+
+
+async def test_a_request_over_the_default_4_mib_is_refused() -> None:
+    sim = _sim()
+    async with _grpc(sim) as port:
+        channel = Channel("127.0.0.1", port)
+        try:
+            with pytest.raises(GRPCError) as err:
+                await stub_for(channel, None).get_workspace(
+                    pb.GetWorkspaceRequest(workspace_id="x" * (4 * 1024 * 1024 + 1))
+                )
+            assert err.value.status is Status.RESOURCE_EXHAUSTED
+            assert "over the limit of 4 MiB" in (err.value.message or "")
+        finally:
+            channel.close()
+        await _healthy(port)
+
+
+async def test_a_compressed_request_is_unimplemented_not_inflated() -> None:
+    sim = _sim()
+    async with _grpc(sim) as port:
+        attacker = await Attacker.connect(port)
+        bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))
+        body = struct.pack(">?I", True, len(bomb)) + bomb
+        headers = [*grpc_headers(HEALTH_CHECK), (b"grpc-encoding", b"gzip")]
+        stream = attacker.open(headers, body)
+        await attacker.flush()
+        result = await attacker.until(stream)
+        assert result.grpc_status == Status.UNIMPLEMENTED.value
+        attacker.close()
+
+
+async def test_many_oversized_calls_keep_nothing() -> None:
+    sim = _sim(max_request_bytes=16 * KIB)
+    payload = pb.GetWorkspaceRequest(workspace_id="y" * (256 * KIB))
+    async with _grpc(sim) as port:
+        channel = Channel("127.0.0.1", port)
+        api = stub_for(channel, None)
+        try:
+            await _refused(api, payload)  # warm up
+            tracemalloc.start()
+            try:
+                baseline = tracemalloc.get_traced_memory()[0]
+                for _ in range(40):
+                    await _refused(api, payload)
+                grown = tracemalloc.get_traced_memory()[0] - baseline
+            finally:
+                tracemalloc.stop()
+        finally:
+            channel.close()
+    # 40 x 256 KiB = 10 MiB was sent; a server that kept it would grow by that much.
+    assert grown < 2 * 1024 * 1024, grown
+
+
+async def _refused(api: pb.WorkspacesServiceStub, request: pb.GetWorkspaceRequest) -> None:
+    with pytest.raises(GRPCError) as err:
+        await api.get_workspace(request)
+    assert err.value.status is Status.RESOURCE_EXHAUSTED
+
+
+# ---------------------------------------------------------------------- the HTTP port
+
+
+@contextlib.asynccontextmanager
+async def _http(sim: Simulator) -> AsyncIterator[str]:
+    async with sim.serve_http("127.0.0.1", 0) as gateway:
+        yield f"http://127.0.0.1:{gateway.port}"
+
+
+def _bomb(size: int) -> bytes:
+    """``size`` zero bytes, gzip-compressed (about a thousandth of the size)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = b"\0" * (1024 * 1024)
+    out = [packer.compress(chunk) for _ in range(size // len(chunk))]
+    return b"".join([*out, packer.flush()])
+
+
+async def test_a_gzip_bomb_on_the_http_port_is_refused() -> None:
+    sim = _sim(max_request_bytes=1024 * KIB)
+    bomb = _bomb(64 * 1024 * 1024)
+    assert len(bomb) < 100 * KIB
+    async with _http(sim) as base, aiohttp.ClientSession() as http:
+        url = f"{base}/gitpod.v1.WorkspacesService/ListenToWorkspaceInstance"
+        tracemalloc.start()
+        try:
+            # A compressed Connect envelope (Connect-Content-Encoding: gzip) ...
+            body = struct.pack(">BI", 1, len(bomb)) + bomb
+            headers = {
+                "Content-Type": "application/connect+proto",
+                "Connect-Content-Encoding": "gzip",
+                "Authorization": f"Bearer {ALICE}",
+            }
+            async with http.post(url, data=body, headers=headers) as reply:
+                raw = await reply.read()
+            flags, length = struct.unpack(">BI", raw[:5])
+            end = json.loads(raw[5 : 5 + length])
+            assert flags == 2
+            assert end["error"]["code"] == "resource_exhausted"
+            assert "decompresses to over the limit of 1 MiB" in end["error"]["message"]
+            # ... and a compressed HTTP body (Content-Encoding: gzip).
+            headers = {
+                "Content-Type": "application/proto",
+                "Content-Encoding": "gzip",
+                "Authorization": f"Bearer {ALICE}",
+            }
+            unary = f"{base}/gitpod.v1.WorkspacesService/GetWorkspace"
+            async with http.post(unary, data=bomb, headers=headers) as reply:
+                error = await reply.json()
+            assert reply.status == 429
+            assert error["code"] == "resource_exhausted"
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 24 * 1024 * 1024, f"peak {peak} bytes for a 64 MiB bomb"
+
+
+async def test_an_oversized_body_on_the_http_port_is_resource_exhausted() -> None:
+    sim = _sim(max_request_bytes=64 * KIB)
+    async with _http(sim) as base, aiohttp.ClientSession() as http:
+        body = json.dumps({"workspaceId": "z" * 100_000})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ALICE}"}
+        url = f"{base}/gitpod.v1.WorkspacesService/GetWorkspace"
+        async with http.post(url, data=body, headers=headers) as reply:
+            error = await reply.json()
+        assert reply.status == 429
+        assert error == {
+            "code": "resource_exhausted",
+            "message": "request body is over the limit of 64 KiB (serve --max-request-size)",
+        }
+
+
+# ---------------------------------------------------------------------- HTTP/2 hygiene
+
+
+async def test_rapid_reset_keeps_nothing_per_stream() -> None:
+    sim = _sim(rapid_reset_streams=0)  # never closed for it: what a reset leaves behind shows
+    async with sim.serve("127.0.0.1", 0) as server:
+        port = bound_port(server)
+        attacker = await Attacker.connect(port)
+        tracemalloc.start()
+        try:
+            baseline = 0
+            for round_ in range(6):
+                for _ in range(500):
+                    stream = attacker.open(grpc_headers(GET_WORKSPACE))
+                    attacker.conn.reset_stream(stream)
+                    attacker.streams.pop(stream)
+                await attacker.flush()
+                await asyncio.sleep(0.05)  # let the server take them in
+                if round_ == 0:
+                    baseline = tracemalloc.get_traced_memory()[0]
+            grown = tracemalloc.get_traced_memory()[0] - baseline
+        finally:
+            tracemalloc.stop()
+        assert not attacker.closed
+        protocols = list(server._protocols)  # type: ignore[attr-defined]
+        assert [len(p.processor.streams) for p in protocols] == [0]
+        attacker.close()
+    # 2,500 reset streams at the 8 KB each plain grpclib kept would be 20 MB.
+    assert grown < 2 * 1024 * 1024, grown
+
+
+async def test_a_connection_that_resets_streams_abusively_is_closed() -> None:
+    sim = _sim(rapid_reset_streams=100)
+    async with _grpc(sim) as port:
+        attacker = await Attacker.connect(port)
+        for _ in range(400):
+            if attacker.closed:
+                break
+            stream = attacker.open(grpc_headers(GET_WORKSPACE))
+            attacker.conn.reset_stream(stream)
+            await attacker.flush()
+        assert await attacker.until_closed()
+        assert attacker.goaway is not None
+        assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        await _healthy(port)
+
+
+async def test_idle_connections_are_closed_and_new_clients_still_served() -> None:
+    sim = _sim(max_connections=4, idle_timeout=0.3)
+    async with _grpc(sim) as port, _http(sim) as base:
+        http_port = int(base.rsplit(":", 1)[1])
+        idle = [await asyncio.open_connection("127.0.0.1", p) for p in (port, port, http_port)]
+        idle.append(await asyncio.open_connection("127.0.0.1", port))
+        # At the cap, a new client is served: the connection idle the longest makes room.
+        await _healthy(port)
+        # The idle ones are closed by the idle timeout (bounded wait, real time).
+        for reader, writer in idle:
+            with contextlib.suppress(ConnectionError):
+                while await asyncio.wait_for(reader.read(4096), 5):
+                    pass
+            writer.close()
+        assert len(sim.connections) == 0
+        await _healthy(port)
+        async with aiohttp.ClientSession() as http:
+            url = f"{base}/grpc.health.v1.Health/Check"
+            async with http.post(url, data="{}", headers={"Content-Type": "application/json"}) as r:
+                assert (await r.json()) == {"status": "SERVING"}
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused() -> None:
+    sim = _sim(max_connections=1, idle_timeout=0)
+    async with _grpc(sim) as port:
+        busy = await Attacker.connect(port)
+        busy.open(grpc_headers(HEALTH_CHECK), end=False)  # half-open: headers, no body
+        await busy.flush()
+        await asyncio.sleep(0.05)
+        refused = await Attacker.connect(port)
+        assert await refused.until_closed()
+        assert refused.goaway is not None
+        assert b"--max-connections 1" in (refused.goaway.additional_data or b"")
+        busy.close()
+
+
+async def test_a_non_ascii_header_fails_only_its_own_stream() -> None:
+    sim = _sim()
+    async with _grpc(sim) as port:
+        attacker = await Attacker.connect(port)
+        healthy = attacker.open(grpc_headers(HEALTH_CHECK), end=False)  # body later
+        await attacker.flush()
+        bad_headers = [*grpc_headers(HEALTH_CHECK), (b"x-note", "café".encode())]
+        bad = attacker.open(bad_headers, frame(b""))
+        attacker.conn.send_data(healthy, frame(b""), end_stream=True)
+        await attacker.flush()
+        result = await attacker.until(bad)
+        assert result.grpc_status == Status.INVALID_ARGUMENT.value
+        assert "header 'x-note' has a value that is not ASCII" in result.headers["grpc-message"]
+        result = await attacker.until(healthy)
+        assert result.grpc_status == Status.OK.value
+        again = attacker.open(grpc_headers(HEALTH_CHECK), frame(b""))
+        await attacker.flush()
+        assert (await attacker.until(again)).grpc_status == Status.OK.value
+        assert not attacker.closed
+        attacker.close()
+
+
+async def test_an_unknown_frame_type_is_ignored() -> None:
+    sim = _sim()
+    async with _grpc(sim) as port:
+        attacker = await Attacker.connect(port)
+        attacker.writer.write(struct.pack(">I", 4)[1:] + bytes([0xEE, 0]) + b"\0\0\0\0" + b"ping")
+        stream = attacker.open(grpc_headers(HEALTH_CHECK), frame(b""))
+        await attacker.flush()
+        assert (await attacker.until(stream)).grpc_status == Status.OK.value
+        attacker.close()
+
+
+# ---------------------------------------------------------------------- shutdown
+
+
+async def test_every_stream_kind_ends_with_unavailable_at_shutdown() -> None:
+    sim = _sim()
+    outcomes: dict[str, Status | None] = {}
+    async with sim.serve("127.0.0.1", 0) as server:
+        port = bound_port(server)
+        channel = Channel("127.0.0.1", port)
+        api = stub_for(channel, ALICE)
+        wsid = await create(api, REPO)
+        inst = await api.get_active_workspace_instance(
+            pb.GetActiveWorkspaceInstanceRequest(workspace_id=wsid)
+        )
+        assert inst.instance is not None
+        ctl = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {ADMIN}"})
+        await ctl.set_clock(spb.SetClockRequest(mode=spb.ClockMode.MANUAL))
+
+        async def follow(name: str, stream: AsyncIterator[object]) -> None:
+            try:
+                async for _ in stream:
+                    pass
+                outcomes[name] = Status.OK
+            except GRPCError as exc:
+                outcomes[name] = exc.status
+            except Exception:
+                outcomes[name] = None  # a dropped connection
+
+        listen = pb.ListenToWorkspaceInstanceRequest(instance_id=inst.instance.instance_id)
+        journal = ctl.follow_journal(spb.FollowJournalRequest())
+        tasks = [
+            asyncio.ensure_future(follow("journal", journal)),
+            asyncio.ensure_future(follow("listen", api.listen_to_workspace_instance(listen))),
+        ]
+        await asyncio.sleep(0.1)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    channel.close()
+    assert outcomes == {"journal": Status.UNAVAILABLE, "listen": Status.UNAVAILABLE}
+
+
+async def test_follow_journal_on_the_http_port_ends_with_unavailable_at_shutdown() -> None:
+    sim = _sim()
+    body = struct.pack(">BI", 0, 0)
+    headers = {"Content-Type": "application/connect+proto", "Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession() as http:
+        async with sim.serve_http("127.0.0.1", 0) as gateway:
+            base = f"http://127.0.0.1:{gateway.port}"
+            url = f"{base}/gitpod.simulator.v1.SimulatorService/FollowJournal"
+
+            async def follow() -> bytes:
+                async with http.post(url, data=body, headers=headers) as reply:
+                    return await reply.read()
+
+            task = asyncio.ensure_future(follow())
+            await asyncio.sleep(0.1)  # the stream is open and waiting for journal entries
+        raw = await asyncio.wait_for(task, 5)
+    envelopes = []
+    while raw:
+        flags, length = struct.unpack(">BI", raw[:5])
+        envelopes.append((flags, raw[5 : 5 + length]))
+        raw = raw[5 + length :]
+    flags, last = envelopes[-1]
+    assert flags == 2
+    assert json.loads(last)["error"] == {
+        "code": "unavailable",
+        "message": "gitpod-sim is shutting down",
+    }
+
+
+def test_sizes_parse_as_documented() -> None:
+    assert parse_size("4MiB") == 4 * 1024 * 1024
+    assert parse_size("512 KiB") == 512 * 1024
+    assert parse_size("1000") == 1000
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")
+
+
+async def test_serve_flags_set_the_limits_and_sigterm_ends_follow_journal() -> None:
+    from server_process import ServerProcess
+
+    server = ServerProcess(
+        "--clock", "autojump", "--user", f"alice={ALICE}", "--admin-token", ADMIN,
+        "--max-request-size", "1KiB", "--idle-timeout", "0",
+    )  # fmt: skip
+    try:
+        host, port = server.address.rsplit(":", 1)
+        channel = Channel(host, int(port))
+        with pytest.raises(GRPCError) as err:
+            await stub_for(channel, ALICE).get_workspace(
+                pb.GetWorkspaceRequest(workspace_id="w" * 2000)
+            )
+        assert err.value.status is Status.RESOURCE_EXHAUSTED
+        assert "over the limit of 1 KiB (serve --max-request-size)" in (err.value.message or "")
+        ctl = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {ADMIN}"})
+        seen: list[object] = []
+
+        async def follow() -> None:
+            async for entry in ctl.follow_journal(spb.FollowJournalRequest(from_seq=1)):
+                seen.append(entry)
+
+        task = asyncio.ensure_future(follow())
+        for _ in range(200):  # the stream is open once the journal's first entry arrived
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert seen
+        assert await asyncio.to_thread(server.stop) == 0
+        with pytest.raises(GRPCError) as err:
+            await asyncio.wait_for(task, 10)
+        assert err.value.status is Status.UNAVAILABLE
+        assert err.value.message == "gitpod-sim is shutting down"
+        channel.close()
+    finally:
+        server.close()
