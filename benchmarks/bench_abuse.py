@@ -1,0 +1,352 @@
+"""The attacks of issue 12 against a real ``gitpod-sim serve`` process, with the server's memory.
+
+    python benchmarks/bench_abuse.py [--root CHECKOUT] [--only NAME,...]
+
+Each attack gets a fresh server (``python -m simulator.cli serve`` from ``--root``, default this
+checkout, so an older commit can be measured the same way) and reports the server's resident
+memory (VmRSS) growth or peak (VmHWM) from /proc, and what the attacker observed. Loopback only;
+every loop is bounded. Not run in CI: the figures go in the report and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+
+HERE = Path(__file__).resolve().parent
+TOKEN_A, TOKEN_B, ADMIN = "tok-a", "tok-b", "adm"
+MIB = 1024 * 1024
+GET = "/gitpod.v1.WorkspacesService/GetWorkspace"
+LISTEN = "/gitpod.v1.WorkspacesService/ListenToWorkspaceInstance"
+
+
+class Server:
+    def __init__(self, root: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator.cli", "serve", "--port", "0", "--quiet",
+             "--clock", "autojump", "--admin-token", ADMIN,
+             "--user", f"alice={TOKEN_A}", "--user", f"bob={TOKEN_B}", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.port = self.http_port = 0
+        for line in self.proc.stdout:
+            if line.startswith("listening on "):
+                self.port = int(line.rsplit(":", 1)[1])
+                if "--http-port" not in extra:
+                    break
+            if line.startswith("connect and grpc-web on "):
+                self.http_port = int(line.strip().rsplit(":", 1)[1])
+                break
+        threading.Thread(target=self._drain, daemon=True).start()
+        time.sleep(0.5)
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    def status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class Raw:
+    """A blocking HTTP/2 client from the h2 library: does what an attacker does."""
+
+    def __init__(self, port: int, window: int | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        if window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.closed = False
+        self.ended: dict[int, dict[str, str]] = {}
+        self.data: dict[int, int] = {}
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.closed = True
+
+    def open(self, path: str, token: str | None, body: bytes | None, extra=()) -> int:  # type: ignore[no-untyped-def]
+        sid = self.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
+                   (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")]  # fmt: skip
+        if token:
+            headers.append(("authorization", f"Bearer {token}"))
+        self.conn.send_headers(sid, [*headers, *extra], end_stream=body is None)
+        if body is not None:
+            self.conn.send_data(sid, struct.pack(">?I", False, len(body)) + body, end_stream=True)
+        self.flush()
+        return sid
+
+    def pump(self, timeout: float, ack: bool = True) -> None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.closed = True
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.TrailersReceived | h2.events.ResponseReceived):
+                headers = {bytes(k).decode() if isinstance(k, bytes) else k:
+                           bytes(v).decode() if isinstance(v, bytes) else v
+                           for k, v in ev.headers or []}  # fmt: skip
+                if "grpc-status" in headers:
+                    self.ended[ev.stream_id] = headers
+            elif isinstance(ev, h2.events.DataReceived):
+                self.data[ev.stream_id] = self.data.get(ev.stream_id, 0) + len(ev.data or b"")
+                if ack:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev
+        self.flush()
+
+    def wait(self, sid: int, seconds: float = 5.0) -> dict[str, str] | None:
+        end = time.monotonic() + seconds
+        while sid not in self.ended and not self.closed and time.monotonic() < end:
+            self.pump(0.2)
+        return self.ended.get(sid)
+
+
+def _string_field(number: int, text: str) -> bytes:
+    data = text.encode()
+    tag, length = bytearray([number << 3 | 2]), bytearray()
+    n = len(data)
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        length.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes(tag + length) + data
+
+
+@contextmanager
+def server(root: Path, *extra: str) -> Iterator[Server]:
+    srv = Server(root, *extra)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _create(port: int, token: str) -> tuple[str, str]:
+    """A workspace and its instance, through the API (raw, so any version answers)."""
+    raw = Raw(port)
+    sid = raw.open("/gitpod.v1.WorkspacesService/CreateAndStartWorkspace", token,
+                   _string_field(1, "https://github.com/gitpod-io/gitpod"))  # fmt: skip
+    raw.wait(sid)
+    # the reply body: field 1 (workspace_id); read it from the buffer the hard way
+    raw.sock.close()
+    return "", ""
+
+
+# ---------------------------------------------------------------------- attacks
+
+
+def refused_calls(root: Path) -> str:
+    """300 anonymous 1 MiB calls (UNAUTHENTICATED): what stays in memory afterwards."""
+    with server(root) as srv:
+        raw = Raw(srv.port)
+        body = _string_field(1, "x" * MIB)
+        before = srv.status("VmRSS")
+        for _ in range(300):
+            raw.wait(raw.open(GET, None, body), 10)
+        time.sleep(0.5)
+        grown = srv.status("VmRSS") - before
+        return f"RSS +{grown / MIB:.1f} MiB after 300 x 1 MiB refused calls"
+
+
+def oversized_calls(root: Path) -> str:
+    """30 authenticated 6 MiB calls: refused before they are read, or read and kept?"""
+    with server(root) as srv:
+        body = _string_field(1, "x" * (6 * MIB))
+        before = srv.status("VmRSS")
+        codes = set()
+        for _ in range(30):
+            raw = Raw(srv.port)
+            trailers = raw.wait(raw.open(GET, TOKEN_A, body), 10)
+            codes.add(None if trailers is None else trailers.get("grpc-status"))
+            raw.sock.close()
+        time.sleep(0.5)
+        grown = srv.status("VmRSS") - before
+        return f"RSS +{grown / MIB:.1f} MiB after 30 x 6 MiB calls; grpc-status {sorted(map(str, codes))}"
+
+
+def rapid_reset(root: Path) -> str:
+    """20,000 streams opened and reset at once on one connection, without a token."""
+    with server(root) as srv:
+        raw = Raw(srv.port)
+        before = srv.status("VmRSS")
+        sent = 0
+        for _ in range(20_000):
+            if raw.closed:
+                break
+            try:
+                sid = raw.open(GET, None, None)
+                raw.conn.reset_stream(sid)
+            except h2.exceptions.ProtocolError:
+                break
+            raw.flush()
+            sent += 1
+            if sent % 200 == 0:
+                raw.pump(0.001)
+        time.sleep(1.0)
+        grown = srv.status("VmRSS") - before
+        how = "connection closed" if raw.closed or raw.goaway else "connection still open"
+        if raw.goaway is not None:
+            how += f" (GOAWAY {raw.goaway.error_code!r})"
+        return f"RSS +{grown / MIB:.1f} MiB after {sent} resets ({grown / max(sent, 1):.0f} B each); {how}"
+
+
+def gzip_bomb(root: Path) -> str:
+    """A 0.9 MB gzip Connect envelope that inflates to about 900 MiB, on the HTTP port."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = b"\0" * MIB
+    bomb = b"".join([*(packer.compress(zeros) for _ in range(900)), packer.flush()])
+    with server(root, "--http-port", "0") as srv:
+        before = srv.status("VmHWM")
+        body = struct.pack(">BI", 1, len(bomb)) + bomb
+        sock = socket.create_connection(("127.0.0.1", srv.http_port), timeout=60)
+        request = (
+            f"POST /gitpod.v1.WorkspacesService/ListenToWorkspaceInstance HTTP/1.1\r\n"
+            f"Host: x\r\nContent-Type: application/connect+proto\r\n"
+            f"Connect-Content-Encoding: gzip\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        sock.sendall(request + body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        peak = srv.status("VmHWM") - before
+        code = b"resource_exhausted" in reply
+        return (
+            f"{len(bomb) / 1e6:.2f} MB bomb: peak RSS +{peak / MIB:.0f} MiB;"
+            f" {'resource_exhausted' if code else 'not refused as resource_exhausted'}"
+        )
+
+
+def idle_connections(root: Path) -> str:
+    """1,000 idle TCP connections on the gRPC port, then one real client."""
+    with server(root) as srv:
+        socks = []
+        for _ in range(1000):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.5)
+        start = time.monotonic()
+        try:
+            raw = Raw(srv.port)
+            trailers = raw.wait(raw.open(GET, TOKEN_A, _string_field(1, "nope")), 5)
+            served = trailers is not None
+        except OSError:
+            served = False
+        took = time.monotonic() - start
+        alive = 0
+        for s in socks:
+            s.setblocking(False)
+            try:
+                alive += s.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        for s in socks:
+            s.close()
+        return (
+            f"{len(socks)} idle connections opened, {alive} still open;"
+            f" new client {'served' if served else 'NOT served'} in {took * 1000:.0f} ms"
+        )
+
+
+def non_ascii_header(root: Path) -> str:
+    """A healthy call and a call with a non-ASCII header value on one connection."""
+    with server(root) as srv:
+        raw = Raw(srv.port)
+        raw.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        raw.conn.initiate_connection()
+        raw.flush()
+        headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", GET.encode()),
+                   (b":authority", b"x"), (b"content-type", b"application/grpc"),
+                   (b"te", b"trailers"), (b"authorization", f"Bearer {TOKEN_A}".encode())]  # fmt: skip
+        healthy = raw.conn.get_next_available_stream_id()
+        raw.conn.send_headers(healthy, headers)
+        bad = raw.conn.get_next_available_stream_id()
+        raw.conn.send_headers(bad, [*headers, (b"x-note", "café".encode())])
+        body = struct.pack(">?I", False, 6) + _string_field(1, "nope")
+        raw.conn.send_data(bad, body, end_stream=True)
+        raw.conn.send_data(healthy, body, end_stream=True)
+        raw.flush()
+        raw.wait(healthy)
+        raw.wait(bad, 1)
+        outcome = {sid: raw.ended.get(sid, {}).get("grpc-status", "none") for sid in (healthy, bad)}
+        state = "connection closed" if raw.closed else "connection open"
+        return f"healthy stream grpc-status {outcome[healthy]}, bad stream {outcome[bad]}; {state}"
+
+
+ATTACKS: dict[str, Callable[[Path], str]] = {
+    "refused": refused_calls,
+    "oversized": oversized_calls,
+    "rapid-reset": rapid_reset,
+    "gzip-bomb": gzip_bomb,
+    "idle": idle_connections,
+    "non-ascii": non_ascii_header,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=HERE.parent)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(ATTACKS)
+    for name in names:
+        start = time.monotonic()
+        result = ATTACKS[name](args.root.resolve())
+        print(f"{name:12} {result}  [{time.monotonic() - start:.1f} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
