@@ -99,8 +99,10 @@ class Raw:
 
     def open(self, path: str, token: str | None, body: bytes | None, extra=()) -> int:  # type: ignore[no-untyped-def]
         sid = self.conn.get_next_available_stream_id()
-        headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
-                   (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")]  # fmt: skip
+        headers = [
+            (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
+            ("content-type", "application/grpc"), ("te", "trailers"),
+        ]  # fmt: skip
         if token:
             headers.append(("authorization", f"Bearer {token}"))
         self.conn.send_headers(sid, [*headers, *extra], end_stream=body is None)
@@ -168,17 +170,6 @@ def server(root: Path, *extra: str) -> Iterator[Server]:
         srv.stop()
 
 
-def _create(port: int, token: str) -> tuple[str, str]:
-    """A workspace and its instance, through the API (raw, so any version answers)."""
-    raw = Raw(port)
-    sid = raw.open("/gitpod.v1.WorkspacesService/CreateAndStartWorkspace", token,
-                   _string_field(1, "https://github.com/gitpod-io/gitpod"))  # fmt: skip
-    raw.wait(sid)
-    # the reply body: field 1 (workspace_id); read it from the buffer the hard way
-    raw.sock.close()
-    return "", ""
-
-
 # ---------------------------------------------------------------------- attacks
 
 
@@ -208,7 +199,8 @@ def oversized_calls(root: Path) -> str:
             raw.sock.close()
         time.sleep(0.5)
         grown = srv.status("VmRSS") - before
-        return f"RSS +{grown / MIB:.1f} MiB after 30 x 6 MiB calls; grpc-status {sorted(map(str, codes))}"
+        statuses = sorted(map(str, codes))
+        return f"RSS +{grown / MIB:.1f} MiB after 30 x 6 MiB calls; grpc-status {statuses}"
 
 
 def rapid_reset(root: Path) -> str:
@@ -234,7 +226,8 @@ def rapid_reset(root: Path) -> str:
         how = "connection closed" if raw.closed or raw.goaway else "connection still open"
         if raw.goaway is not None:
             how += f" (GOAWAY {raw.goaway.error_code!r})"
-        return f"RSS +{grown / MIB:.1f} MiB after {sent} resets ({grown / max(sent, 1):.0f} B each); {how}"
+        each = grown / max(sent, 1)
+        return f"RSS +{grown / MIB:.1f} MiB after {sent} resets ({each:.0f} B each); {how}"
 
 
 def gzip_bomb(root: Path) -> str:
@@ -308,9 +301,11 @@ def non_ascii_header(root: Path) -> str:
         )
         raw.conn.initiate_connection()
         raw.flush()
-        headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", GET.encode()),
-                   (b":authority", b"x"), (b"content-type", b"application/grpc"),
-                   (b"te", b"trailers"), (b"authorization", f"Bearer {TOKEN_A}".encode())]  # fmt: skip
+        headers = [
+            (b":method", b"POST"), (b":scheme", b"http"), (b":path", GET.encode()),
+            (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+            (b"authorization", f"Bearer {TOKEN_A}".encode()),
+        ]  # fmt: skip
         healthy = raw.conn.get_next_available_stream_id()
         raw.conn.send_headers(healthy, headers)
         bad = raw.conn.get_next_available_stream_id()
