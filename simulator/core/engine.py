@@ -40,7 +40,6 @@ from simulator.core.faults import (
     StallPhase,
     Target,
     TargetKind,
-    compile_pattern,
     kind_of,
     validate_effect,
 )
@@ -57,6 +56,7 @@ from simulator.core.model import (
     Workspace,
     WorkspaceContext,
 )
+from simulator.core.patterns import compile_pattern
 from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes

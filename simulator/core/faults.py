@@ -9,12 +9,12 @@ by the service layer per call or per stream.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.core import limits
 from simulator.core.errors import InvalidArgument
+from simulator.core.patterns import Pattern, compile_pattern
 from simulator.core.simtime import Duration, SimTime
 from simulator.core.transitions import Phase
 
@@ -54,7 +54,7 @@ class TargetKind(enum.Enum):
 class Target:
     kind: TargetKind
     value: str = ""
-    pattern: re.Pattern[str] | None = field(default=None, compare=False)
+    pattern: Pattern | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, kind: TargetKind, value: str = "") -> Target:
@@ -66,16 +66,6 @@ class Target:
 
     def describe(self) -> str:
         return self.kind.value if not self.value else f"{self.kind.value} {self.value}"
-
-
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """A context URL pattern; a malformed one is INVALID_ARGUMENT naming the problem."""
-    if not pattern:
-        raise InvalidArgument("context pattern must not be empty")
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidArgument(f"malformed context pattern {pattern!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- effects

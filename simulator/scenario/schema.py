@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.core.errors import InvalidArgument
+from simulator.core import limits
+from simulator.core.errors import InvalidArgument, SimError
 from simulator.core.faults import (
     FAULT_KINDS,
     FAULT_NAMES,
@@ -32,6 +33,7 @@ from simulator.core.faults import (
     effect_name,
     status_name,
 )
+from simulator.core.patterns import compile_pattern
 from simulator.core.plan import (
     TIMED_PHASES,
     TIMEOUT_NAMES,
@@ -377,7 +379,7 @@ class _Checker:
 
     def parse_duration(self, value: str, w: _Where, key: str) -> Duration | None:
         try:
-            return parse_duration(value)
+            return limits.duration(key, parse_duration(value))
         except ValueError as exc:
             self.error(w, key, f"{key!r}: {exc}")
             return None
@@ -453,10 +455,16 @@ class _Checker:
         name = self.text(head, w, "name") or stem
         title = self.text(head, w, "title", required=True) or ""
         seed = self.get(head, w, "seed", int, "an integer")
+        if seed is not None:
+            try:
+                limits.seed(seed)
+            except ValueError as exc:
+                self.error(w, "seed", f"'seed': {exc}")
+                seed = None
         start = DEFAULT_START
         if (text := self.text(head, w, "start_time")) is not None:
             try:
-                start = parse_instant(text)
+                start = limits.instant("start_time", parse_instant(text))
             except ValueError as exc:
                 self.error(w, "start_time", f"'start_time': {exc}")
         sc = Scenario(
@@ -524,6 +532,11 @@ class _Checker:
                 self.error(w, "match", f"'match' must name a user of the scenario, got {value!r}")
             elif scope == "context" and not value:
                 self.error(w, "match", "a context plan needs 'match', a regular expression")
+            elif scope == "context":
+                try:
+                    compile_pattern(value, "'match'")
+                except SimError as exc:
+                    self.error(w, "match", exc.message)
             durations: dict[Phase, Distribution] = {}
             table = self.get(item, w, "durations", dict, "an inline table of phase = duration")
             for key, spec in (table or {}).items():
@@ -634,12 +647,14 @@ class _Checker:
             target, value = fault_kind.default_target, ""
         if context is not None:
             try:
-                re.compile(context)
-            except re.error as exc:
-                self.error(w, "context", f"'context' is not a regular expression: {exc}")
+                compile_pattern(context, "'context'")
+            except SimError as exc:
+                self.error(w, "context", exc.message)
         count = self.get(t, w, "count", int, "an integer >= 0")
         if count is not None and count < 0:
             self.error(w, "count", "'count' must be >= 0 (0: unlimited)")
+        elif count is not None and count > limits.MAX_COUNT:
+            self.error(w, "count", f"'count' must be at most {limits.MAX_COUNT}")
         start = self.duration(t, w, "from")
         until = self.duration(t, w, "until")
         if start is not None and until is not None and until <= start:
