@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ import pytest
 from grpclib.client import Channel
 
 from simulator._proto.gitpod import v1 as pb
+from simulator.core.coverage import CoverageReport
 from simulator.core.model import StatusChange
 from simulator.core.transitions import Phase
 from simulator.server.clock import ClockMode
@@ -32,6 +34,7 @@ DEFAULT_USERS = {"alice": "alice-token", "bob": "bob-token"}
 DEFAULT_MAX_TIME = "48h"
 STREAM_LIMIT = 10_000
 SETTLE_ROUNDS = 5000
+_COVERAGE = pytest.StashKey["CoverageCollector"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,6 +65,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--gitpod-steps", type=int, default=None, help="contract suite: steps (calls) per example"
     )
+    group.addoption(
+        "--gitpod-coverage",
+        default=None,
+        metavar="FILE",
+        help="write the merged coverage of every simulator the fixtures made (JSON) to FILE "
+        "and print its summary",
+    )
+    group.addoption(
+        "--gitpod-coverage-fail-under",
+        type=float,
+        default=None,
+        metavar="N",
+        help="fail the run when fewer than N percent of the table's transitions were covered",
+    )
     parser.addini(
         "gitpod_sim_max_time",
         default=DEFAULT_MAX_TIME,
@@ -75,6 +92,77 @@ def pytest_configure(config: pytest.Config) -> None:
         "gitpod_sim(seed=0, clock='manual', users=None, plan=None, max_time=None, **kwargs): "
         "configure the gitpod_sim fixture's Simulator for this test",
     )
+    path = config.getoption("--gitpod-coverage", None)
+    under = config.getoption("--gitpod-coverage-fail-under", None)
+    if path is not None or under is not None:
+        collector = CoverageCollector(config, path, under)
+        config.stash[_COVERAGE] = collector
+        config.pluginmanager.register(collector, "gitpod_sim_coverage")
+
+
+class CoverageCollector:
+    """Merges the coverage of every simulator the fixtures made, across xdist workers too.
+
+    A worker sends its merged report to the controller in ``workeroutput`` (as pytest-cov does);
+    the controller (or a run without xdist) writes the JSON and prints the summary."""
+
+    def __init__(self, config: pytest.Config, path: str | None, fail_under: float | None) -> None:
+        self.config = config
+        self.path = path
+        self.fail_under = fail_under
+        self.report = CoverageReport()
+        self.simulators = 0
+        self.failed_under: str | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def add(self, report: CoverageReport, simulators: int = 1) -> None:
+        self.report = self.report.merge(report)
+        self.simulators += simulators
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        output = getattr(node, "workeroutput", {}).get("gitpod_coverage")
+        if output is not None:
+            data = json.loads(output)
+            self.add(CoverageReport.from_json(data["report"]), data["simulators"])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker:
+            payload = {"report": self.report.to_json(), "simulators": self.simulators}
+            self.config.workeroutput["gitpod_coverage"] = json.dumps(payload)  # type: ignore[attr-defined]
+            return
+        if self.path is not None:
+            from simulator.coverage_report import write_json
+
+            write_json(self.report, self.path)
+        percent = self.report.total("transitions").percent
+        if self.fail_under is not None and percent < self.fail_under:
+            self.failed_under = (
+                f"gitpod-sim coverage: transitions {percent:.1f}% is below the required "
+                f"{self.fail_under:g}%"
+            )
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
+        from rich.console import Console
+
+        from simulator.coverage_report import print_report
+
+        terminalreporter.section("gitpod-sim coverage")
+        console = Console(file=terminalreporter._tw, width=100, color_system=None)
+        title = f"gitpod-sim coverage of {self.simulators} simulator(s)"
+        print_report(self.report, console, title=title)
+        if self.path is not None:
+            terminalreporter.write_line(f"coverage written to {self.path}")
+        if self.failed_under is not None:
+            terminalreporter.write_line(f"FAIL {self.failed_under}")
 
 
 def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -251,12 +339,16 @@ def _fmt(duration: int) -> str:
 
 
 @pytest.fixture
-def gitpod_sim(request: pytest.FixtureRequest) -> Simulator:
+def gitpod_sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
     """A fresh in-process simulator for this test (manual clock unless the marker says not)."""
     kwargs = _marker_kwargs(request)
     kwargs.pop("max_time", None)
     kwargs.setdefault("users", dict(DEFAULT_USERS))
-    return Simulator(**kwargs)
+    sim = Simulator(**kwargs)
+    yield sim
+    collector = request.config.stash.get(_COVERAGE, None)
+    if collector is not None:  # after the channels that depend on it are closed
+        collector.add(sim.coverage())
 
 
 @pytest.fixture

@@ -118,3 +118,49 @@ def test_readme_example_and_isolation_under_xdist(project: pytest.Pytester) -> N
     )
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(passed=5)
+
+
+COVERAGE_TESTS = """
+import pytest
+from simulator._proto.gitpod import v1 as pb
+
+@pytest.mark.parametrize("n", range(4))
+async def test_creates(n, gitpod, gitpod_client):
+    for _ in range(n):
+        await gitpod_client.create_and_start_workspace(
+            pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/a/b"))
+    gitpod.advance("2m")
+"""
+
+
+def test_coverage_of_every_simulator_merged_across_xdist_workers(project: pytest.Pytester) -> None:
+    """--gitpod-coverage under -n 2: the counts of all four tests' simulators, in one file;
+    --gitpod-coverage-fail-under fails a green run below the figure, and passes it above."""
+    import json
+
+    pytest.importorskip("xdist")
+    project.makepyfile(test_cov=COVERAGE_TESTS)
+    out = project.path / "coverage.json"
+    result = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", f"--gitpod-coverage={out}",
+        "--gitpod-coverage-fail-under=90",
+    )  # fmt: skip
+    result.assert_outcomes(passed=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    data = json.loads(out.read_text())
+    counts = {(t["from"], t["to"]): t["count"] for t in data["transitions"]}
+    assert counts[None, "IMAGEBUILD"] == 6  # 0 + 1 + 2 + 3 starts
+    assert counts["INITIALIZING", "RUNNING"] == 6
+    rpcs = {(r["method"], r["code"]): r["count"] for r in data["rpcs"]}
+    assert rpcs["CreateAndStartWorkspace", "OK"] == 6
+    result.stdout.fnmatch_lines(
+        [
+            "*gitpod-sim coverage of 4 simulator(s)*",
+            "*transitions (from, to, trigger) * 5 *",
+            "never exercised (*",
+            f"coverage written to {out}",
+            "FAIL gitpod-sim coverage: transitions *% is below the required 90%",
+        ]
+    )
+    ok = project.runpytest_subprocess("-p", "no:cacheprovider", "--gitpod-coverage-fail-under=10")
+    assert ok.ret == pytest.ExitCode.OK

@@ -199,3 +199,22 @@ def test_serve_loads_a_scenario_as_seed_data(tmp_path: Path) -> None:
         assert "acme/secret-project" in text and "bob/dotfiles" in text
     finally:
         server.close()
+
+
+def test_scenario_run_coverage_prints_and_writes_what_the_scenarios_cover(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "coverage.json"
+    names = ("03-prebuild-start", "05-image-pull-failure")
+    files = [str(ROOT / "scenarios" / f"{n}.toml") for n in names]
+    result = CliRunner().invoke(
+        main, ["scenario", "run", *files, "--no-live", "--coverage", "--coverage-json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "coverage of 2 scenario(s)" in result.output
+    assert "never exercised (" in result.output
+    data = json.loads(out.read_text())
+    hit = {(t["from"], t["to"], t["trigger"]) for t in data["transitions"] if t["count"]}
+    assert (None, "PENDING", "start") in hit  # the prebuild start
+    assert ("CREATING", "STOPPED", "failed") in hit  # the image pull failure
+    assert data["faults"]["fail-creating"] == 1

@@ -19,6 +19,7 @@ from grpclib.client import Channel
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.core.coverage import CoverageReport
 from simulator.core.faults import Effect, Fault, Target
 from simulator.core.plan import LifecyclePlan
 from simulator.core.simtime import SimTime, format_instant, from_datetime
@@ -62,6 +63,10 @@ class World(Protocol):
 
     async def wait(self, condition: Callable[[], bool], limit: float = ...) -> bool:
         """Let deliveries already due arrive until ``condition`` holds; False if they did not."""
+        ...
+
+    async def coverage(self) -> CoverageReport:
+        """What this run has exercised so far (counted from the world's opening)."""
         ...
 
 
@@ -127,6 +132,9 @@ class LocalWorld:
         entries = self.sim.journal.read(from_seq, limit=len(self.sim.journal))
         return [entry.to_dict() for entry in entries]
 
+    async def coverage(self) -> CoverageReport:
+        return self.sim.coverage()
+
     async def wait(self, condition: Callable[[], bool], limit: float = REMOTE_WAIT) -> bool:
         for _ in range(SETTLE_ROUNDS):
             if condition():
@@ -161,6 +169,7 @@ class RemoteWorld:
             )
             await self.ctl.reset(spb.ResetRequest(seed=self.seed, drop_users=True))
             await self.ctl.set_clock(spb.SetClockRequest(mode=spb.ClockMode.MANUAL))
+            await self.ctl.reset_coverage(spb.ResetCoverageRequest())
             self._from_seq = 0
             self._from_seq = await self._journal_end()
             yield self
@@ -257,6 +266,12 @@ class RemoteWorld:
             for e in entries
             if e.rpc is None or not e.rpc.method.startswith(f"/{CONTROL_PREFIX}")
         ]
+
+    async def coverage(self) -> CoverageReport:
+        import json
+
+        reply = await self.ctl.get_coverage(spb.GetCoverageRequest())
+        return CoverageReport.from_json(json.loads(reply.coverage_json))
 
     async def wait(self, condition: Callable[[], bool], limit: float = REMOTE_WAIT) -> bool:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from simulator.core.coverage import CoverageReport
 from simulator.scenario.runner import Outcome, Runner, fmt_duration
 from simulator.scenario.schema import Scenario, ScenarioError, load
 
@@ -106,6 +107,18 @@ def scenario() -> None:
     help="Write the run's journal (JSON Lines).",
 )
 @click.option("--live/--no-live", default=None, help="Live phase table (default: on a terminal).")
+@click.option(
+    "--coverage",
+    "show_coverage",
+    is_flag=True,
+    help="Print what the scenarios together covered (the table, then every item never exercised).",
+)
+@click.option(
+    "--coverage-json",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write what the scenarios together covered as JSON (the README's format).",
+)
 def run(
     files: tuple[str, ...],
     target: str | None,
@@ -114,6 +127,8 @@ def run(
     timeline: str | None,
     journal_file: str | None,
     live: bool | None,
+    show_coverage: bool = False,
+    coverage_json: str | None = None,
 ) -> None:
     """Run scenario FILEs and check every expectation; exit 1 at the first difference."""
     from simulator.scenario.timeline import write_timeline
@@ -121,8 +136,11 @@ def run(
     scenarios = load_all(files)
     show = sys.stdout.isatty() if live is None else live
     failed = 0
+    covered: list[CoverageReport] = []
     for sc in scenarios:
         outcome = _play(sc, target, admin_token, speed, show)
+        if outcome.coverage is not None:
+            covered.append(outcome.coverage)
         many = len(scenarios) > 1
         if timeline is not None:
             write_timeline(outcome, _per_file(timeline, sc.name, many))
@@ -140,6 +158,14 @@ def run(
             failed += 1
             click.echo(f"FAIL {summary}")
             click.echo(outcome.failure)
+    if show_coverage or coverage_json is not None:
+        from simulator.coverage_report import print_report, write_json
+
+        report = CoverageReport.merge_all(covered)
+        if coverage_json is not None:
+            write_json(report, coverage_json)
+        if show_coverage:
+            print_report(report, title=f"coverage of {len(covered)} scenario(s)")
     if failed:
         sys.exit(1)
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
+from simulator.core.coverage import CoverageReport
 from simulator.core.errors import SimError
 from simulator.core.faults import Target, TargetKind
 from simulator.core.simtime import SECOND, Duration, SimTime, parse_instant
@@ -124,6 +125,8 @@ class Outcome:
     """workspace id -> scenario name."""
     markers: list[Marker]
     steps_run: int
+    coverage: CoverageReport | None = None
+    """What the run exercised (the world's coverage when the run ended)."""
 
     @property
     def simulated(self) -> Duration:
@@ -192,6 +195,7 @@ class Runner:
                     await task
         journal = await self.world.journal(0)
         end = await self.world.now()
+        coverage = await self.world.coverage()
         return Outcome(
             scenario=self.sc,
             ok=not failure,
@@ -203,6 +207,7 @@ class Runner:
             names={v: k for k, v in self.ids.items()},
             markers=self.markers,
             steps_run=steps,
+            coverage=coverage,
         )
 
     async def setup(self) -> None:
