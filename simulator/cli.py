@@ -232,6 +232,13 @@ def main() -> None:
     help="Journal entries kept (the oldest go first).",
 )
 @click.option(
+    "--journal-bytes",
+    default="32MiB",
+    show_default=True,
+    type=_SizeParam(),
+    help="What the journal may hold besides its entry count (the oldest go first).",
+)
+@click.option(
     "--max-request-size",
     default="4MiB",
     show_default=True,
@@ -292,6 +299,7 @@ def serve(
     scenario_file: str | None = None,
     coverage_file: str | None = None,
     max_request_size: int = 4 * 1024 * 1024,
+    journal_bytes: int = 32 * 1024 * 1024,
     max_connections: int = 512,
     idle_timeout: int = 300 * SECOND,
     max_concurrent_streams: int = 100,
@@ -330,6 +338,7 @@ def serve(
             idle_timeout=idle_timeout / SECOND,
             max_concurrent_streams=max_concurrent_streams,
             rapid_reset_streams=rapid_reset_streams,
+            journal_bytes=journal_bytes,
         ),
     )
     if admin_token is not None and (not admin_token.strip() or admin_token in tokens):

@@ -447,3 +447,39 @@ async def test_serve_flags_set_the_limits_and_sigterm_ends_follow_journal() -> N
         channel.close()
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------------- the journal
+
+
+async def test_refused_calls_keep_nothing_but_a_short_journal_line() -> None:
+    sim = _sim()
+    request = pb.GetWorkspaceRequest(workspace_id="r" * (64 * KIB))
+    async with sim.channel() as channel:
+        anonymous = stub_for(channel, "not-a-token")
+        for _ in range(50):
+            with pytest.raises(GRPCError) as err:
+                await anonymous.get_workspace(request)
+            assert err.value.status is Status.UNAUTHENTICATED
+        with pytest.raises(GRPCError):
+            await stub_for(channel, ALICE).get_workspace(request)
+    entries = [e for e in sim.journal if getattr(e, "method", "").endswith("GetWorkspace")]
+    assert len(entries) == 51
+    assert {e.request for e in entries[:50]} == {"-"}  # type: ignore[union-attr]
+    assert sim.journal.bytes < 51 * 1024, sim.journal.bytes
+    kept = entries[-1].request  # type: ignore[union-attr]
+    assert len(kept) == 200 and kept.endswith("…")  # a large request: its clipped summary
+
+
+def test_the_journal_is_bounded_in_bytes_as_well_as_entries() -> None:
+    from simulator.server.journal import Journal
+
+    journal = Journal(max_entries=10_000, max_bytes=50_000)
+    long_message = "m" * 10_000
+    for i in range(1000):
+        journal.record_rpc(i, GET_WORKSPACE, "alice", None, "NOT_FOUND", long_message)
+    assert journal.bytes <= 50_000
+    assert 50 < len(journal) < 1000
+    assert journal.next_seq == 1001  # numbering goes on: a reader can tell what it missed
+    newest = journal.read(1000, 1)[0]
+    assert len(newest.message) == 300  # type: ignore[union-attr]

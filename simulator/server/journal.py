@@ -1,8 +1,10 @@
 """The journal: every RPC and every transition, stamped with simulated time, in order.
 
-Bounded (the oldest entries go first) so a long-running server keeps flat memory; sequence
-numbers keep counting, so a reader can tell what it missed. An RPC is journaled when it ends,
-with the status code it ended with.
+Bounded in entries and in bytes (the oldest entries go first) so a long-running server keeps
+flat memory whatever its callers send; sequence numbers keep counting, so a reader can tell what
+it missed. An RPC is journaled when it ends, with the status code it ended with. A call refused
+before its caller was known (no or a wrong token, an oversized message) keeps a short line and
+nothing of its request; a large request is kept as its clipped summary, not its bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from simulator.core.model import StatusChange
 from simulator.core.simtime import SimTime, format_instant
 
 DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 REQUEST_SUMMARY_LIMIT = 200
+MESSAGE_LIMIT = 300
+REQUEST_BYTES_KEPT = 512
+"""A request up to this size is kept encoded (summarised when read); a larger one at once
+as its clipped summary, so one entry never holds more than a few hundred bytes of it."""
+ENTRY_BYTES = 220
+"""What an entry costs besides its texts (measured: benchmarks/bench_misc.py)."""
+UNKNOWN_CALLER = "-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +45,20 @@ class RpcEntry:
     when read (most entries never are)."""
     code: str
     message: str
+    summary: str = ""
+    """The clipped summary, for a request too large to keep encoded."""
 
     @property
     def request(self) -> str:
+        if self.summary:
+            return self.summary
         if self.request_type is None:
             return "-"
         return summarize(self.request_type.FromString(self.request_bytes))
+
+    @property
+    def size(self) -> int:
+        return ENTRY_BYTES + len(self.request_bytes) + len(self.summary) + len(self.message)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +78,7 @@ class TransitionEntry:
     seq: int
     at: SimTime
     change: StatusChange
+    size = ENTRY_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         change = self.change
@@ -89,10 +108,16 @@ def summarize(request: object) -> str:
 
 
 class Journal:
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         if max_entries < 1:
             raise ValueError("the journal must keep at least one entry")
-        self._entries: deque[Entry] = deque(maxlen=max_entries)
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        """What the kept entries cost, about (``RpcEntry.size``)."""
+        self._entries: deque[Entry] = deque()
         self._next_seq = 1
         self._new: asyncio.Event | None = None
 
@@ -111,18 +136,27 @@ class Journal:
     def record_rpc(
         self, at: SimTime, method: str, caller: str, request: object, code: str, message: str = ""
     ) -> None:
-        if isinstance(request, Message):
-            kind: type[Message] | None = type(request)
-            data = bytes(request)
-        else:
-            kind, data = None, b""
-        self._append(RpcEntry(self._next_seq, at, method, caller, kind, data, code, message))
+        kind: type[Message] | None = None
+        data, summary = b"", ""
+        if caller != UNKNOWN_CALLER and isinstance(request, Message):
+            kind, data = type(request), bytes(request)
+            if len(data) > REQUEST_BYTES_KEPT:
+                data, summary = b"", summarize(request)
+        if len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 1] + "…"
+        self._append(
+            RpcEntry(self._next_seq, at, method, caller, kind, data, code, message, summary)
+        )
 
     def record_transition(self, change: StatusChange) -> None:
         self._append(TransitionEntry(self._next_seq, change.at, change))
 
     def _append(self, entry: Entry) -> None:
-        self._entries.append(entry)
+        entries = self._entries
+        entries.append(entry)
+        self.bytes += entry.size
+        while len(entries) > self.max_entries or (self.bytes > self.max_bytes and len(entries) > 1):
+            self.bytes -= entries.popleft().size
         self._next_seq += 1
         if self._new is not None:
             self._new.set()

@@ -20,6 +20,7 @@ DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
 DEFAULT_RAPID_RESET_STREAMS = 200
+DEFAULT_JOURNAL_BYTES = 32 * MIB
 PREMATURE_RESET_SECONDS = 1.0
 """A stream the client resets sooner than this after opening it counts as a premature reset."""
 
@@ -42,8 +43,13 @@ class Limits:
     """A connection whose client has reset this many streams prematurely, and those are more
     than half of its streams, is closed with GOAWAY ENHANCE_YOUR_CALM (0: never)."""
 
+    journal_bytes: int = DEFAULT_JOURNAL_BYTES
+    """What the journal may hold, about (besides ``--journal-size`` entries): the oldest go."""
+
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_connections", "max_concurrent_streams"):
+        for name in (
+            "max_request_bytes", "max_connections", "max_concurrent_streams", "journal_bytes",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.idle_timeout < 0:

@@ -137,7 +137,6 @@ class Simulator:
         self.activity.on_change = self.driver.kick
         self.service = WorkspacesService(self)
         self.control = ControlService(self)
-        self.journal = Journal(journal_size)
         self.coverage_feed = CoverageFeed(
             lambda: self.engine, (SHUTDOWN_MESSAGE, RESET_MESSAGE, IMPORT_MESSAGE)
         )
@@ -145,6 +144,7 @@ class Simulator:
         self._wake_futures: dict[str, asyncio.Future[None]] = {}
         self.codec = SimCodec()
         self.server_limits = server_limits or Limits()
+        self.journal = Journal(journal_size, self.server_limits.journal_bytes)
         self.connections = ConnectionGuard(self.server_limits)
         """Client connections of every port served (one cap, one idle timeout)."""
         self._listeners: list[Callable[[EngineEvent], None]] = []
