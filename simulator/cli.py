@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
@@ -215,7 +215,14 @@ def main() -> None:
     "state_file",
     default=None,
     type=click.Path(dir_okay=False, writable=True),
-    help="Load the state from FILE at start (if it exists) and write it there at clean shutdown.",
+    help="Load the state from FILE at start (if it exists) and write it there at clean shutdown"
+    " (atomically; FILE is locked while the server runs).",
+)
+@click.option(
+    "--state-interval",
+    default=None,
+    type=_DurationParam(lambda d: _positive(d, "--state-interval")),
+    help="Also write --state every D (e.g. 30s), so a crash loses at most that much.",
 )
 @click.option(
     "--coverage",
@@ -294,6 +301,7 @@ def serve(
     cors_origins: tuple[str, ...],
     admin_token: str | None,
     state_file: str | None,
+    state_interval: int | None,
     journal_size: int,
     quiet: bool,
     scenario_file: str | None = None,
@@ -345,14 +353,28 @@ def serve(
         raise click.BadParameter(
             "must be non-empty and differ from every API token", param_hint="--admin-token"
         )
+    if state_interval is not None and state_file is None:
+        raise click.BadParameter("needs --state FILE", param_hint="--state-interval")
+    state_lock = None
+    if state_file is not None:
+        from simulator.server.state_file import StateFileError, StateLock, check_directory
+
+        try:  # before anything runs: a state that cannot be written would be lost at shutdown
+            check_directory(state_file)
+            state_lock = StateLock(state_file)
+            state_lock.acquire()  # held until the process exits
+        except (OSError, StateFileError) as exc:
+            click.echo(f"error: --state: {exc}", err=True)
+            sys.exit(2)
     if state_file is not None and os.path.exists(state_file):
         from simulator.core.errors import SimError
 
         try:
             sim.load_state(state_file)
         except (OSError, SimError) as exc:
-            click.echo(f"error: cannot load state from {state_file}: {exc}", err=True)
-            sys.exit(1)
+            message = exc.message if isinstance(exc, SimError) else str(exc)
+            click.echo(f"error: cannot load state from {state_file}: {message}", err=True)
+            sys.exit(2)
         click.echo(f"state loaded from {state_file}")
         for name, token in users:
             if name not in sim.engine.users:
@@ -371,13 +393,20 @@ def serve(
         click.echo(f"admin token {sim.admin_token}")
     _configure_logging(quiet)
     _tune_gc()
+    saver = None if state_file is None else _StateSaver(sim, state_file)
     try:
-        asyncio.run(_serve(sim, host, port, http_port, cors_origins))
+        asyncio.run(
+            _serve(sim, host, port, http_port, cors_origins, saver, (state_interval or 0) / SECOND)
+        )
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(1)
+    finally:
+        if saver is not None and not saver.save():
+            sys.exit(1)
+        if state_lock is not None:
+            state_lock.release()
     if state_file is not None:
-        sim.save_state(state_file)
         click.echo(f"state written to {state_file}")
     if coverage_file is not None:
         from simulator.coverage_report import summary_line, write_json
@@ -393,6 +422,8 @@ async def _serve(
     port: int,
     http_port: int | None = None,
     cors_origins: tuple[str, ...] = (),
+    saver: _StateSaver | None = None,
+    save_every: float = 0,
 ) -> None:
     from simulator.server.runtime import bound_port
 
@@ -407,8 +438,45 @@ async def _serve(
         if http_port is not None:
             gateway = await stack.enter_async_context(sim.serve_http(host, http_port, cors_origins))
             print(f"connect and grpc-web on http://{shown}:{gateway.port}", flush=True)
+        if saver is not None and save_every > 0:
+            stack.enter_context(_cancelling(loop.create_task(saver.every(save_every))))
         await stop.wait()
         print("shutting down", flush=True)
+
+
+class _StateSaver:
+    """Writes the state file; a failure is one line on stderr, never a traceback."""
+
+    def __init__(self, sim: Simulator, path: str) -> None:
+        self._sim = sim
+        self._path = path
+
+    def save(self) -> bool:
+        try:
+            self._sim.save_state(self._path)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            click.echo(f"error: cannot write state to {self._path}: {reason}", err=True)
+            return False
+        return True
+
+    async def every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.save()
+
+
+@contextlib.contextmanager
+def _cancelling(task: asyncio.Task[None]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def _positive(d: int, flag: str) -> None:
+    if d <= 0:
+        raise ValueError(f"{flag} must be longer than 0")
 
 
 def _tune_gc() -> None:

@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -73,6 +72,7 @@ from simulator.server.h2_guard import GuardedServer
 from simulator.server.journal import DEFAULT_MAX_ENTRIES, Journal
 from simulator.server.limits import Limits
 from simulator.server.service import WorkspacesService
+from simulator.server.state_file import StateFileError, read_state_file, write_atomically
 
 if TYPE_CHECKING:
     from simulator.server.connect_gateway import ConnectGateway
@@ -382,17 +382,17 @@ class Simulator:
         self.driver.kick(force=True)
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`export_state` to a file (atomically: a crash leaves the old file)."""
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(self.export_state()), encoding="utf-8")
-        os.replace(tmp, target)
+        """Write :meth:`export_state` to a file as a database would (unique temp file, fsync,
+        rename: a crash or a concurrent save leaves the old file or the new one, never a mix)."""
+        write_atomically(path, json.dumps(self.export_state()))
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
+        """Replace the state with a file's; an unreadable file (not UTF-8, not JSON, wrong shape)
+        is INVALID_ARGUMENT with one line saying why, and nothing changes."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"{path} is not JSON: {exc}") from None
+            data = read_state_file(path)
+        except StateFileError as exc:
+            raise InvalidArgument(str(exc)) from None
         self.import_state(data)
 
     def _install(self, engine: Engine, reason: str) -> None:
