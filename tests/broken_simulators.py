@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from grpclib.server import Stream
-
 from simulator import Phase, Simulator
 from simulator.contract.target import IN_PROCESS_USERS
 from simulator.core.engine import Page
 from simulator.core.errors import NotFound
 from simulator.core.model import Instance, InstanceStatus, StatusChange, User
 from simulator.core.simtime import SECOND
+from simulator.server.boundary import Call
 from simulator.server.broadcast import Delivery
 from simulator.server.codec import Preencoded
 
@@ -67,8 +66,9 @@ def stream_never_ends() -> Simulator:
     sim = _fresh()
     service = sim.service
 
-    async def listen(stream: Stream[Any, Any], user: User, request: Any) -> None:
-        inst = sim.engine.instance_for(user, request.instance_id)
+    async def listen(call: Call) -> None:
+        stream = call.stream
+        inst = sim.engine.instance_for(call.caller, call.request.instance_id)
         sub = sim.hub.subscribe_status(inst.id)
         try:
             await stream.send_message(Preencoded(sim.hub.current_payload(inst.id, inst.status)))

@@ -7,12 +7,14 @@ over signal handling, and cancels a handler when its client goes away (so a stre
 is dropped at once); starlette would need uvicorn beside it for the same.
 
 How: each call runs the very handler that grpclib's ``Server`` would run (from the servables'
-``__mapping__``), through :class:`_HttpStream`, a stand-in for grpclib's ``Stream``. So
-authentication, activity (autojump), logging and error mapping are shared with the gRPC port, and
-every unary and server-streaming method of every served service is reachable, the control plane's
-included. Binary bodies go through the same codec as gRPC; JSON goes through Google's reference
-``json_format`` over the descriptor pool that reflection serves (canonical proto3 JSON: the
-generated betterproto2 messages write a FieldMask as ``{"paths": [...]}``, not as the canonical
+``__mapping__``: the RPC boundary of :mod:`simulator.server.boundary`), through
+:class:`_HttpStream`, a stand-in for grpclib's ``Stream``. So the world chosen by the metadata,
+authentication, faults, activity (autojump), journaling and error mapping are shared with the gRPC
+port; this module only turns the handler's outcome into HTTP (as grpclib's server does for HTTP/2),
+and every unary and server-streaming method of every served service is reachable, the control
+plane's included. Binary bodies go through the same codec as gRPC; JSON goes through Google's
+reference ``json_format`` over the descriptor pool that reflection serves (canonical proto3 JSON:
+the generated betterproto2 messages write a FieldMask as ``{"paths": [...]}``, not as the canonical
 string, and reject the string form).
 
 Protocols: Connect unary (``application/json``, ``application/proto``), Connect server streaming
@@ -39,6 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format, message_factory  # type: ignore[import-untyped]
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
+from grpclib.metadata import Deadline
 from grpclib.server import Stream
 from multidict import CIMultiDictProxy, MultiDict
 
@@ -141,7 +144,7 @@ class _HttpStream:
         self._emit = emit
         self.metadata = metadata
         self.peer = peer
-        self.deadline = None
+        self.deadline: Deadline | None = None
         self.user_agent = metadata.get("user-agent")
         self.status: Status | None = None
         self.status_message: str | None = None
@@ -491,6 +494,8 @@ class ConnectGateway:
         stream = _HttpStream(
             message, _metadata(request.headers), method, self._codec, sink, request.remote
         )
+        if time_limit is not None:  # the boundary journals a call cut by it as DEADLINE_EXCEEDED
+            stream.deadline = Deadline.from_timeout(time_limit)
         # The handler runs as its own task so that shutdown can end it with UNAVAILABLE.
         call = asyncio.ensure_future(method.handler(cast(Stream[Any, Any], stream)))
         closing = self._closing

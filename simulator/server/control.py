@@ -7,21 +7,18 @@ available in process). Every call needs the admin token; API tokens are refused 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import betterproto2
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError
-from grpclib.server import Stream
+from grpclib.const import Cardinality, Handler
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import limits
-from simulator.core.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
+from simulator.core.errors import InvalidArgument
 from simulator.core.simtime import SECOND, to_datetime
-from simulator.server.auth import bearer_token
+from simulator.server.boundary import CONTROL, CONTROL_FOLLOW, CONTROL_SERVICE, Call, handler
 from simulator.server.clock import ClockMode
 from simulator.server.control_convert import (
     duration_in,
@@ -38,12 +35,9 @@ from simulator.server.control_convert import (
 )
 from simulator.server.convert import instance_pb
 from simulator.server.journal import summarize
+from simulator.server.world import SteeredWorld, Worlds
 
-if TYPE_CHECKING:
-    from simulator.server.runtime import Simulator
-
-SERVICE_NAME = "gitpod.simulator.v1.SimulatorService"
-log = logging.getLogger("gitpod_sim.rpc")
+SERVICE_NAME = CONTROL_SERVICE
 
 _MODES = {
     spb.ClockMode.MANUAL: ClockMode.MANUAL,
@@ -51,15 +45,17 @@ _MODES = {
     spb.ClockMode.AUTOJUMP: ClockMode.AUTOJUMP,
 }
 _MODES_OUT = {v: k for k, v in _MODES.items()}
-RawHandler = Callable[[Stream[Any, Any]], Awaitable[None]]
 
 
 class ControlService:
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
+    """The control plane of the worlds that ``worlds`` resolves; every method gets the call's
+    world from the RPC boundary (:mod:`simulator.server.boundary`)."""
+
+    def __init__(self, worlds: Worlds) -> None:
+        self._worlds = worlds
 
     def __mapping__(self) -> dict[str, Handler]:
-        unary: list[tuple[str, Callable[[Any], Any], type[Any], type[Any]]] = [
+        unary: list[tuple[str, Callable[[Call], Any], type[Any], type[Any]]] = [
             ("GetClock", self.get_clock, spb.GetClockRequest, spb.GetClockResponse),
             ("SetClock", self.set_clock, spb.SetClockRequest, spb.SetClockResponse),
             ("Advance", self.advance, spb.AdvanceRequest, spb.AdvanceResponse),
@@ -85,80 +81,39 @@ class ControlService:
                 spb.ResetCoverageResponse,
             ),
         ]
-        mapping = {
-            f"/{SERVICE_NAME}/{name}": Handler(
-                self._unary(f"/{SERVICE_NAME}/{name}", fn), Cardinality.UNARY_UNARY, req, reply
+        mapping = {}
+        for name, method, req, reply in unary:
+            path = f"/{SERVICE_NAME}/{name}"
+            mapping[path] = Handler(
+                handler(self._worlds, path, method, CONTROL, streaming=False),
+                Cardinality.UNARY_UNARY,
+                req,
+                reply,
             )
-            for name, fn, req, reply in unary
-        }
         follow = f"/{SERVICE_NAME}/FollowJournal"
         mapping[follow] = Handler(
-            self._follow_journal(follow),
+            handler(self._worlds, follow, self.follow_journal, CONTROL_FOLLOW, streaming=True),
             Cardinality.UNARY_STREAM,
             spb.FollowJournalRequest,
             spb.JournalEntry,
         )
         return mapping
 
-    # ------------------------------------------------------------------ plumbing
-
-    def _admit(self, stream: Stream[Any, Any]) -> None:
-        token = bearer_token(stream.metadata)
-        if token == self._sim.admin_token:
-            return
-        if self._sim.engine.user_by_token(token) is not None:
-            raise PermissionDenied(
-                f"{SERVICE_NAME} needs the admin token; an API token cannot use it"
-            )
-        raise Unauthenticated("invalid credentials: unknown admin token")
-
-    def _unary(self, path: str, fn: Callable[[Any], Any]) -> RawHandler:
-        async def handle(stream: Stream[Any, Any]) -> None:
-            request = await stream.recv_message()
-            sim = self._sim
-            code, message = "OK", ""
-            try:
-                if request is None:
-                    raise InvalidArgument("request message is missing")
-                self._admit(stream)
-                sim.sync()
-                response = fn(request)
-                sim.kick()
-            except SimError as exc:
-                code, message = exc.code, exc.message
-                raise GRPCError(Status[exc.code], exc.message) from None
-            finally:
-                sim.record_rpc(
-                    path, "admin" if code != "UNAUTHENTICATED" else "-", request, code, message
-                )
-            await stream.send_message(response)
-
-        return handle
-
-    def _follow_journal(self, path: str) -> RawHandler:
-        async def handle(stream: Stream[Any, Any]) -> None:
-            request = await stream.recv_message()
-            try:
-                if request is None:
-                    raise InvalidArgument("request message is missing")
-                self._admit(stream)
-            except SimError as exc:
-                raise GRPCError(Status[exc.code], exc.message) from None
-            journal = self._sim.journal
-            cursor = request.from_seq or journal.next_seq
-            while True:
-                for entry in journal.read(cursor, 500):
-                    await stream.send_message(journal_entry_pb(entry))
-                    cursor = entry.seq + 1
-                if cursor >= journal.next_seq:
-                    await journal.wait_for_more()
-
-        return handle
+    async def follow_journal(self, call: Call) -> None:
+        """Entries from ``from_seq`` (default: from now on), then each new one as it comes."""
+        journal = call.world.journal
+        cursor = call.request.from_seq or journal.next_seq
+        while True:
+            for entry in journal.read(cursor, 500):
+                await call.stream.send_message(journal_entry_pb(entry))
+                cursor = entry.seq + 1
+            if cursor >= journal.next_seq:
+                await journal.wait_for_more()
 
     # ------------------------------------------------------------------ clock
 
-    def _clock(self) -> spb.Clock:
-        info = self._sim.clock_info()
+    def _clock(self, world: SteeredWorld) -> spb.Clock:
+        info = world.clock_info()
         return spb.Clock(
             now=to_datetime(info.now),
             mode=_MODES_OUT[info.mode],
@@ -169,10 +124,11 @@ class ControlService:
             pending_events=info.pending_events,
         )
 
-    def get_clock(self, request: spb.GetClockRequest) -> spb.GetClockResponse:
-        return spb.GetClockResponse(clock=self._clock())
+    def get_clock(self, call: Call) -> spb.GetClockResponse:
+        return spb.GetClockResponse(clock=self._clock(call.world))
 
-    def set_clock(self, request: spb.SetClockRequest) -> spb.SetClockResponse:
+    def set_clock(self, call: Call) -> spb.SetClockResponse:
+        request: spb.SetClockRequest = call.request
         if request.mode != spb.ClockMode.UNSPECIFIED and request.mode not in _MODES:
             raise InvalidArgument(f"unknown clock mode {int(request.mode)}")
         mode = None if request.mode == spb.ClockMode.UNSPECIFIED else _MODES[request.mode]
@@ -183,12 +139,13 @@ class ControlService:
         )
         if request.speed is not None:
             limits.speed(request.speed)
-        self._sim.set_clock(mode or self._sim.clock.mode, request.speed, autojump_grace=grace)
-        return spb.SetClockResponse(clock=self._clock())
+        call.world.set_clock(mode or call.world.clock.mode, request.speed, autojump_grace=grace)
+        return spb.SetClockResponse(clock=self._clock(call.world))
 
-    def advance(self, request: spb.AdvanceRequest) -> spb.AdvanceResponse:
+    def advance(self, call: Call) -> spb.AdvanceResponse:
+        request: spb.AdvanceRequest = call.request
         how, value = betterproto2.which_one_of(request, "how")
-        sim = self._sim
+        sim = call.world
         if how == "by":
             by = duration_in(value, "by")
             limits.advance_target("by", sim.engine.now, by)
@@ -202,32 +159,36 @@ class ControlService:
         else:
             raise InvalidArgument("advance needs one of: by, to_next_event, until_idle")
         return spb.AdvanceResponse(
-            clock=self._clock(),
+            clock=self._clock(call.world),
             transitions=[transition_pb(c) for c in changes],
             idle=sim.engine.next_event() is None,
         )
 
     # ------------------------------------------------------------------ lifecycle
 
-    def set_plan(self, request: spb.SetPlanRequest) -> spb.SetPlanResponse:
+    def set_plan(self, call: Call) -> spb.SetPlanResponse:
+        request: spb.SetPlanRequest = call.request
         scope, value = scope_in(request.scope)
-        scoped = self._sim.set_plan(plan_in(request.plan), scope=scope, value=value)
+        scoped = call.world.set_plan(plan_in(request.plan), scope=scope, value=value)
         return spb.SetPlanResponse(plan=scoped_plan_out(scoped))
 
-    def list_plans(self, request: spb.ListPlansRequest) -> spb.ListPlansResponse:
-        return spb.ListPlansResponse(plans=[scoped_plan_out(p) for p in self._sim.plans()])
+    def list_plans(self, call: Call) -> spb.ListPlansResponse:
+        return spb.ListPlansResponse(plans=[scoped_plan_out(p) for p in call.world.plans()])
 
-    def delete_plan(self, request: spb.DeletePlanRequest) -> spb.DeletePlanResponse:
-        self._sim.delete_plan(request.id)
+    def delete_plan(self, call: Call) -> spb.DeletePlanResponse:
+        request: spb.DeletePlanRequest = call.request
+        call.world.delete_plan(request.id)
         return spb.DeletePlanResponse()
 
-    def mark_active(self, request: spb.MarkActiveRequest) -> spb.MarkActiveResponse:
+    def mark_active(self, call: Call) -> spb.MarkActiveResponse:
+        request: spb.MarkActiveRequest = call.request
         _require(request.workspace_id, "workspace_id")
         return spb.MarkActiveResponse(
-            instance=instance_pb(self._sim.mark_active(request.workspace_id))
+            instance=instance_pb(call.world.mark_active(request.workspace_id))
         )
 
-    def set_admission(self, request: spb.SetAdmissionRequest) -> spb.SetAdmissionResponse:
+    def set_admission(self, call: Call) -> spb.SetAdmissionResponse:
+        request: spb.SetAdmissionRequest = call.request
         _require(request.workspace_id, "workspace_id")
         if request.admission == pb.AdmissionLevel.EVERYONE:
             shared = True
@@ -235,24 +196,26 @@ class ControlService:
             shared = False
         else:
             raise InvalidArgument("admission must be ADMISSION_LEVEL_EVERYONE or _OWNER_ONLY")
-        self._sim.share(request.workspace_id, shared)
+        call.world.share(request.workspace_id, shared)
         return spb.SetAdmissionResponse()
 
-    def add_prebuild(self, request: spb.AddPrebuildRequest) -> spb.AddPrebuildResponse:
+    def add_prebuild(self, call: Call) -> spb.AddPrebuildResponse:
+        request: spb.AddPrebuildRequest = call.request
         _require(request.prebuild_id, "prebuild_id")
         if request.commit and not _is_sha(request.commit):
             raise InvalidArgument(f"commit must be 40 hex characters, got {request.commit!r}")
-        prebuild = self._sim.add_prebuild(request.prebuild_id, request.context_url, request.commit)
+        prebuild = call.world.add_prebuild(request.prebuild_id, request.context_url, request.commit)
         return spb.AddPrebuildResponse(prebuild_id=prebuild.id, commit=prebuild.commit)
 
     # ------------------------------------------------------------------ faults
 
-    def add_fault(self, request: spb.AddFaultRequest) -> spb.AddFaultResponse:
+    def add_fault(self, call: Call) -> spb.AddFaultResponse:
+        request: spb.AddFaultRequest = call.request
         spec = request.spec
         if spec is None:
             raise InvalidArgument("spec is required")
         effect, default_target = effect_in(spec)
-        fault = self._sim.add_fault(
+        fault = call.world.add_fault(
             effect,
             target_in(spec.target, default_target),
             count=spec.count,
@@ -261,17 +224,19 @@ class ControlService:
         )
         return spb.AddFaultResponse(fault=fault_out(fault))
 
-    def list_faults(self, request: spb.ListFaultsRequest) -> spb.ListFaultsResponse:
-        return spb.ListFaultsResponse(faults=[fault_out(f) for f in self._sim.faults()])
+    def list_faults(self, call: Call) -> spb.ListFaultsResponse:
+        return spb.ListFaultsResponse(faults=[fault_out(f) for f in call.world.faults()])
 
-    def clear_faults(self, request: spb.ClearFaultsRequest) -> spb.ClearFaultsResponse:
-        cleared = self._sim.clear_faults(list(request.ids) or None)
+    def clear_faults(self, call: Call) -> spb.ClearFaultsResponse:
+        request: spb.ClearFaultsRequest = call.request
+        cleared = call.world.clear_faults(list(request.ids) or None)
         return spb.ClearFaultsResponse(cleared=cleared)
 
     # ------------------------------------------------------------------ journal
 
-    def read_journal(self, request: spb.ReadJournalRequest) -> spb.ReadJournalResponse:
-        journal = self._sim.journal
+    def read_journal(self, call: Call) -> spb.ReadJournalResponse:
+        request: spb.ReadJournalRequest = call.request
+        journal = call.world.journal
         entries = journal.read(request.from_seq, request.limit or 1000)
         next_seq = entries[-1].seq + 1 if entries else max(request.from_seq, journal.first_seq)
         return spb.ReadJournalResponse(
@@ -282,24 +247,27 @@ class ControlService:
 
     # ------------------------------------------------------------------ state
 
-    def reset(self, request: spb.ResetRequest) -> spb.ResetResponse:
-        self._sim.reset(seed=request.seed, drop_users=request.drop_users)
-        return spb.ResetResponse(seed=self._sim.seed)
+    def reset(self, call: Call) -> spb.ResetResponse:
+        request: spb.ResetRequest = call.request
+        call.world.reset(seed=request.seed, drop_users=request.drop_users)
+        return spb.ResetResponse(seed=call.world.seed)
 
-    def add_user(self, request: spb.AddUserRequest) -> spb.AddUserResponse:
-        user = self._sim.add_user(request.user_id, request.token or None)
+    def add_user(self, call: Call) -> spb.AddUserResponse:
+        request: spb.AddUserRequest = call.request
+        user = call.world.add_user(request.user_id, request.token or None)
         return spb.AddUserResponse(user_id=user.id, token=user.token)
 
-    def export_state(self, request: spb.ExportStateRequest) -> spb.ExportStateResponse:
-        return spb.ExportStateResponse(state_json=json.dumps(self._sim.export_state()))
+    def export_state(self, call: Call) -> spb.ExportStateResponse:
+        return spb.ExportStateResponse(state_json=json.dumps(call.world.export_state()))
 
-    def import_state(self, request: spb.ImportStateRequest) -> spb.ImportStateResponse:
+    def import_state(self, call: Call) -> spb.ImportStateResponse:
+        request: spb.ImportStateRequest = call.request
         try:
             data = json.loads(request.state_json)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"state_json is not JSON: {exc}") from None
-        self._sim.import_state(data)
-        engine = self._sim.engine
+        call.world.import_state(data)
+        engine = call.world.engine
         return spb.ImportStateResponse(
             users=len(engine.users),
             workspaces=len(engine.workspaces),
@@ -308,8 +276,8 @@ class ControlService:
 
     # ------------------------------------------------------------------ coverage
 
-    def get_coverage(self, request: spb.GetCoverageRequest) -> spb.GetCoverageResponse:
-        report = self._sim.coverage()
+    def get_coverage(self, call: Call) -> spb.GetCoverageResponse:
+        report = call.world.coverage()
         return spb.GetCoverageResponse(
             coverage_json=json.dumps(report.to_json()),
             totals=[
@@ -318,8 +286,8 @@ class ControlService:
             ],
         )
 
-    def reset_coverage(self, request: spb.ResetCoverageRequest) -> spb.ResetCoverageResponse:
-        self._sim.reset_coverage()
+    def reset_coverage(self, call: Call) -> spb.ResetCoverageResponse:
+        call.world.reset_coverage()
         return spb.ResetCoverageResponse()
 
 

@@ -8,20 +8,19 @@ autojump sleeps only for the grace period before a timeout.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import anyio
 
 from simulator.core.limits import LATEST_INSTANT
 from simulator.server.clock import ClockMode
-
-if TYPE_CHECKING:
-    from simulator.server.runtime import Simulator
+from simulator.server.world import World
 
 
 class ClockDriver:
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
+    """Moves one world's clock; holds the world (a stable object), never its engine."""
+
+    def __init__(self, world: World) -> None:
+        self._sim = world
         self._wake = anyio.Event()
 
     def kick(self, *, force: bool = False) -> None:
@@ -42,7 +41,7 @@ class ClockDriver:
         activity = sim.activity
         while True:
             mode = clock.mode
-            engine = sim.engine  # read each time: a reset or an import replaces it
+            engine = sim.engine  # read each turn: a reset or an import replaces it
             if mode is ClockMode.MANUAL:
                 await self._sleep(None)
             elif mode is ClockMode.REALTIME:

@@ -131,7 +131,9 @@ class Simulator:
         grace = to_duration(autojump_grace, "autojump_grace") / SECOND
         self.activity = Activity(wall)
         self.hub = Hub(self.activity)
-        self.engine = Engine(seed=seed, start_time=start, plan=plan, observer=self._observe)
+        self._contents = _Contents(
+            Engine(seed=seed, start_time=start, plan=plan, observer=self._observe)
+        )
         self.clock = SimClock(start, ClockMode(clock), speed, grace, wall)
         self.driver = ClockDriver(self)
         self.activity.on_change = self.driver.kick
@@ -141,7 +143,6 @@ class Simulator:
             lambda: self.engine, (SHUTDOWN_MESSAGE, RESET_MESSAGE, IMPORT_MESSAGE)
         )
         self.admin_token = admin_token or new_secret_token(ADMIN_TOKEN_PREFIX)
-        self._wake_futures: dict[str, asyncio.Future[None]] = {}
         self.codec = SimCodec()
         self.server_limits = server_limits or Limits()
         self.journal = Journal(journal_size, self.server_limits.journal_bytes)
@@ -156,6 +157,19 @@ class Simulator:
                 self.engine.add_user(name, token)
 
     # ------------------------------------------------------------------ world
+
+    @property
+    def engine(self) -> Engine:
+        """The engine in place; a reset or an import replaces it (read it, do not keep it)."""
+        return self._contents.engine
+
+    @property
+    def answers(self) -> dict[str, bytes]:
+        return self._contents.answers
+
+    def world_for(self, metadata: Mapping[str, Any] | None) -> Simulator:
+        """A lone simulator is the only world its services serve."""
+        return self
 
     @property
     def seed(self) -> int:
@@ -396,14 +410,13 @@ class Simulator:
         self.import_state(data)
 
     def _install(self, engine: Engine, reason: str) -> None:
+        """Replace the world's contents in one step; the Simulator object stays the same."""
         self.hub.close_all(reason, code="ABORTED", final=False)
-        for future in self._wake_futures.values():
+        old, self._contents = self._contents, _Contents(engine)
+        for future in old.wakes.values():
             if not future.done():
                 future.set_result(None)
-        self._wake_futures.clear()
-        self.engine = engine
         self.coverage_feed.engine_replaced()
-        self.service.forget_answers()
         self.clock.reset(engine.now)
         self.kick()
 
@@ -412,22 +425,24 @@ class Simulator:
     def record_rpc(
         self, method: str, caller: str, request: object, code: str, message: str
     ) -> None:
+        """Journal a call with the code it ended with, and count it for coverage."""
         self.journal.record_rpc(self.engine.now, method, caller, request, code, message)
         self.coverage_feed.rpc(method, caller, request, code, message)
 
     async def sleep_simulated(self, delay: Duration) -> None:
         """Wait until ``delay`` of simulated time has passed (a stream-like wait for autojump)."""
-        key = self.engine.schedule_wake(delay)
+        contents = self._contents
+        key = contents.engine.schedule_wake(delay)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._wake_futures[key] = future
+        contents.wakes[key] = future
         self.kick()
         self.activity.wait_started()
         try:
             await future
         finally:
             self.activity.wait_ended()
-            if self._wake_futures.pop(key, None) is not None:
-                self.engine.cancel_wake(key)
+            if contents.wakes.pop(key, None) is not None:
+                contents.engine.cancel_wake(key)
 
     def kick(self) -> None:
         """Wake the clock driver after anything that may change what is due next."""
@@ -536,7 +551,7 @@ class Simulator:
 
     def _observe(self, event: EngineEvent) -> None:
         if type(event) is Wake:
-            future = self._wake_futures.pop(event.key, None)
+            future = self._contents.wakes.pop(event.key, None)
             if future is not None and not future.done():
                 future.set_result(None)
             return
@@ -561,6 +576,19 @@ class Simulator:
     def _kicked(self, value: _T) -> _T:
         self.kick()
         return value
+
+
+class _Contents:
+    """What a reset or an import replaces, all at once: the engine and what derives from it."""
+
+    __slots__ = ("answers", "engine", "wakes")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.answers: dict[str, bytes] = {}
+        """Encoded GetWorkspace answers (a workspace never changes after creation)."""
+        self.wakes: dict[str, asyncio.Future[None]] = {}
+        """Simulated sleeps (latency faults) waiting for their Wake event."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,186 @@
+"""The one RPC boundary: every grpclib handler of every service goes through :func:`handler`.
+
+In the manner of grpclib's own ``request_handler``, one wrapper owns what every call shares, in
+this order: activity accounting (autojump's input) -> receive the request -> choose the world from
+the metadata -> admit the caller (an API token or the admin token) -> bring the engine up to the
+clock -> RPC faults aimed at the method -> the method itself -> map an engine error to the
+``GRPCError`` it names -> journal the call with the status code actually sent. The gRPC port and
+the Connect/gRPC-Web gateway run these same handlers, so both ports behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from simulator.core.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
+from simulator.core.faults import Fault, RpcError, RpcLatency
+from simulator.core.model import User
+from simulator.core.simtime import SECOND
+from simulator.server.activity import Activity
+from simulator.server.auth import authenticate, bearer_token
+from simulator.server.broadcast import Closed
+from simulator.server.world import SteeredWorld, Worlds
+
+API_SERVICE = "gitpod.v1.WorkspacesService"
+CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
+ADMIN = "admin"
+log = logging.getLogger("gitpod_sim.rpc")
+
+RawHandler = Callable[[Stream[Any, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Call:
+    """One call as a method sees it: the world it is for, who called, what they asked."""
+
+    world: SteeredWorld
+    stream: Stream[Any, Any]
+    user: User | None
+    """The API caller (None on the control plane, where the caller is the admin)."""
+    request: Any
+
+    @property
+    def caller(self) -> User:
+        assert self.user is not None, "an API method runs only for an authenticated user"
+        return self.user
+
+
+Admit = Callable[[SteeredWorld, Any], "User | None"]
+"""Check the caller's credentials in ``world``; answers the API user (None: the admin)."""
+
+
+def admit_api_user(world: SteeredWorld, metadata: Any) -> User:
+    """An API token of a user of this world; the admin token is refused here."""
+    if bearer_token(metadata) == world.admin_token:
+        raise PermissionDenied(
+            f"the admin token is for {CONTROL_SERVICE} only; call {API_SERVICE} with an API token"
+        )
+    return authenticate(metadata, world.engine.user_by_token)
+
+
+def admit_admin(world: SteeredWorld, metadata: Any) -> None:
+    """The world's admin token; an API token is refused with PERMISSION_DENIED."""
+    token = bearer_token(metadata)
+    if token == world.admin_token:
+        return
+    if world.engine.user_by_token(token) is not None:
+        raise PermissionDenied(
+            f"{CONTROL_SERVICE} needs the admin token; an API token cannot use it"
+        )
+    raise Unauthenticated("invalid credentials: unknown admin token")
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the boundary does around the methods of one kind (data, not another wrapper)."""
+
+    admit: Admit
+    faults: bool
+    """RPC faults (latency, error) aimed at the method apply."""
+    activity: bool
+    """The call counts for autojump (busy while handled, I/O resets the grace period)."""
+    journal: bool
+
+
+API = Rules(admit_api_user, faults=True, activity=True, journal=True)
+CONTROL = Rules(admit_admin, faults=False, activity=False, journal=True)
+CONTROL_FOLLOW = Rules(admit_admin, faults=False, activity=False, journal=False)
+"""FollowJournal: never journaled (it would journal itself) and never counted for autojump."""
+
+
+async def apply_rpc_faults(world: SteeredWorld, faults: list[Fault]) -> None:
+    """Latency first, then an injected error: the effects of the faults that hit this call."""
+    for fault in faults:
+        effect = fault.effect
+        if isinstance(effect, RpcLatency):
+            if effect.simulated:
+                await world.sleep_simulated(effect.latency)
+            else:
+                await asyncio.sleep(effect.latency / SECOND)
+            world.sync()
+    for fault in faults:
+        effect = fault.effect
+        if isinstance(effect, RpcError):
+            raise GRPCError(Status[effect.code], effect.message)
+
+
+def _sent_code(stream: Stream[Any, Any]) -> str:
+    """What grpclib sends for a cancelled handler: DEADLINE_EXCEEDED once the deadline passed."""
+    deadline = getattr(stream, "deadline", None)
+    if deadline is not None and deadline.time_remaining() <= 0:
+        return "DEADLINE_EXCEEDED"
+    return "CANCELLED"
+
+
+def handler(
+    worlds: Worlds,
+    path: str,
+    method: Callable[[Call], Any],
+    rules: Rules,
+    *,
+    streaming: bool,
+) -> RawHandler:
+    """The raw grpclib handler for ``method``: unary methods answer the reply, streaming ones
+    send their own messages through ``call.stream``."""
+    admit, faults, counted, journaled = rules.admit, rules.faults, rules.activity, rules.journal
+
+    async def handle(stream: Stream[Any, Any]) -> None:
+        world: SteeredWorld | None = None
+        activity: Activity | None = None
+        caller, code, message, request, reply = "-", "OK", "", None, None
+        try:
+            try:
+                world = worlds.world_for(stream.metadata)
+                if counted:
+                    activity = world.activity
+                    activity.call_started()
+                request = await stream.recv_message()
+                if activity is not None:
+                    activity.io()
+                if request is None:
+                    raise InvalidArgument("request message is missing")
+                user = admit(world, stream.metadata)
+                caller = ADMIN if user is None else user.id
+                world.sync()
+                if faults and (hits := world.engine.take_rpc_faults(path)):
+                    await apply_rpc_faults(world, hits)
+                if streaming:
+                    await method(Call(world, stream, user, request))
+                else:
+                    reply = method(Call(world, stream, user, request))
+                    world.kick()
+            except SimError as exc:
+                code, message = exc.code, exc.message
+                raise GRPCError(Status[exc.code], exc.message) from None
+            except Closed as exc:
+                code, message = exc.code, exc.reason
+                raise GRPCError(Status[exc.code], exc.reason) from None
+        except GRPCError as exc:
+            code, message = exc.status.name, exc.message or ""
+            raise
+        except asyncio.CancelledError:
+            code = _sent_code(stream)
+            raise
+        except Exception:
+            code, message = "UNKNOWN", "Internal Server Error"
+            raise
+        finally:
+            if activity is not None:
+                activity.call_ended()
+            if journaled and world is not None:
+                world.record_rpc(path, caller, request, code, message)
+            if log.isEnabledFor(logging.INFO):
+                suffix = f": {message}" if message else ""
+                log.info("rpc %s by %s -> %s%s", path.rsplit("/", 1)[-1], caller, code, suffix)
+        if not streaming:
+            await stream.send_message(reply)
+
+    return handle
