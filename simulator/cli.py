@@ -267,6 +267,13 @@ def main() -> None:
     help="Real time a connection with no stream in progress stays open (0: forever).",
 )
 @click.option(
+    "--stall-timeout",
+    default="5s",
+    show_default=True,
+    type=_DurationParam(),
+    help="Real time a stream may take none of its messages before RESOURCE_EXHAUSTED (0: never).",
+)
+@click.option(
     "--max-concurrent-streams",
     default=100,
     show_default=True,
@@ -308,6 +315,7 @@ def serve(
     coverage_file: str | None = None,
     max_request_size: int = 4 * 1024 * 1024,
     journal_bytes: int = 32 * 1024 * 1024,
+    stall_timeout: int = 5 * SECOND,
     max_connections: int = 512,
     idle_timeout: int = 300 * SECOND,
     max_concurrent_streams: int = 100,
@@ -347,6 +355,7 @@ def serve(
             max_concurrent_streams=max_concurrent_streams,
             rapid_reset_streams=rapid_reset_streams,
             journal_bytes=journal_bytes,
+            stall_timeout=stall_timeout / SECOND,
         ),
     )
     if admin_token is not None and (not admin_token.strip() or admin_token in tokens):

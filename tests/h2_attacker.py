@@ -63,11 +63,14 @@ class Attacker:
         self.streams: dict[int, StreamResult] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False
+        self.ack = True
+        """Acknowledge received data (False: a client that takes nothing)."""
 
     @classmethod
-    async def connect(cls, port: int, *, window: int | None = None) -> Attacker:
+    async def connect(cls, port: int, *, window: int | None = None, ack: bool = True) -> Attacker:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         self = cls(reader, writer)
+        self.ack = ack
         self.conn.initiate_connection()
         if window is not None:
             self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
@@ -116,7 +119,8 @@ class Attacker:
         elif isinstance(event, h2.events.DataReceived):
             result = self.streams.setdefault(event.stream_id, StreamResult())
             result.data += event.data or b""
-            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if self.ack:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             self.streams.setdefault(event.stream_id, StreamResult()).ended = True
         elif isinstance(event, h2.events.StreamReset):

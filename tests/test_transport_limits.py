@@ -34,6 +34,7 @@ ADMIN = "adm"
 KIB = 1024
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 GET_WORKSPACE = "/gitpod.v1.WorkspacesService/GetWorkspace"
+LISTEN = "/gitpod.v1.WorkspacesService/ListenToWorkspaceInstance"
 
 
 def _sim(**limits: float) -> Simulator:
@@ -483,3 +484,79 @@ def test_the_journal_is_bounded_in_bytes_as_well_as_entries() -> None:
     assert journal.next_seq == 1001  # numbering goes on: a reader can tell what it missed
     newest = journal.read(1000, 1)[0]
     assert len(newest.message) == 300  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------- the autojump clock
+
+
+async def test_half_open_and_non_reading_streams_do_not_hold_the_clock() -> None:
+    """One anonymous stream that never sends its body and one listener that takes nothing
+    (a 1-byte window): another user's watched lifecycle still reaches RUNNING at once."""
+    sim = _sim()
+    async with _grpc(sim) as port:
+        channel = Channel("127.0.0.1", port)
+        try:
+            bob = stub_for(channel, BOB)
+            bob_ws = await create(bob, REPO)
+            bob_inst = await bob.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=bob_ws)
+            )
+            assert bob_inst.instance is not None
+            half_open = await Attacker.connect(port)
+            half_open.open(grpc_headers(GET_WORKSPACE), end=False)  # headers, never a body
+            await half_open.flush()
+            stuck = await Attacker.connect(port, window=1)
+            listen = pb.ListenToWorkspaceInstanceRequest(instance_id=bob_inst.instance.instance_id)
+            stuck.open(grpc_headers(LISTEN, BOB), frame(bytes(listen)))
+            await stuck.flush()
+            await asyncio.sleep(0.1)  # both are in: the server holds them
+
+            alice = stub_for(channel, ALICE)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            wsid = await create(alice, "https://github.com/gitpod-io/website")
+            inst = await alice.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=wsid)
+            )
+            assert inst.instance is not None
+            request = pb.ListenToWorkspaceInstanceRequest(instance_id=inst.instance.instance_id)
+            phases = []
+            async with contextlib.aclosing(alice.listen_to_workspace_instance(request)) as updates:
+                async for update in updates:
+                    assert update.instance_status is not None
+                    phases.append(update.instance_status.phase)
+                    if update.instance_status.phase == pb.WorkspaceInstanceStatusPhase.RUNNING:
+                        break
+            took = loop.time() - start
+            assert phases[-1] == pb.WorkspaceInstanceStatusPhase.RUNNING
+            assert took < 2.0, f"RUNNING after {took:.2f} s of real time"  # about 0.05 s idle
+            half_open.close()
+            stuck.close()
+        finally:
+            channel.close()
+
+
+async def test_a_listener_that_takes_nothing_is_ended_with_resource_exhausted() -> None:
+    sim = _sim(stall_timeout=0.2)
+    async with _grpc(sim) as port:
+        channel = Channel("127.0.0.1", port)
+        try:
+            bob = stub_for(channel, BOB)
+            wsid = await create(bob, REPO)
+            inst = await bob.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=wsid)
+            )
+            assert inst.instance is not None
+            stuck = await Attacker.connect(port, window=1, ack=False)
+            listen = pb.ListenToWorkspaceInstanceRequest(instance_id=inst.instance.instance_id)
+            stream = stuck.open(grpc_headers(LISTEN, BOB), frame(bytes(listen)))
+            await stuck.flush()
+            result = await stuck.until(stream)
+            assert result.grpc_status == Status.RESOURCE_EXHAUSTED.value
+            assert "the client took no message for 0.2 s (serve --stall-timeout)" in (
+                result.headers["grpc-message"].replace("%20", " ")
+            )
+            stuck.close()
+        finally:
+            channel.close()
+    assert sim.activity.busy == 0

@@ -44,6 +44,15 @@ class Activity:
         self.waiting -= 1
         self.busy += 1
 
+    def pause(self) -> None:
+        """A call being handled is blocked on its client (its request still arriving, or it
+        takes none of its messages): it does not hold the clock for everyone meanwhile."""
+        self.busy -= 1
+        self.on_change()
+
+    def resume(self) -> None:
+        self.busy += 1
+
     def io(self) -> None:
         """A message was received or sent."""
         self.last_io = self._wall()

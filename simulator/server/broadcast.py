@@ -17,6 +17,9 @@ from simulator.core.transitions import Phase
 from simulator.server.activity import Activity
 from simulator.server.convert import listen_payload, log_payload
 
+MAX_QUEUED = 1024
+"""Messages one stream may have waiting for its client; past that it ends (memory stays flat)."""
+
 
 @dataclass(slots=True, eq=False)
 class Delivery:
@@ -57,6 +60,13 @@ class Subscription:
         self.ready.set()
 
     def push(self, item: Delivery | bytes) -> None:
+        if len(self.queue) >= MAX_QUEUED:  # its client takes nothing: bounded, then ended
+            self.queue.clear()
+            self.close(
+                f"the client is {MAX_QUEUED} messages behind and takes none of them",
+                "RESOURCE_EXHAUSTED",
+            )
+            return
         self.queue.append(item)
         self._wake()
 

@@ -27,7 +27,8 @@ import logging
 import time
 from asyncio import BaseTransport, Transport
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from functools import partial
+from typing import Any, Protocol, cast
 
 import h2.config
 from grpclib.config import Configuration
@@ -37,6 +38,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.metadata import encode_grpc_message
 from grpclib.protocol import (
     AbstractHandler,
+    AckedData,
+    Buffer,
     Connection,
     EventsProcessor,
     H2Protocol,
@@ -62,11 +65,127 @@ _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 LINGER_SECONDS = 1.0
 
 
+API_PREFIX = "/gitpod.v1.WorkspacesService/"
+STREAMING_API = frozenset(
+    API_PREFIX + name
+    for name in ("ListenToWorkspaceInstance", "ListenToImageBuildLogs", "StopWorkspace")
+)
+"""The calls autojump counts while they send (their handler is busy until the stream ends)."""
+
+
+class Pause(Protocol):
+    """What the transport tells autojump's accounting (``activity.Activity``)."""
+
+    def pause(self) -> None:
+        """A counted call is blocked on its client: it no longer holds the clock."""
+
+    def resume(self) -> None: ...
+
+
+class GuardedBuffer(Buffer):
+    """grpclib's receive buffer, telling ``on_block`` when a read has to wait for the client."""
+
+    on_block: Pause | None = None
+
+    async def read(self, size: int) -> bytes:  # grpclib's Buffer.read, with the two hooks
+        assert size >= 0, "Size can not be negative"
+        if size == 0:
+            return b""
+        if not self._eof or not self._unacked.empty():
+            while self._acked_size < size:
+                hook = self.on_block if self._unacked.empty() else None
+                if hook is None:
+                    data, data_size, ack_size = await self._unacked.get()
+                else:
+                    hook.pause()  # a request still arriving does not hold the clock
+                    try:
+                        data, data_size, ack_size = await self._unacked.get()
+                    finally:
+                        hook.resume()
+                if not ack_size:
+                    break
+                self._acked.append(AckedData(memoryview(data), data_size))
+                self._acked_size += data_size
+                self._ack_callback(ack_size)
+        if self._eof and self._acked_size == 0:
+            return b""
+        if self._acked_size < size:
+            raise AssertionError("Received less data than expected")
+        chunks: list[memoryview] = []
+        chunks_size = 0
+        while chunks_size < size:
+            next_chunk, next_chunk_size = self._acked[0]
+            if chunks_size + next_chunk_size <= size:
+                chunks.append(next_chunk)
+                chunks_size += next_chunk_size
+                self._acked.popleft()
+            else:
+                offset = size - chunks_size
+                chunks.append(next_chunk[:offset])
+                chunks_size += offset
+                self._acked[0] = AckedData(
+                    data=next_chunk[offset:], data_size=next_chunk_size - offset
+                )
+        self._acked_size -= size
+        return b"".join(chunks)
+
+
 class GuardedStream(H2Stream):
-    """A server stream that checks each request message's length before reading it."""
+    """A server stream that checks each request message's length before reading it, does not
+    hold autojump while it waits for its client, and ends a client that takes nothing."""
 
     max_request_bytes = 0
+    stall_timeout = 0.0
+    on_send_block: Pause | None = None
     _header_next = True
+
+    def init_stream(self, stream_id: int, connection: Connection) -> None:
+        super().init_stream(stream_id, connection)
+        self.buffer = GuardedBuffer(partial(connection.ack, stream_id))
+
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        """grpclib's send loop, with a bound on how long the client may take nothing."""
+        assert self.id is not None
+        h2_conn = self._h2_connection
+        position, last = 0, len(data)
+        view = memoryview(data)
+        while True:
+            if not self.connection.write_ready.is_set():
+                await self._stalled(self.connection.write_ready, transport=True)
+            window = h2_conn.local_flow_control_window(self.id)
+            if not window > 0:
+                self.window_updated.clear()
+                await self._stalled(self.window_updated, transport=False)
+                continue
+            chunk = bytes(view[position : position + min(window, h2_conn.max_outbound_frame_size)])
+            position += len(chunk)
+            done = position == last
+            h2_conn.send_data(self.id, chunk, end_stream=end_stream and done)
+            self._transport.write(h2_conn.data_to_send())
+            self.data_sent += len(chunk)
+            self.connection.data_sent += len(chunk)
+            self.connection.data_send_process()
+            if done:
+                return
+
+    async def _stalled(self, ready: asyncio.Event, *, transport: bool) -> None:
+        hook = self.on_send_block
+        if hook is not None:
+            hook.pause()
+        try:
+            async with asyncio.timeout(self.stall_timeout or None):
+                await ready.wait()
+        except TimeoutError:
+            if transport:  # its socket is full: not even trailers would get through
+                self._transport.abort()
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"the client took no message for {self.stall_timeout:g} s"
+                " (serve --stall-timeout): a stream that cannot keep up is ended",
+            ) from None
+        finally:
+            if hook is not None:
+                hook.resume()
 
     async def recv_data(self, size: int) -> bytes:
         if not self._header_next:
@@ -92,12 +211,14 @@ class GuardedStream(H2Stream):
 
 class GuardedConnection(Connection):
     max_request_bytes = 0
+    stall_timeout = 0.0
 
     def create_stream(self, *, stream_id: int | None = None, wrapper: Any = None) -> H2Stream:
         stream = GuardedStream(
             self, self._connection, self._transport, stream_id=stream_id, wrapper=wrapper
         )
         stream.max_request_bytes = self.max_request_bytes
+        stream.stall_timeout = self.stall_timeout
         return stream
 
 
@@ -149,6 +270,14 @@ class GuardedProcessor(EventsProcessor):
         event.headers = headers  # type: ignore[assignment]
         self._protocol.guard.stream_started(self._protocol)
         super().process_request_received(event)
+        activity = self._protocol.activity
+        stream = self.streams.get(event.stream_id)
+        if activity is not None and isinstance(stream, GuardedStream):
+            path = next((v for k, v in headers if k == ":path"), "")
+            if path.startswith(API_PREFIX):  # counted from before its request is read
+                cast(GuardedBuffer, stream.buffer).on_block = activity
+                if path in STREAMING_API:  # ... and while it sends
+                    stream.on_send_block = activity
 
     def process_trailers_received(self, event: TrailersReceived) -> None:
         headers = _decode(event.headers or [])
@@ -201,8 +330,10 @@ class GuardedProtocol(H2Protocol):
         limits: Limits,
         guard: ConnectionGuard,
         on_lost: Callable[[GuardedProtocol], None],
+        activity: Pause | None = None,
     ) -> None:
         super().__init__(handler, config, h2_config)
+        self.activity = activity
         self.limits = limits
         self.guard = guard
         self._on_lost = on_lost
@@ -228,6 +359,7 @@ class GuardedProtocol(H2Protocol):
         h2_conn.update_settings(settings)
         connection = GuardedConnection(h2_conn, cast(Transport, transport), config=config)
         connection.max_request_bytes = self.limits.max_request_bytes
+        connection.stall_timeout = self.limits.stall_timeout
         self.connection = connection
         self.processor = GuardedProcessor(self.handler, connection, self)
         connection.flush()
@@ -338,8 +470,10 @@ class GuardedServer(Server):
         codec: CodecBase,
         limits: Limits,
         guard: ConnectionGuard,
+        activity: Pause | None = None,
     ) -> None:
         super().__init__(handlers, codec=codec)
+        self._activity = activity
         self._limits = limits
         self._guard = guard
         self._protocols: dict[GuardedProtocol, None] = {}
@@ -358,7 +492,13 @@ class GuardedServer(Server):
         handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
         self._handlers.add(handler)
         protocol = GuardedProtocol(
-            handler, self._config, self._h2_config, self._limits, self._guard, self._lost
+            handler,
+            self._config,
+            self._h2_config,
+            self._limits,
+            self._guard,
+            self._lost,
+            self._activity,
         )
         self._protocols[protocol] = None
         return protocol

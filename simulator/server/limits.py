@@ -21,6 +21,7 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
 DEFAULT_RAPID_RESET_STREAMS = 200
 DEFAULT_JOURNAL_BYTES = 32 * MIB
+DEFAULT_STALL_TIMEOUT = 5.0
 PREMATURE_RESET_SECONDS = 1.0
 """A stream the client resets sooner than this after opening it counts as a premature reset."""
 
@@ -43,6 +44,10 @@ class Limits:
     """A connection whose client has reset this many streams prematurely, and those are more
     than half of its streams, is closed with GOAWAY ENHANCE_YOUR_CALM (0: never)."""
 
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    """Seconds of real time a stream may take none of its messages (an HTTP/2 window of 0)
+    before it ends with RESOURCE_EXHAUSTED (0: never). While blocked it does not hold the
+    autojump clock, nor does a call whose request is still arriving."""
     journal_bytes: int = DEFAULT_JOURNAL_BYTES
     """What the journal may hold, about (besides ``--journal-size`` entries): the oldest go."""
 
@@ -52,6 +57,8 @@ class Limits:
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.stall_timeout < 0:
+            raise ValueError(f"stall_timeout must be >= 0 seconds, got {self.stall_timeout}")
         if self.idle_timeout < 0:
             raise ValueError(f"idle_timeout must be >= 0 seconds, got {self.idle_timeout}")
         if self.rapid_reset_streams < 0:

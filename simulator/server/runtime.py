@@ -503,7 +503,11 @@ class Simulator:
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Server]:
         """Serve on a TCP port (0: a free one; read it from :func:`bound_port`)."""
         server = GuardedServer(
-            self.services(), codec=self.codec, limits=self.server_limits, guard=self.connections
+            self.services(),
+            codec=self.codec,
+            limits=self.server_limits,
+            guard=self.connections,
+            activity=self.activity,
         )
         async with self.running():
             await server.start(host, port)
