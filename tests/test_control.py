@@ -791,3 +791,26 @@ def test_save_and_load_state_files(tmp_path: Any) -> None:
     assert [c.status.phase for c in loaded.run_until_idle("1m")] == [
         c.status.phase for c in sim.run_until_idle("1m")
     ]
+
+
+async def test_fail_instance_fails_an_active_instance_now(
+    sim: Simulator, ctl: spb.SimulatorServiceStub, api: pb.WorkspacesServiceStub
+) -> None:
+    wsid = await create(api)
+    sim.advance("90s")
+    inst = await active_instance_id(api, wsid)
+    reply = await ctl.fail_instance(spb.FailInstanceRequest(instance_id=inst, reason="oom"))
+    assert reply.instance is not None and reply.instance.status is not None
+    assert Phase(reply.instance.status.phase) is Phase.STOPPING
+    assert reply.instance.status.conditions is not None
+    assert reply.instance.status.conditions.failed == "oom"
+    await expect(
+        Status.FAILED_PRECONDITION,
+        ctl.fail_instance(spb.FailInstanceRequest(instance_id=inst, reason="again")),
+        f"instance {inst} is already STOPPING",
+    )
+    await expect(
+        Status.INVALID_ARGUMENT,
+        ctl.fail_instance(spb.FailInstanceRequest(instance_id=inst)),
+        "reason is required",
+    )

@@ -38,7 +38,13 @@ async def test_scenario_passes_in_process(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["01-first-start-image-build", "10-stop-in-each-phase", "12-two-users-isolated"],
+    [
+        "01-first-start-image-build",
+        "10-stop-in-each-phase",
+        "12-two-users-isolated",
+        "15-runtime-failures",
+        "16-refused-calls",
+    ],
 )
 def test_scenario_passes_against_a_served_simulator(name: str) -> None:
     server = ServerProcess("--clock", "manual", "--admin-token", "adm", "--quiet")
@@ -218,3 +224,18 @@ def test_scenario_run_coverage_prints_and_writes_what_the_scenarios_cover(tmp_pa
     assert (None, "PENDING", "start") in hit  # the prebuild start
     assert ("CREATING", "STOPPED", "failed") in hit  # the image pull failure
     assert data["faults"]["fail-creating"] == 1
+
+
+def test_call_and_fail_steps_are_checked() -> None:
+    from simulator.scenario.schema import loads
+
+    head = '[scenario]\ntitle = "t"\n[[users]]\nid = "a"\n'
+    with pytest.raises(ScenarioError) as info:
+        loads(head + '[[steps]]\ncall = "GetWorkspaces"\n[[steps]]\ncall = "GetWorkspace"\n'
+              'workspace = "ghost"\n[[steps]]\ncall = "ListWorkspaces"\nadmin = true\n'
+              'token = "x"\n[[steps]]\nfail = "ghost"\n', "s.toml")  # fmt: skip
+    problems = "\n".join(info.value.problems)
+    assert "s.toml:6: 'call' must name an RPC (ListWorkspaces, GetWorkspace," in problems
+    assert "s.toml:9: step 2 (call GetWorkspace) names workspace 'ghost'" in problems
+    assert "a call step takes 'admin' or 'token', not both" in problems
+    assert "step 4 (fail ghost) names workspace 'ghost', which is not defined" in problems

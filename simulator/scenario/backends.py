@@ -39,6 +39,7 @@ class World(Protocol):
 
     channel: Channel
     remote: bool
+    admin_token: str
 
     async def add_user(self, user_id: str, token: str | None) -> str: ...
     async def set_plan(self, scope: str, value: str, plan: LifecyclePlan) -> None: ...
@@ -53,6 +54,7 @@ class World(Protocol):
     ) -> str: ...
     async def clear_faults(self, ids: list[str] | None) -> None: ...
     async def mark_active(self, workspace_id: str) -> None: ...
+    async def fail(self, instance_id: str, reason: str) -> None: ...
     async def share(self, workspace_id: str, shared: bool) -> None: ...
     async def now(self) -> SimTime: ...
     async def next_event_at(self) -> SimTime | None: ...
@@ -79,6 +81,7 @@ class LocalWorld:
         from simulator.server.runtime import Simulator
 
         self.sim = Simulator(seed=seed, start_time=start_time, admin_token="scenario-admin")
+        self.admin_token = self.sim.admin_token
         self.channel: Channel
 
     @asynccontextmanager
@@ -114,6 +117,9 @@ class LocalWorld:
 
     async def mark_active(self, workspace_id: str) -> None:
         self.sim.mark_active(workspace_id)
+
+    async def fail(self, instance_id: str, reason: str) -> None:
+        self.sim.fail(instance_id, reason)
 
     async def share(self, workspace_id: str, shared: bool) -> None:
         self.sim.share(workspace_id, shared)
@@ -213,6 +219,10 @@ class RemoteWorld:
 
     async def mark_active(self, workspace_id: str) -> None:
         await self.ctl.mark_active(spb.MarkActiveRequest(workspace_id=workspace_id))
+
+    async def fail(self, instance_id: str, reason: str) -> None:
+        request = spb.FailInstanceRequest(instance_id=instance_id, reason=reason)
+        await self.ctl.fail_instance(request)
 
     async def share(self, workspace_id: str, shared: bool) -> None:
         level = pb.AdmissionLevel.EVERYONE if shared else pb.AdmissionLevel.OWNER_ONLY

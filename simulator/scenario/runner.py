@@ -410,6 +410,62 @@ class Runner:
 
             await self.call(step, outcome())
 
+    async def do_call(self, step: Step) -> None:
+        """Any RPC with the ids and credentials the step gives (raw ones included): what a
+        client that sends a bad id, a bad token or the admin token meets. A stream is read up to
+        its first message, then closed."""
+        method = step.subject
+        wid = step.workspace_id
+        if wid is None:
+            wid = self.ids[step.workspace] if step.workspace is not None else ""
+        iid = step.instance_id
+        if iid is None:
+            mine = [o for o in self.observed if step.workspace and o.workspace_id == wid]
+            iid = mine[-1].instance_id if mine else ""
+        if step.admin:
+            token = self.world.admin_token
+        elif step.token is not None:
+            token = step.token
+        else:
+            token = self.tokens[step.user or self.sc.default_user]
+        stub = pb.WorkspacesServiceStub(
+            self.world.channel, metadata={"authorization": f"Bearer {token}"} if token else None
+        )
+        requests: dict[str, Any] = {
+            "ListWorkspaces": pb.ListWorkspacesRequest(),
+            "GetWorkspace": pb.GetWorkspaceRequest(workspace_id=wid),
+            "GetOwnerToken": pb.GetOwnerTokenRequest(workspace_id=wid),
+            "CreateAndStartWorkspace": pb.CreateAndStartWorkspaceRequest(
+                context_url=step.context or ""
+            ),
+            "StartWorkspace": pb.StartWorkspaceRequest(workspace_id=wid),
+            "GetActiveWorkspaceInstance": pb.GetActiveWorkspaceInstanceRequest(workspace_id=wid),
+            "GetWorkspaceInstanceOwnerToken": pb.GetWorkspaceInstanceOwnerTokenRequest(
+                instance_id=iid
+            ),
+            "ListenToWorkspaceInstance": pb.ListenToWorkspaceInstanceRequest(instance_id=iid),
+            "ListenToImageBuildLogs": pb.ListenToImageBuildLogsRequest(instance_id=iid),
+            "StopWorkspace": pb.StopWorkspaceRequest(workspace_id=wid),
+        }
+        name = re.sub(r"(?<!^)([A-Z])", r"_\1", method).lower()
+        answer = getattr(stub, name)(requests[method])
+        if method in ("ListenToWorkspaceInstance", "ListenToImageBuildLogs", "StopWorkspace"):
+
+            async def first() -> None:
+                async with contextlib.aclosing(answer) as stream:
+                    async for _ in stream:
+                        break
+
+            await self.call(step, first())
+        else:
+            await self.call(step, answer)
+
+    async def do_fail(self, step: Step) -> None:
+        mine = [o for o in self.observed if o.workspace_id == self.ids[step.subject]]
+        if not mine:
+            raise self.diff(step, f"workspace {step.subject!r} has no instance to fail")
+        await self.world_call(step, self.world.fail(mine[-1].instance_id, step.reason))
+
     async def do_get(self, step: Step) -> None:
         request = pb.GetWorkspaceRequest(workspace_id=self.ids[step.subject])
         await self.call(step, self.api(self.user_of(step)).get_workspace(request))

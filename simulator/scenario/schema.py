@@ -26,6 +26,7 @@ from simulator.core.faults import (
     FAULT_KINDS,
     FAULT_NAMES,
     KINDS,
+    WORKSPACES_METHODS,
     Effect,
     Param,
     ParamType,
@@ -76,6 +77,8 @@ ACTIONS = (
     "advance",
     "fault",
     "clear_faults",
+    "fail",
+    "call",
     "expect",
     "note",
 )
@@ -98,6 +101,16 @@ _STEP_OPTIONS: dict[str, tuple[str, ...]] = {
         "expect_pages",
         "expect_workspaces",
     ),
+    "call": (
+        *_CALL_OPTIONS,
+        "workspace",
+        "workspace_id",
+        "instance_id",
+        "context",
+        "token",
+        "admin",
+    ),
+    "fail": ("reason",),
     "mark_active": (),
     "share": ("shared",),
     "advance": (),
@@ -254,6 +267,18 @@ class Step:
     fault: FaultSpec | None = None
     clear: tuple[str, ...] | None = None
     """clear_faults: fault names, or None for every fault."""
+    workspace: str | None = None
+    """call: the scenario workspace whose id (and latest instance id) the request carries."""
+    workspace_id: str | None = None
+    """call: a raw workspace id for the request (e.g. a malformed one)."""
+    instance_id: str | None = None
+    """call: a raw instance id for the request."""
+    token: str | None = None
+    """call: the raw ``authorization`` token instead of the user's ("" sends none)."""
+    admin: bool = False
+    """call: with the world's admin token (the Gitpod API refuses it)."""
+    reason: str = ""
+    """fail: conditions.failed."""
     expect: Expect | None = None
 
     def describe(self) -> str:
@@ -828,7 +853,19 @@ class _Checker:
             shared=self.get(t, w, "shared", bool, "true or false") is not False,
             fault=fault,
             expect=expect,
+            workspace=self.text(t, w, "workspace") if action == "call" else None,
+            workspace_id=self.text(t, w, "workspace_id"),
+            instance_id=self.text(t, w, "instance_id"),
+            token=self.text(t, w, "token"),
+            admin=bool(self.get(t, w, "admin", bool, "true or false")),
+            reason=(self.text(t, w, "reason") or "workspace failed") if action == "fail" else "",
         )
+        if action == "call" and raw not in WORKSPACES_METHODS:
+            self.error(
+                w, action, f"'call' must name an RPC ({', '.join(WORKSPACES_METHODS)}), got {raw!r}"
+            )
+        if action == "call" and step.admin and step.token is not None:
+            self.error(w, "admin", "a call step takes 'admin' or 'token', not both")
         if action == "create" and not step.same_as and bool(step.context) == bool(step.prebuild):
             self.error(w, action, "a create step needs exactly one of 'context', 'prebuild'")
         if action == "list" and raw not in {u.id for u in sc.users}:
@@ -989,6 +1026,10 @@ class _Checker:
                         f"{step.describe()} names fault {n!r}, which no fault before"
                         " it defines (give a fault a 'name')",
                     )
+            return
+        if a == "call":
+            if step.workspace is not None:
+                self.workspace_ref(step.workspace, w, "workspace", step, names)
             return
         if a in ("create", "list", "advance", "note", "clear_faults", "fault"):
             return

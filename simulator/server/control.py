@@ -65,6 +65,7 @@ class ControlService:
             ("MarkActive", self.mark_active, spb.MarkActiveRequest, spb.MarkActiveResponse),
             ("SetAdmission", self.set_admission, spb.SetAdmissionRequest, spb.SetAdmissionResponse),
             ("AddPrebuild", self.add_prebuild, spb.AddPrebuildRequest, spb.AddPrebuildResponse),
+            ("FailInstance", self.fail_instance, spb.FailInstanceRequest, spb.FailInstanceResponse),
             ("AddFault", self.add_fault, spb.AddFaultRequest, spb.AddFaultResponse),
             ("ListFaults", self.list_faults, spb.ListFaultsRequest, spb.ListFaultsResponse),
             ("ClearFaults", self.clear_faults, spb.ClearFaultsRequest, spb.ClearFaultsResponse),
@@ -273,6 +274,12 @@ class ControlService:
             workspaces=len(engine.workspaces),
             instances=len(engine.instances),
         )
+
+    def fail_instance(self, request: spb.FailInstanceRequest) -> spb.FailInstanceResponse:
+        _require(request.instance_id, "instance_id")
+        _require(request.reason, "reason")
+        inst = self._sim.fail(request.instance_id, request.reason)
+        return spb.FailInstanceResponse(instance=instance_pb(inst))
 
     # ------------------------------------------------------------------ coverage
 

@@ -26,6 +26,8 @@ __all__ = (
     "FailCreating",
     "FailImageBuild",
     "FailInitializing",
+    "FailInstanceRequest",
+    "FailInstanceResponse",
     "Fault",
     "FaultSpec",
     "FaultTarget",
@@ -479,6 +481,37 @@ class FailInitializing(betterproto2.Message):
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "FailInitializing", FailInitializing)
+
+
+@dataclass(eq=False, repr=False)
+class FailInstanceRequest(betterproto2.Message):
+    """
+    ============================================================================ failures
+    """
+
+    instance_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    conditions.failed (required).
+    """
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "FailInstanceRequest", FailInstanceRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class FailInstanceResponse(betterproto2.Message):
+    instance: "__v1__.WorkspaceInstance | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "FailInstanceResponse", FailInstanceResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -1484,6 +1517,29 @@ class SimulatorServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def fail_instance(
+        self,
+        message: "FailInstanceRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "FailInstanceResponse":
+        """
+        FailInstance fails an active instance now, in whatever phase it is (a runtime failure):
+        `failed` is set, then STOPPED (before the cluster runs anything, or pulling the image) or
+        STOPPING. FAILED_PRECONDITION when it is STOPPING or STOPPED.
+        """
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/FailInstance",
+            message,
+            FailInstanceResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def add_fault(
         self,
         message: "AddFaultRequest",
@@ -1786,6 +1842,15 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def fail_instance(self, message: "FailInstanceRequest") -> "FailInstanceResponse":
+        """
+        FailInstance fails an active instance now, in whatever phase it is (a runtime failure):
+        `failed` is set, then STOPPED (before the cluster runs anything, or pulling the image) or
+        STOPPING. FAILED_PRECONDITION when it is STOPPING or STOPPED.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def add_fault(self, message: "AddFaultRequest") -> "AddFaultResponse":
         """
         ---- faults
@@ -1929,6 +1994,14 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.add_prebuild(request)
+        await stream.send_message(response)
+
+    async def __rpc_fail_instance(
+        self, stream: "grpclib.server.Stream[FailInstanceRequest, FailInstanceResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.fail_instance(request)
         await stream.send_message(response)
 
     async def __rpc_add_fault(
@@ -2077,6 +2150,12 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 AddPrebuildRequest,
                 AddPrebuildResponse,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/FailInstance": grpclib.const.Handler(
+                self.__rpc_fail_instance,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                FailInstanceRequest,
+                FailInstanceResponse,
             ),
             "/gitpod.simulator.v1.SimulatorService/AddFault": grpclib.const.Handler(
                 self.__rpc_add_fault,
