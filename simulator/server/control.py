@@ -275,10 +275,11 @@ class ControlService:
             instances=len(engine.instances),
         )
 
-    def fail_instance(self, request: spb.FailInstanceRequest) -> spb.FailInstanceResponse:
+    def fail_instance(self, call: Call) -> spb.FailInstanceResponse:
+        request: spb.FailInstanceRequest = call.request
         _require(request.instance_id, "instance_id")
         _require(request.reason, "reason")
-        inst = self._sim.fail(request.instance_id, request.reason)
+        inst = call.world.fail(request.instance_id, request.reason)
         return spb.FailInstanceResponse(instance=instance_pb(inst))
 
     # ------------------------------------------------------------------ coverage
