@@ -26,6 +26,7 @@ from simulator.core.faults import FAULT_KINDS, FAULT_NAMES, KINDS, Param, ParamT
 from simulator.core.simtime import format_instant, from_datetime, parse_duration, parse_instant
 from simulator.core.transitions import Phase
 from simulator.server.control_convert import effect_message
+from simulator.server.convert import phase_pb
 
 T = TypeVar("T")
 _MODES = {
@@ -232,7 +233,7 @@ def plan_set(
             )
         phases.append(
             spb.PhaseDuration(
-                phase=Phase[name.upper()], duration=_distribution(value, "--duration")
+                phase=phase_pb(Phase[name.upper()]), duration=_distribution(value, "--duration")
             )
         )
     limits: dict[str, dt.timedelta] = {}

@@ -40,7 +40,7 @@ def test_fixtures_marker_and_helpers(project: pytest.Pytester) -> None:
             assert gitpod.sim.now() - gitpod.started_at == 87_000_000  # 60+2+10+15 s
             gitpod.advance("31m")
             statuses = await gitpod.collect_listen(gitpod_client, inst.instance_id)
-            assert [s.phase for s in statuses][-1] is Phase.STOPPED
+            assert [s.phase for s in statuses][-1] == Phase.STOPPED
 
         async def test_over_tcp(gitpod_tcp_client, gitpod_sim):
             await gitpod_tcp_client.create_and_start_workspace(

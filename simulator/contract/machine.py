@@ -33,6 +33,7 @@ from hypothesis.stateful import (
 )
 
 from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.v1 import WorkspaceInstanceStatusPhase as Phase
 from simulator._proto.google.protobuf import FieldMask
 from simulator.contract.checks import LIST_PAGES_LIMIT, PostStepChecks, checked_call, present
 from simulator.contract.model import (
@@ -45,7 +46,6 @@ from simulator.contract.model import (
 )
 from simulator.contract.streams import StreamRecord, Streams
 from simulator.contract.target import InProcessTarget, Target
-from simulator.core.transitions import Phase
 
 _T = TypeVar("_T")
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from grpclib.const import Status
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.core.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, Phase, is_legal
+from simulator._proto.gitpod.v1 import WorkspaceInstanceStatusPhase as Phase
+from simulator.core.transitions import INITIAL_PHASES, LEGAL_TRANSITIONS, is_legal
+from simulator.core.transitions import Phase as CorePhase
 
 
 class ContractViolation(AssertionError):
@@ -40,7 +42,7 @@ def _reachable() -> dict[Phase, frozenset[Phase]]:
                 if nxt not in seen:
                     seen.add(nxt)
                     todo.append(nxt)
-        out[start] = frozenset(seen)
+        out[Phase(start)] = frozenset(Phase(p) for p in seen)
     return out
 
 
@@ -67,7 +69,7 @@ def check_sequence(instance_id: str, statuses: list[pb.WorkspaceInstanceStatus])
                 " (it must end right after STOPPED)",
             )
             require(
-                is_legal(previous.phase, status.phase),
+                is_legal(CorePhase(previous.phase), CorePhase(status.phase)),
                 f"instance {instance_id}: illegal transition {previous.phase.name} -> "
                 f"{status.phase.name} (not in the published transition table)",
             )
@@ -191,7 +193,7 @@ class Model:
         ws.instances.append(instance_id)
         if status is not None:
             require(
-                status.phase in INITIAL_PHASES,
+                CorePhase(status.phase) in INITIAL_PHASES,
                 f"instance {instance_id} started in {status.phase.name}; a new instance starts"
                 " in IMAGEBUILD or PENDING",
             )

@@ -30,8 +30,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from simulator._proto.gitpod.v1 import WorkspaceInstanceStatusPhase as Phase
-
 __all__ = [
     "ACTIVE_PHASES",
     "EVENT_TRIGGERED_TRANSITIONS",
@@ -43,6 +41,22 @@ __all__ = [
     "is_legal",
     "next_phase",
 ]
+
+
+class Phase(enum.IntEnum):
+    """Where an instance is in its lifecycle: the core's own enum, with the names and values of
+    gitpod.v1 ``WorkspaceInstanceStatusPhase`` (the edge converts; the core never imports protobuf).
+    """
+
+    UNSPECIFIED = 0
+    IMAGEBUILD = 1
+    PENDING = 2
+    CREATING = 3
+    INITIALIZING = 4
+    RUNNING = 5
+    INTERRUPTED = 6
+    STOPPING = 7
+    STOPPED = 8
 
 
 class Trigger(enum.Enum):

@@ -317,7 +317,7 @@ def _entry_dict(entry: spb.JournalEntry) -> dict[str, Any]:
         "instance_id": t.instance_id,
         "workspace_id": t.workspace_id,
         "owner_id": t.owner_id,
-        "from": None if t.from_phase == Phase.UNSPECIFIED else Phase(t.from_phase).name,
+        "from": None if t.from_phase == 0 else Phase(t.from_phase).name,
         "to": Phase(t.to_phase).name,
         "status_version": t.status_version,
         "cause": t.cause,

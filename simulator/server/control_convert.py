@@ -39,6 +39,7 @@ from simulator.core.plan import (
 )
 from simulator.core.simtime import Duration, SimTime, from_datetime, to_datetime
 from simulator.core.transitions import Phase
+from simulator.server.convert import phase_pb
 from simulator.server.journal import Entry, RpcEntry
 
 _BY_PROTO_FIELD = {k.proto_field: k for k in FAULT_KINDS}
@@ -77,8 +78,10 @@ def transition_pb(change: StatusChange) -> spb.Transition:
         at=to_datetime(change.at),
         instance_id=change.instance_id,
         workspace_id=change.workspace_id,
-        from_phase=change.previous.phase if change.previous is not None else Phase.UNSPECIFIED,
-        to_phase=change.status.phase,
+        from_phase=phase_pb(
+            change.previous.phase if change.previous is not None else Phase.UNSPECIFIED
+        ),
+        to_phase=phase_pb(change.status.phase),
         status_version=change.status.version,
         cause=change.cause,
         owner_id=change.owner_id,
@@ -188,7 +191,7 @@ def plan_out(plan: LifecyclePlan) -> spb.LifecyclePlan:
     t = plan.timeouts
     return spb.LifecyclePlan(
         durations=[
-            spb.PhaseDuration(phase=phase, duration=_distribution_out(d))
+            spb.PhaseDuration(phase=phase_pb(phase), duration=_distribution_out(d))
             for phase, d in plan.durations.items()
         ],
         build_policy=reverse[plan.build_policy],
@@ -277,6 +280,8 @@ def _param_out(param: Param, value: object) -> object:
         return status_number(str(value))
     if param.type is ParamType.LINES:
         return list(value)  # type: ignore[call-overload]
+    if param.type is ParamType.PHASE:
+        return phase_pb(value)  # type: ignore[arg-type]
     return value
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from simulator._proto.gitpod import v1 as pb
 from simulator.core.model import Instance, InstanceStatus, Workspace
 from simulator.core.simtime import to_datetime
+from simulator.core.transitions import Phase
 from simulator.server.wire import listen_response_bytes
+
+_PB_PHASES: tuple[pb.WorkspaceInstanceStatusPhase, ...] = tuple(
+    pb.WorkspaceInstanceStatusPhase(phase.value) for phase in Phase
+)
+
+
+def phase_pb(phase: Phase) -> pb.WorkspaceInstanceStatusPhase:
+    """The core's phase as the gitpod.v1 enum (same names and values)."""
+    return _PB_PHASES[phase]
 
 
 def workspace_pb(ws: Workspace) -> pb.Workspace:
@@ -36,7 +46,7 @@ def status_pb(status: InstanceStatus) -> pb.WorkspaceInstanceStatus:
     first = status.first_user_activity
     return pb.WorkspaceInstanceStatus(
         status_version=status.version,
-        phase=status.phase,
+        phase=_PB_PHASES[status.phase],
         conditions=pb.WorkspaceInstanceStatusConditions(
             failed=status.failed,
             timeout=status.timeout,
