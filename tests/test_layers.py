@@ -190,7 +190,8 @@ def test_no_import_circle_among_the_package_modules() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10 item 5 (the host helper): simulator.server.runtime <-> control, driver, service "
+    reason="issue 10 item 5 (the host helper): simulator.server.runtime <-> control, driver, "
+    "service "
     "still name each other under TYPE_CHECKING; the services are to depend on a World Protocol. "
     "When this XPASSes, drop this marker.",
 )
