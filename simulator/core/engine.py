@@ -60,7 +60,18 @@ from simulator.core.patterns import compile_pattern
 from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
-from simulator.core.transitions import Phase, Trigger, next_phase
+from simulator.core.transitions import (
+    CANCELS,
+    MAY_RUN,
+    TIMEOUT_ACTIVITY,
+    TIMERS,
+    Phase,
+    PhaseTimers,
+    Timeout,
+    Timer,
+    Trigger,
+    next_phase,
+)
 
 Observer = Callable[[EngineEvent], None]
 
@@ -68,14 +79,6 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_CURSORS = 4096
 """Page tokens kept at once; the oldest is forgotten first (then answers INVALID_ARGUMENT)."""
-
-# Timeout activity names, as upstream ws-manager writes them.
-ACTIVITY_INITIALIZATION = "initialization"
-ACTIVITY_STARTUP = "startup"
-ACTIVITY_INACTIVITY = "period of inactivity"
-ACTIVITY_MAX_LIFETIME = "maximum lifetime"
-ACTIVITY_INTERRUPTION = "workspace interruption"
-ACTIVITY_STOPPING = "stopping"
 
 INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
 
@@ -653,6 +656,11 @@ class Engine:
             assert (ids_[0] if ids_ else None) == ws.active_instance_id, ws.id
             if ws.latest_instance_id is not None:
                 assert self.instances[ws.latest_instance_id].workspace_id == ws.id
+        for inst in self.instances.values():
+            pending = {t for t in Timer if getattr(inst, t.value) is not None}
+            stray = pending - MAY_RUN[inst.phase]
+            assert not stray, f"{inst.id} in {inst.phase.name} has timers {stray}"
+            assert all(not getattr(inst, t.value).cancelled for t in pending), inst.id
         for owner, owned in self._by_owner.items():
             assert all(ws.owner_id == owner for ws in owned)
 
@@ -792,58 +800,31 @@ class Engine:
         first: bool = False,
         message: str | None = None,
     ) -> None:
-        """Move ``inst`` into ``phase`` now: timers of the old phase go, the new phase's come."""
+        """Move ``inst`` into ``phase`` now; ``transitions.TIMERS`` says which timers go, come."""
         sched = self.scheduler
         now = self.now
-        plan = inst.plan
-        timeouts = plan.timeouts
-        sched.cancel(inst.step)
-        inst.step = None
+        for timer in CANCELS[phase]:  # rule 10: what the phase does not keep goes
+            slot = timer.value
+            event = getattr(inst, slot)
+            if event is not None:
+                sched.cancel(event)
+                setattr(inst, slot, None)
         inst.phase_started_at = now
-        if phase is Phase.IMAGEBUILD:
-            duration = plan.duration_of(phase, self._rng_durations)
-            if self.faults.bound(inst, StallPhase, phase) is None:
-                inst.step = sched.schedule(now + duration, EventKind.STEP, inst.id)
-            lines = build_log(self._rng_logs, inst.repository, plan.build_log_lines)
-            inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
-        elif phase is Phase.PENDING:
-            self._end_build(inst, success=True)
-            inst.step = self._schedule_step(inst, phase)
-            self._schedule_phase_timeout(inst, timeouts.initialization)
-        elif phase is Phase.CREATING:
-            inst.step = self._schedule_step(inst, phase)
-            self._schedule_phase_timeout(inst, timeouts.startup)
-        elif phase is Phase.INITIALIZING:
-            inst.step = self._schedule_step(inst, phase)  # the startup timeout keeps running
-        elif phase is Phase.RUNNING:
-            sched.cancel(inst.phase_timeout)
-            sched.cancel(inst.recover)
-            inst.phase_timeout = inst.recover = None
+        build = inst.build
+        if build is not None and not build.finished and phase is not Phase.IMAGEBUILD:
+            self._end_build(inst, success=phase is Phase.PENDING)  # rule 13
+        if phase is Phase.RUNNING:
             if inst.running_at is None:
                 inst.running_at = now
                 self._touch(self.workspaces[inst.workspace_id], now)
-                if timeouts.max_lifetime is not None:
-                    # Never in the past: a lifetime already over ends at once.
-                    at = max(inst.created_at + timeouts.max_lifetime, now)
-                    inst.lifetime = sched.schedule(at, EventKind.LIFETIME_TIMEOUT, inst.id)
-            self._schedule_inactivity(inst)
-            self._schedule_interrupt(inst)
-        elif phase is Phase.INTERRUPTED:
-            sched.cancel(inst.inactivity)
-            inst.inactivity = None
-            self._schedule_phase_timeout(inst, timeouts.interruption)
-        elif phase is Phase.STOPPING:
-            self._cancel_all(inst)
-            self._end_build(inst, success=False)
-            inst.step = self._schedule_step(inst, phase)
-            self._schedule_phase_timeout(inst, timeouts.stopping)
         elif phase is Phase.STOPPED:
-            self._cancel_all(inst)
-            self._end_build(inst, success=False)
             inst.stopped_at = now
             ws = self.workspaces[inst.workspace_id]
             ws.active_instance_id = None
             self._touch(ws, now)
+        rule = TIMERS[phase]
+        for timer in rule.starts:
+            self._start_timer(inst, timer, phase, rule)
         old = inst.status
         status = _new_status(
             InstanceStatus,
@@ -864,20 +845,45 @@ class Engine:
             self._write_log(inst, inst.build.pending.pop(0))  # a build speaks at once
             self._schedule_next_log_line(inst)
 
+    def _start_timer(self, inst: Instance, timer: Timer, phase: Phase, rule: PhaseTimers) -> None:
+        """Schedule one of the timers ``phase`` starts (a kept one still pending is left alone)."""
+        now = self.now
+        if timer is Timer.STEP:
+            if phase is Phase.IMAGEBUILD:
+                plan = inst.plan
+                duration = plan.duration_of(phase, self._rng_durations)
+                if self.faults.bound(inst, StallPhase, phase) is None:
+                    inst.step = self.scheduler.schedule(now + duration, EventKind.STEP, inst.id)
+                lines = build_log(self._rng_logs, inst.repository, plan.build_log_lines)
+                inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
+            else:
+                inst.step = self._schedule_step(inst, phase)
+        elif timer is Timer.PHASE_TIMEOUT:
+            assert rule.timeout is not None
+            limit: Duration | None = getattr(inst.plan.timeouts, rule.timeout.value)
+            if limit is not None:
+                inst.timeout_ref = now
+                inst.phase_timeout = self.scheduler.schedule(
+                    now + limit, EventKind.PHASE_TIMEOUT, inst.id
+                )
+        elif timer is Timer.INACTIVITY:
+            self._schedule_inactivity(inst)
+        elif timer is Timer.LIFETIME:
+            limit = inst.plan.timeouts.max_lifetime
+            if inst.lifetime is None and limit is not None:
+                # Never in the past: a lifetime already over ends at once.
+                at = max(inst.created_at + limit, now)
+                inst.lifetime = self.scheduler.schedule(at, EventKind.LIFETIME_TIMEOUT, inst.id)
+        elif timer is Timer.INTERRUPT:
+            self._schedule_interrupt(inst)
+        else:  # pragma: no cover - the table starts no other timer on entry
+            raise AssertionError(f"{phase.name} cannot start {timer.name} on entry")
+
     def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent | None:
         if self.faults.bound(inst, StallPhase, phase) is not None:
             return None  # stalled: only a timeout, a stop or clearing the fault ends it
         duration = inst.plan.duration_of(phase, self._rng_durations)
         return self.scheduler.schedule(self.now + duration, EventKind.STEP, inst.id)
-
-    def _schedule_phase_timeout(self, inst: Instance, limit: Duration | None) -> None:
-        self.scheduler.cancel(inst.phase_timeout)
-        inst.phase_timeout = None
-        if limit is not None:
-            inst.timeout_ref = self.now
-            inst.phase_timeout = self.scheduler.schedule(
-                self.now + limit, EventKind.PHASE_TIMEOUT, inst.id
-            )
 
     def _schedule_inactivity(self, inst: Instance) -> None:
         self.scheduler.cancel(inst.inactivity)
@@ -888,19 +894,6 @@ class Engine:
             assert since is not None
             at = max(since + limit, self.now)
             inst.inactivity = self.scheduler.schedule(at, EventKind.INACTIVITY_TIMEOUT, inst.id)
-
-    def _cancel_all(self, inst: Instance) -> None:
-        for event in (
-            inst.phase_timeout,
-            inst.inactivity,
-            inst.lifetime,
-            inst.recover,
-            inst.log,
-            inst.interrupt,
-        ):
-            self.scheduler.cancel(event)
-        inst.phase_timeout = inst.inactivity = inst.lifetime = inst.recover = inst.log = None
-        inst.interrupt = None
 
     def _end_build(self, inst: Instance, *, success: bool) -> None:
         build = inst.build
@@ -990,38 +983,21 @@ class Engine:
                 self._enter(inst, Phase.RUNNING, "recovered", message="")
         elif kind is EventKind.PHASE_TIMEOUT:
             inst.phase_timeout = None
-            self._time_out(inst, self._phase_activity(inst))
+            timeout = TIMERS[inst.phase].timeout
+            assert timeout is not None, f"a phase timeout fired in {inst.phase.name}"
+            self._time_out(inst, timeout, self.now - inst.timeout_ref)
         elif kind is EventKind.INACTIVITY_TIMEOUT:
             inst.inactivity = None
-            if inst.phase is Phase.RUNNING:
-                since = inst.last_activity if inst.last_activity is not None else inst.running_at
-                assert since is not None
-                limit = inst.plan.timeouts.inactivity or 0
-                self._timeout_status(inst, ACTIVITY_INACTIVITY, self.now - since, limit)
+            since = inst.last_activity if inst.last_activity is not None else inst.running_at
+            assert since is not None
+            self._time_out(inst, Timeout.INACTIVITY, self.now - since)
         elif kind is EventKind.LIFETIME_TIMEOUT:
             inst.lifetime = None
-            if inst.phase in (Phase.RUNNING, Phase.INTERRUPTED):
-                limit = inst.plan.timeouts.max_lifetime or 0
-                self._timeout_status(inst, ACTIVITY_MAX_LIFETIME, self.now - inst.created_at, limit)
+            self._time_out(inst, Timeout.MAX_LIFETIME, self.now - inst.created_at)
 
-    def _phase_activity(self, inst: Instance) -> tuple[str, Duration]:
-        t = inst.plan.timeouts
-        phase = inst.phase
-        if phase is Phase.PENDING:
-            return ACTIVITY_INITIALIZATION, t.initialization or 0
-        if phase in (Phase.CREATING, Phase.INITIALIZING):
-            return ACTIVITY_STARTUP, t.startup or 0
-        if phase is Phase.INTERRUPTED:
-            return ACTIVITY_INTERRUPTION, t.interruption or 0
-        return ACTIVITY_STOPPING, t.stopping or 0
-
-    def _time_out(self, inst: Instance, activity: tuple[str, Duration]) -> None:
-        name, limit = activity
-        self._timeout_status(inst, name, self.now - inst.timeout_ref, limit)
-
-    def _timeout_status(
-        self, inst: Instance, activity: str, took: Duration, limit: Duration
-    ) -> None:
+    def _time_out(self, inst: Instance, timeout: Timeout, took: Duration) -> None:
+        limit: Duration = getattr(inst.plan.timeouts, timeout.value) or 0
+        activity = TIMEOUT_ACTIVITY[timeout]
         text = timeout_text(activity, took, limit)
         self._condition_then(inst, Trigger.TIMED_OUT, f"timeout:{activity}", timeout=text)
 

@@ -13,6 +13,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from simulator.core.simtime import SimTime
+from simulator.core.transitions import Timer
 
 
 class EventKind(enum.Enum):
@@ -42,6 +43,18 @@ class EventKind(enum.Enum):
 _TIMEOUTS = frozenset(
     {EventKind.PHASE_TIMEOUT, EventKind.INACTIVITY_TIMEOUT, EventKind.LIFETIME_TIMEOUT}
 )
+
+
+TIMER_EVENTS: dict[Timer, EventKind] = {
+    Timer.STEP: EventKind.STEP,
+    Timer.BUILD_LOG: EventKind.BUILD_LOG,
+    Timer.PHASE_TIMEOUT: EventKind.PHASE_TIMEOUT,
+    Timer.INACTIVITY: EventKind.INACTIVITY_TIMEOUT,
+    Timer.LIFETIME: EventKind.LIFETIME_TIMEOUT,
+    Timer.INTERRUPT: EventKind.INTERRUPT,
+    Timer.RECOVER: EventKind.RECOVER,
+}
+"""The event each instance timer schedules (every kind but WAKE, which belongs to no instance)."""
 
 
 @dataclass(slots=True, eq=False)

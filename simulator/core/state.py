@@ -38,12 +38,12 @@ from simulator.core.plan import (
     Timeouts,
     Uniform,
 )
-from simulator.core.scheduler import EventKind
-from simulator.core.transitions import Phase
+from simulator.core.scheduler import TIMER_EVENTS, EventKind
+from simulator.core.transitions import Phase, Timer
 
 FORMAT = "gitpod-sim-state"
 VERSION = 1
-_EVENT_SLOTS = ("step", "phase_timeout", "inactivity", "lifetime", "recover", "log", "interrupt")
+_EVENT_SLOTS = tuple(timer.value for timer in Timer)
 _RNGS = ("_rng_ids", "_rng_tokens", "_rng_durations", "_rng_logs", "_rng_pages")
 
 Json = dict[str, Any]
@@ -311,12 +311,4 @@ def _import(data: Json, observer: Observer | None) -> Engine:
 
 
 def _slot_kind(slot: str) -> EventKind:
-    return {
-        "step": EventKind.STEP,
-        "phase_timeout": EventKind.PHASE_TIMEOUT,
-        "inactivity": EventKind.INACTIVITY_TIMEOUT,
-        "lifetime": EventKind.LIFETIME_TIMEOUT,
-        "recover": EventKind.RECOVER,
-        "log": EventKind.BUILD_LOG,
-        "interrupt": EventKind.INTERRUPT,
-    }[slot]
+    return TIMER_EVENTS[Timer(slot)]

@@ -22,21 +22,44 @@ Rules (BEHAVIOUR.md, "Lifecycle of an instance"):
 9. Same-phase status changes (rule 4, first user activity, admission) are legal in every active
    phase; every status change gets a strictly greater status_version.
 
+Timers (BEHAVIOUR.md, "Timeouts"), in :data:`TIMERS`:
+
+10. Entering a phase cancels every pending timer of the instance that the new phase does not keep,
+    then starts the new phase's timers, in the table's order.
+11. STEP ends a phase that has a duration of its own (IMAGEBUILD, PENDING, CREATING, INITIALIZING,
+    STOPPING). RUNNING and INTERRUPTED end only by an event.
+12. Limits: PENDING by *initialization*; CREATING and INITIALIZING together by *startup* (the timer
+    CREATING starts, INITIALIZING keeps); INTERRUPTED by *interruption*; STOPPING by *stopping*;
+    RUNNING by *inactivity* (since the last user activity, or since RUNNING; each activity
+    restarts it); RUNNING and INTERRUPTED by *max_lifetime*, counted from the instance's creation.
+    A disabled limit starts no timer. The text names the activity (:data:`TIMEOUT_ACTIVITY`).
+13. Leaving IMAGEBUILD ends the image build: successful when the next phase is PENDING.
+
 Everything the engine does, and everything the contract tests check, comes from the tables below.
+The engine has no rule of its own about which phase follows which, or which timer runs when.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 __all__ = [
     "ACTIVE_PHASES",
+    "CANCELS",
     "EVENT_TRIGGERED_TRANSITIONS",
     "HAPPY_PATH",
     "INITIAL_PHASES",
     "LEGAL_TRANSITIONS",
+    "MAY_RUN",
+    "TIMEOUT_ACTIVITY",
+    "TIMERS",
+    "TIMER_TIMEOUT",
     "Phase",
+    "PhaseTimers",
+    "Timeout",
+    "Timer",
     "Trigger",
     "is_legal",
     "next_phase",
@@ -146,6 +169,136 @@ def _legal_transitions() -> dict[Phase, frozenset[Phase]]:
 LEGAL_TRANSITIONS: Mapping[Phase, frozenset[Phase]] = _legal_transitions()
 """phase -> every phase the *next* status of an instance may have. Derived from the table above;
 this is what observers (tests, the contract suite) check a stream against."""
+
+
+class Timer(enum.Enum):
+    """The pending events an instance can have, at most one of each. The value names the
+    instance's slot that holds it (and the key in state files, in this order)."""
+
+    STEP = "step"
+    """The phase's own duration is over (STEP_DONE)."""
+    PHASE_TIMEOUT = "phase_timeout"
+    """The limit of the phase (its :class:`Timeout` is in :data:`TIMERS`)."""
+    INACTIVITY = "inactivity"
+    LIFETIME = "lifetime"
+    RECOVER = "recover"
+    """A timed interruption ends."""
+    BUILD_LOG = "log"
+    """The image build writes its next log line."""
+    INTERRUPT = "interrupt"
+    """An interrupt fault's scheduled effect."""
+
+
+class Timeout(enum.Enum):
+    """The timeout kinds. The value is the limit's name in ``plan.Timeouts`` (and in state files,
+    the control plane and scenarios)."""
+
+    INITIALIZATION = "initialization"
+    STARTUP = "startup"
+    INACTIVITY = "inactivity"
+    MAX_LIFETIME = "max_lifetime"
+    INTERRUPTION = "interruption"
+    STOPPING = "stopping"
+
+
+TIMEOUT_ACTIVITY: Mapping[Timeout, str] = {
+    Timeout.INITIALIZATION: "initialization",
+    Timeout.STARTUP: "startup",
+    Timeout.INACTIVITY: "period of inactivity",
+    Timeout.MAX_LIFETIME: "maximum lifetime",
+    Timeout.INTERRUPTION: "workspace interruption",
+    Timeout.STOPPING: "stopping",
+}
+"""What upstream's ``conditions.timeout`` text says took too long (``workspace timed out after
+<activity> (<took>) took longer than <limit>``); ``timeout:<activity>`` is the change's cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimers:
+    """What entering a phase does to the instance's timers (rules 10-13)."""
+
+    starts: tuple[Timer, ...] = ()
+    """Scheduled on entry, in this order (the order breaks ties between events due together).
+    A started timer that the phase also keeps and that is still pending is left alone."""
+    keeps: frozenset[Timer] = frozenset()
+    """Left running from the phase before; every other pending timer is cancelled on entry."""
+    during: frozenset[Timer] = frozenset()
+    """Started later, while in the phase, by the build, a command or a fault."""
+    timeout: Timeout | None = None
+    """What the PHASE_TIMEOUT timer measures while in this phase."""
+
+
+TIMERS: Mapping[Phase, PhaseTimers] = {
+    Phase.IMAGEBUILD: PhaseTimers(starts=(Timer.STEP,), during=frozenset({Timer.BUILD_LOG})),
+    Phase.PENDING: PhaseTimers(
+        starts=(Timer.STEP, Timer.PHASE_TIMEOUT), timeout=Timeout.INITIALIZATION
+    ),
+    Phase.CREATING: PhaseTimers(starts=(Timer.STEP, Timer.PHASE_TIMEOUT), timeout=Timeout.STARTUP),
+    Phase.INITIALIZING: PhaseTimers(
+        starts=(Timer.STEP,), keeps=frozenset({Timer.PHASE_TIMEOUT}), timeout=Timeout.STARTUP
+    ),
+    Phase.RUNNING: PhaseTimers(
+        starts=(Timer.LIFETIME, Timer.INACTIVITY, Timer.INTERRUPT),
+        keeps=frozenset({Timer.LIFETIME, Timer.INTERRUPT}),
+        during=frozenset({Timer.INTERRUPT}),
+    ),
+    Phase.INTERRUPTED: PhaseTimers(
+        starts=(Timer.PHASE_TIMEOUT,),
+        keeps=frozenset({Timer.LIFETIME, Timer.INTERRUPT}),
+        during=frozenset({Timer.RECOVER}),
+        timeout=Timeout.INTERRUPTION,
+    ),
+    Phase.STOPPING: PhaseTimers(starts=(Timer.STEP, Timer.PHASE_TIMEOUT), timeout=Timeout.STOPPING),
+    Phase.STOPPED: PhaseTimers(),
+}
+"""phase -> its timers. Which timeout each timer measures: STEP the phase's planned duration,
+PHASE_TIMEOUT the phase's :attr:`PhaseTimers.timeout`, INACTIVITY and LIFETIME their own."""
+
+TIMER_TIMEOUT: Mapping[Timer, Timeout] = {
+    Timer.INACTIVITY: Timeout.INACTIVITY,
+    Timer.LIFETIME: Timeout.MAX_LIFETIME,
+}
+"""The timers that are a timeout of their own, whatever the phase."""
+
+
+def _may_run() -> dict[Phase, frozenset[Timer]]:
+    """phase -> every timer that can be pending while an instance is in it (a fixpoint over the
+    transition table: what the phase starts or starts later, and what it keeps from any phase that
+    can lead to it)."""
+    before: dict[Phase, set[Phase]] = {phase: set() for phase in EVENT_TRIGGERED_TRANSITIONS}
+    for phase, triggers in EVENT_TRIGGERED_TRANSITIONS.items():
+        for target in triggers.values():
+            before[target].add(phase)
+    out = {phase: set(t.starts) | t.during for phase, t in TIMERS.items()}
+    changed = True
+    while changed:
+        changed = False
+        for phase, timers in TIMERS.items():
+            inherited = set().union(*(out[p] for p in before[phase])) & timers.keeps
+            if not inherited <= out[phase]:
+                out[phase] |= inherited
+                changed = True
+    return {phase: frozenset(timers) for phase, timers in out.items()}
+
+
+MAY_RUN: Mapping[Phase, frozenset[Timer]] = _may_run()
+"""phase -> the timers an instance in it may have pending (checked by ``check_invariants``)."""
+
+
+def _cancels() -> dict[Phase, tuple[Timer, ...]]:
+    before: dict[Phase, set[Timer]] = {phase: set() for phase in TIMERS}
+    for phase, triggers in EVENT_TRIGGERED_TRANSITIONS.items():
+        for target in triggers.values():
+            before[target] |= MAY_RUN[phase]
+    return {
+        phase: tuple(t for t in Timer if t in before[phase] and t not in TIMERS[phase].keeps)
+        for phase in TIMERS
+    }
+
+
+CANCELS: Mapping[Phase, tuple[Timer, ...]] = _cancels()
+"""phase -> the timers entering it cancels: any a phase before may leave pending that it does not
+keep (derived, so the engine never looks at a timer that cannot be there)."""
 
 
 def next_phase(phase: Phase, trigger: Trigger) -> Phase | None:
