@@ -12,9 +12,10 @@ from typing import Any
 
 from simulator import Phase, Simulator
 from simulator.contract.target import IN_PROCESS_USERS
-from simulator.core.engine import Page
 from simulator.core.errors import NotFound
+from simulator.core.idempotency import IdempotencyRecords
 from simulator.core.model import Instance, InstanceStatus, StatusChange, User
+from simulator.core.paging import Cursors
 from simulator.core.simtime import SECOND
 from simulator.server.boundary import Call
 from simulator.server.broadcast import Delivery
@@ -100,25 +101,31 @@ def cross_user_leak() -> Simulator:
 
 def idempotency_ignored() -> Simulator:
     """Idempotency tokens are accepted and then ignored: every retry acts again."""
+
+    class Forgetful(IdempotencyRecords):
+        def replay(self, *args: Any) -> None:
+            return None
+
     sim = _fresh()
-    sim.engine._replay = lambda *args: None  # type: ignore[method-assign]
+    sim.engine.idempotency = Forgetful()
     return sim
 
 
 def page_repeats_an_item() -> Simulator:
     """Each next page starts one item early, so the last item of a page comes again."""
+
+    class OneEarly(Cursors):
+        def page(
+            self, user_id: str, page_size: int, page_token: str, listing: tuple[str, ...] | None
+        ) -> tuple[tuple[str, ...], str]:
+            chosen, token = super().page(user_id, page_size, page_token, listing)
+            if token:
+                cursor, offset = self._cursors[token]
+                self._cursors[token] = (cursor, offset - 1)
+            return chosen, token
+
     sim = _fresh()
-    engine = sim.engine
-    list_workspaces = engine.list_workspaces
-
-    def _list(caller: User, page_size: int = 0, page_token: str = "") -> Page:
-        page = list_workspaces(caller, page_size, page_token)
-        if page.next_page_token:
-            cursor, offset = engine._cursors[page.next_page_token]
-            engine._cursors[page.next_page_token] = (cursor, offset - 1)
-        return page
-
-    engine.list_workspaces = _list  # type: ignore[method-assign]
+    sim.engine.cursors = OneEarly(sim.engine.random.pages)
     return sim
 
 

@@ -13,8 +13,6 @@ Phase rules live in :mod:`simulator.core.transitions`; this module only applies 
 
 from __future__ import annotations
 
-import random
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +41,7 @@ from simulator.core.faults import (
     kind_of,
     validate_effect,
 )
+from simulator.core.idempotency import IdempotencyRecords
 from simulator.core.model import (
     Build,
     BuildLogLine,
@@ -56,9 +55,11 @@ from simulator.core.model import (
     Workspace,
     WorkspaceContext,
 )
-from simulator.core.patterns import compile_pattern
+from simulator.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Cursors
 from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
+from simulator.core.plan_scopes import PlanScopes
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
+from simulator.core.seeds import RandomStreams
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
 from simulator.core.transitions import (
     CANCELS,
@@ -72,13 +73,9 @@ from simulator.core.transitions import (
     Trigger,
     next_phase,
 )
+from simulator.core.wakes import Wakes
 
 Observer = Callable[[EngineEvent], None]
-
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
-MAX_CURSORS = 4096
-"""Page tokens kept at once; the oldest is forgotten first (then answers INVALID_ARGUMENT)."""
 
 INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
 
@@ -101,14 +98,6 @@ def timeout_text(activity: str, took: Duration, limit: Duration) -> str:
         f"workspace timed out after {activity} ({format_go_minutes(took)}) "
         f"took longer than {format_go_minutes(limit)}"
     )
-
-
-@dataclass(slots=True)
-class _Cursor:
-    """A ListWorkspaces listing frozen at its first page, so paging never repeats an item."""
-
-    user_id: str
-    workspace_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +127,14 @@ class Engine:
     ) -> None:
         self.seed = seed
         self.now: SimTime = start_time
-        self.plan = plan or LifecyclePlan()
         self.observer: Observer | None = observer
-        # One independent stream per purpose: adding a page token never shifts an instance id.
-        self._rng_ids = random.Random(f"gitpod-sim:{seed}:ids")
-        self._rng_tokens = random.Random(f"gitpod-sim:{seed}:tokens")
-        self._rng_durations = random.Random(f"gitpod-sim:{seed}:durations")
-        self._rng_logs = random.Random(f"gitpod-sim:{seed}:logs")
-        self._rng_pages = random.Random(f"gitpod-sim:{seed}:pages")
+        self.random = RandomStreams(seed)
         self.scheduler = Scheduler()
+        # The parts with a job (and a state) of their own; each saves and restores itself.
+        self.plans = PlanScopes(plan or LifecyclePlan())
+        self.idempotency = IdempotencyRecords()
+        self.cursors = Cursors(self.random.pages)
+        self.wakes = Wakes(self.scheduler)
         self.users: dict[str, User] = {}
         self._users_by_token: dict[str, User] = {}
         self.prebuilds: dict[str, Prebuild] = {}
@@ -154,15 +142,15 @@ class Engine:
         self.instances: dict[str, Instance] = {}
         self._by_owner: dict[str, list[Workspace]] = {}
         self.image_cache: set[str] = set()
-        self._idempotency: dict[tuple[str, str, str], tuple[tuple[str, ...], str]] = {}
-        self._cursors: OrderedDict[str, tuple[_Cursor, int]] = OrderedDict()
-        self._workspace_seq = 0
+        self.workspace_seq = 0
+        """How many workspaces were ever created (each one's ``seq``)."""
         self._fired: list[StatusChange] | None = None
         self.faults = FaultBook(seed)
-        self.plans: dict[str, ScopedPlan] = {}
-        self._plan_seq = 0
-        self._wakes: dict[str, ScheduledEvent] = {}
-        self._wake_seq = 0
+
+    @property
+    def plan(self) -> LifecyclePlan:
+        """The global plan (what an instance gets when no scoped plan matches)."""
+        return self.plans.default
 
     # ------------------------------------------------------------------ users and world
 
@@ -174,7 +162,7 @@ class Engine:
         if user_id in self.users:
             raise AlreadyExists(f"user {user_id!r} already exists")
         if token is None:
-            token = ids.user_token(self._rng_tokens)
+            token = ids.user_token(self.random.tokens)
         if not token or any(c.isspace() for c in token):
             raise InvalidArgument(
                 f"invalid token for user {user_id!r}: must be non-empty, no whitespace"
@@ -186,6 +174,11 @@ class Engine:
         self.users[user_id] = user
         self._users_by_token[token] = user
         return user
+
+    def restore_workspace(self, ws: Workspace) -> None:
+        """Put a saved workspace back (state import), indexed by its owner as if just created."""
+        self.workspaces[ws.id] = ws
+        self._by_owner.setdefault(ws.owner_id, []).append(ws)
 
     def user_by_token(self, token: str) -> User | None:
         return self._users_by_token.get(token)
@@ -230,7 +223,9 @@ class Engine:
                 prebuild_id or "",
             )
         )
-        replayed = self._replay(caller, "CreateAndStartWorkspace", idempotency_token, fingerprint)
+        replayed = self.idempotency.replay(
+            caller.id, "CreateAndStartWorkspace", idempotency_token, fingerprint
+        )
         if replayed is not None:
             return self.workspaces[replayed]
         if prebuild_id is not None:
@@ -262,23 +257,25 @@ class Engine:
                     commit=self._commit_of(parsed),
                     repository=parsed.repository,
                 )
-        workspace_id = ids.workspace_id(self._rng_ids, parsed.owner, parsed.repo)
+        workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
         while workspace_id in self.workspaces:
-            workspace_id = ids.workspace_id(self._rng_ids, parsed.owner, parsed.repo)
-        self._workspace_seq += 1
+            workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
+        self.workspace_seq += 1
         ws = Workspace(
             id=workspace_id,
             owner_id=caller.id,
             context=context,
             description=parsed.description,
             created_at=self.now,
-            seq=self._workspace_seq,
+            seq=self.workspace_seq,
             last_activity_at=self.now,
         )
         self.workspaces[ws.id] = ws
         self._by_owner.setdefault(caller.id, []).append(ws)
         self._start_instance(ws)
-        self._record(caller, "CreateAndStartWorkspace", idempotency_token, fingerprint, ws.id)
+        self.idempotency.record(
+            caller.id, "CreateAndStartWorkspace", idempotency_token, fingerprint, ws.id
+        )
         return ws
 
     def start_workspace(
@@ -288,14 +285,18 @@ class Engine:
         _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         ws = self._workspace_for(caller, workspace_id, owner_only=True)
         fingerprint = (workspace_id,)
-        replayed = self._replay(caller, "StartWorkspace", idempotency_token, fingerprint)
+        replayed = self.idempotency.replay(
+            caller.id, "StartWorkspace", idempotency_token, fingerprint
+        )
         if replayed is not None:
             return self.instances[replayed]
         if ws.active_instance_id is not None:
             inst = self.instances[ws.active_instance_id]
         else:
             inst = self._start_instance(ws)
-        self._record(caller, "StartWorkspace", idempotency_token, fingerprint, inst.id)
+        self.idempotency.record(
+            caller.id, "StartWorkspace", idempotency_token, fingerprint, inst.id
+        )
         return inst
 
     def stop_workspace(
@@ -309,7 +310,9 @@ class Engine:
         _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         ws = self._workspace_for(caller, workspace_id, owner_only=True)
         fingerprint = (workspace_id,)
-        replayed = self._replay(caller, "StopWorkspace", idempotency_token, fingerprint)
+        replayed = self.idempotency.replay(
+            caller.id, "StopWorkspace", idempotency_token, fingerprint
+        )
         if replayed is not None:
             inst = self.instances[replayed]
             return StopResult(inst, inst.phase)
@@ -321,7 +324,7 @@ class Engine:
             self._condition_then(
                 inst, Trigger.STOP_REQUESTED, "stop-request", stopped_by_request=True
             )
-        self._record(caller, "StopWorkspace", idempotency_token, fingerprint, inst.id)
+        self.idempotency.record(caller.id, "StopWorkspace", idempotency_token, fingerprint, inst.id)
         return StopResult(inst, before)
 
     def mark_active(self, workspace_id: str) -> Instance:
@@ -399,43 +402,14 @@ class Engine:
 
     def set_plan(self, scope: str, value: str, plan: LifecyclePlan) -> ScopedPlan:
         """Set the plan of a scope (``global``, ``user`` id, ``context`` pattern), replacing it."""
-        if scope == "global":
-            value = ""
-        elif scope == "user":
-            if value not in self.users:
-                raise NotFound(f"user {value!r} does not exist")
-        elif scope == "context":
-            compile_pattern(value)
-        else:
-            raise InvalidArgument(f"unknown plan scope {scope!r}: expected global, user or context")
-        for existing in self.plans.values():
-            if existing.scope == scope and existing.value == value:
-                del self.plans[existing.id]
-                break
-        self._plan_seq += 1
-        scoped = ScopedPlan(f"plan-{self._plan_seq}", scope, value, plan)
-        self.plans[scoped.id] = scoped
-        if scope == "global":
-            self.plan = plan
-        return scoped
+        return self.plans.set(scope, value, plan, user_exists=self.users.__contains__)
 
     def delete_plan(self, plan_id: str) -> None:
-        scoped = self.plans.pop(plan_id, None)
-        if scoped is None:
-            raise NotFound(f"plan {plan_id!r} does not exist")
-        if scoped.scope == "global":
-            self.plan = LifecyclePlan()
+        self.plans.delete(plan_id)
 
     def plan_for(self, ws: Workspace) -> LifecyclePlan:
         """The most specific plan: newest matching context pattern, then user, then global."""
-        user_plan: LifecyclePlan | None = None
-        url = ws.context.normalized_url or ws.context.context_url
-        for scoped in reversed(self.plans.values()):
-            if scoped.scope == "context" and compile_pattern(scoped.value).search(url):
-                return scoped.plan
-            if scoped.scope == "user" and scoped.value == ws.owner_id and user_plan is None:
-                user_plan = scoped.plan
-        return user_plan or self.plan
+        return self.plans.plan_for(ws.context.normalized_url or ws.context.context_url, ws.owner_id)
 
     # ------------------------------------------------------------------ faults
 
@@ -542,13 +516,10 @@ class Engine:
 
     def schedule_wake(self, delay: Duration) -> str:
         """A timer that fires a :class:`Wake` event ``delay`` from now; answers its key."""
-        self._wake_seq += 1
-        key = f"wake-{self._wake_seq}"
-        self._wakes[key] = self.scheduler.schedule(self.now + delay, EventKind.WAKE, key)
-        return key
+        return self.wakes.schedule(self.now + delay)
 
     def cancel_wake(self, key: str) -> None:
-        self.scheduler.cancel(self._wakes.pop(key, None))
+        self.wakes.cancel(key)
 
     # ------------------------------------------------------------------ time
 
@@ -613,32 +584,13 @@ class Engine:
 
     def list_workspaces(self, caller: User, page_size: int = 0, page_token: str = "") -> Page:
         """ListWorkspaces: active first, then latest activity, newest first; stable paging."""
-        if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument("invalid pagination page size (must be 0 < x < 100)")
-        size = page_size or DEFAULT_PAGE_SIZE
-        if page_token:
-            entry = self._cursors.get(page_token)
-            if entry is None or entry[0].user_id != caller.id:
-                raise InvalidArgument(
-                    "invalid page_token: not issued by this server for this caller (or expired)"
-                )
-            cursor, offset = entry
-            self._cursors.move_to_end(page_token)
-        else:
-            cursor = _Cursor(caller.id, tuple(ws.id for ws in self._sorted(caller.id)))
-            offset = 0
-        chosen = cursor.workspace_ids[offset : offset + size]
+        listing = None if page_token else tuple(ws.id for ws in self._sorted(caller.id))
+        chosen, next_token = self.cursors.page(caller.id, page_size, page_token, listing)
         items: list[tuple[Workspace, Instance | None]] = []
         for wsid in chosen:
             ws = self.workspaces[wsid]
             latest = self.instances[ws.latest_instance_id] if ws.latest_instance_id else None
             items.append((ws, latest))
-        next_token = ""
-        if offset + size < len(cursor.workspace_ids):
-            next_token = ids.page_token(self._rng_pages)
-            self._cursors[next_token] = (cursor, offset + size)
-            while len(self._cursors) > MAX_CURSORS:
-                self._cursors.popitem(last=False)
         return Page(items, next_token)
 
     def latest_instance(self, ws: Workspace) -> Instance | None:
@@ -718,28 +670,6 @@ class Engine:
             key=lambda ws: (ws.active_instance_id is None, -ws.last_activity_at, -ws.seq),
         )
 
-    # ------------------------------------------------------------------ internals: idempotency
-
-    def _replay(
-        self, caller: User, method: str, token: str, fingerprint: tuple[str, ...]
-    ) -> str | None:
-        if not token:
-            return None
-        seen = self._idempotency.get((caller.id, method, token))
-        if seen is None:
-            return None
-        if seen[0] != fingerprint:
-            raise InvalidArgument(
-                f"idempotency_token {token!r} was already used for a different {method} request"
-            )
-        return seen[1]
-
-    def _record(
-        self, caller: User, method: str, token: str, fingerprint: tuple[str, ...], result: str
-    ) -> None:
-        if token:
-            self._idempotency[(caller.id, method, token)] = (fingerprint, result)
-
     # ------------------------------------------------------------------ internals: lifecycle
 
     def _start_instance(self, ws: Workspace) -> Instance:
@@ -751,9 +681,9 @@ class Engine:
             needs_build = True
         else:
             needs_build = repository not in self.image_cache
-        instance_id = ids.instance_id(self._rng_ids)
+        instance_id = ids.instance_id(self.random.ids)
         while instance_id in self.instances:
-            instance_id = ids.instance_id(self._rng_ids)
+            instance_id = ids.instance_id(self.random.ids)
         phase = Phase.IMAGEBUILD if needs_build else Phase.PENDING
         status = InstanceStatus(
             version=0,
@@ -765,7 +695,7 @@ class Engine:
             id=instance_id,
             workspace_id=ws.id,
             owner_id=ws.owner_id,
-            owner_token=ids.owner_token(self._rng_tokens),
+            owner_token=ids.owner_token(self.random.tokens),
             created_at=self.now,
             status=status,
             plan=plan,
@@ -851,10 +781,10 @@ class Engine:
         if timer is Timer.STEP:
             if phase is Phase.IMAGEBUILD:
                 plan = inst.plan
-                duration = plan.duration_of(phase, self._rng_durations)
+                duration = plan.duration_of(phase, self.random.durations)
                 if self.faults.bound(inst, StallPhase, phase) is None:
                     inst.step = self.scheduler.schedule(now + duration, EventKind.STEP, inst.id)
-                lines = build_log(self._rng_logs, inst.repository, plan.build_log_lines)
+                lines = build_log(self.random.logs, inst.repository, plan.build_log_lines)
                 inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
             else:
                 inst.step = self._schedule_step(inst, phase)
@@ -882,7 +812,7 @@ class Engine:
     def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent | None:
         if self.faults.bound(inst, StallPhase, phase) is not None:
             return None  # stalled: only a timeout, a stop or clearing the fault ends it
-        duration = inst.plan.duration_of(phase, self._rng_durations)
+        duration = inst.plan.duration_of(phase, self.random.durations)
         return self.scheduler.schedule(self.now + duration, EventKind.STEP, inst.id)
 
     def _schedule_inactivity(self, inst: Instance) -> None:
@@ -947,7 +877,7 @@ class Engine:
     def _fire(self, event: ScheduledEvent) -> None:
         kind = event.kind
         if kind is EventKind.WAKE:
-            self._wakes.pop(event.instance_id, None)
+            self.wakes.fired(event.instance_id)
             if self.observer is not None:
                 self.observer(Wake(self.now, event.instance_id))
             return

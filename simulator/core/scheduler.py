@@ -90,6 +90,24 @@ class Scheduler:
         self._live += 1
         return event
 
+    @property
+    def counter(self) -> int:
+        """The schedule order of the latest event (saved with the state, so ties keep order)."""
+        return self._seq
+
+    def restore(self, counter: int) -> None:
+        """Go on numbering after ``counter`` (after :meth:`schedule_as` re-created the events)."""
+        self._seq = counter
+
+    def schedule_as(
+        self, at: SimTime, seq: int, kind: EventKind, instance_id: str
+    ) -> ScheduledEvent:
+        """Re-create a saved event with its original schedule order (state import)."""
+        event = ScheduledEvent(at, seq, kind, instance_id)
+        heapq.heappush(self._heap, (at, seq, event))
+        self._live += 1
+        return event
+
     def cancel(self, event: ScheduledEvent | None) -> None:
         """Forget ``event``; cancelling None or an already fired/cancelled event is a no-op."""
         if event is None or event.cancelled:

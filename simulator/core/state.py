@@ -11,19 +11,17 @@ JSON, not pickle: an import over the control plane must not be able to run code.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from simulator.core.context_urls import parse_context_url
 from simulator.core.engine import Engine, Observer
-from simulator.core.errors import InvalidArgument
+from simulator.core.errors import InvalidArgument, SimError
 from simulator.core.fault_book import FaultBook
 from simulator.core.model import (
     Build,
     Instance,
     InstanceStatus,
     Prebuild,
-    User,
     Workspace,
     WorkspaceContext,
 )
@@ -34,7 +32,6 @@ from simulator.core.plan import (
     Fixed,
     LifecyclePlan,
     LogNormal,
-    ScopedPlan,
     Timeouts,
     Uniform,
 )
@@ -44,7 +41,6 @@ from simulator.core.transitions import Phase, Timer
 FORMAT = "gitpod-sim-state"
 VERSION = 1
 _EVENT_SLOTS = tuple(timer.value for timer in Timer)
-_RNGS = ("_rng_ids", "_rng_tokens", "_rng_durations", "_rng_logs", "_rng_pages")
 
 Json = dict[str, Any]
 
@@ -93,16 +89,6 @@ def plan_from_json(data: Json) -> LifecyclePlan:
 # ---------------------------------------------------------------------------- engine
 
 
-def _rng_state(rng: random.Random) -> list[Any]:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def _set_rng_state(rng: random.Random, data: list[Any]) -> None:
-    version, internal, gauss = data
-    rng.setstate((version, tuple(internal), gauss))
-
-
 def _status_to_json(status: InstanceStatus) -> Json:
     data = status._asdict()
     data["phase"] = status.phase.name
@@ -127,6 +113,7 @@ def export_state(engine: Engine) -> Json:
             plans.append(plan_to_json(plan))
         return plan_ids[key]
 
+    scopes = engine.plans.save(plan_ref)
     instances = []
     for inst in engine.instances.values():
         build = inst.build
@@ -168,17 +155,14 @@ def export_state(engine: Engine) -> Json:
         "version": VERSION,
         "seed": engine.seed,
         "now": engine.now,
-        "plan": plan_ref(engine.plan),
-        "scoped_plans": [
-            {"id": p.id, "scope": p.scope, "value": p.value, "plan": plan_ref(p.plan)}
-            for p in engine.plans.values()
-        ],
-        "rngs": {name: _rng_state(getattr(engine, name)) for name in _RNGS},
+        "plan": scopes["plan"],
+        "scoped_plans": scopes["scoped_plans"],
+        "rngs": engine.random.save(),
         "counters": {
-            "workspace_seq": engine._workspace_seq,
-            "plan_seq": engine._plan_seq,
-            "wake_seq": engine._wake_seq,
-            "scheduler_seq": engine.scheduler._seq,
+            "workspace_seq": engine.workspace_seq,
+            "plan_seq": scopes["plan_seq"],
+            "wake_seq": engine.wakes.seq,
+            "scheduler_seq": engine.scheduler.counter,
         },
         "users": [{"id": u.id, "token": u.token} for u in engine.users.values()],
         "prebuilds": [
@@ -211,10 +195,7 @@ def export_state(engine: Engine) -> Json:
         "instances": instances,
         "plans": plans,
         "image_cache": sorted(engine.image_cache),
-        "idempotency": [
-            {"key": list(key), "fingerprint": list(fp), "result": result}
-            for key, (fp, result) in engine._idempotency.items()
-        ],
+        "idempotency": engine.idempotency.save(),
         "faults": engine.faults.to_json(),
     }
 
@@ -229,6 +210,8 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
         return _import(data, observer)
     except InvalidArgument:
         raise
+    except SimError as exc:  # e.g. a user twice
+        raise InvalidArgument(f"malformed state: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InvalidArgument(f"malformed state: {type(exc).__name__}: {exc}") from None
 
@@ -236,20 +219,20 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
 def _import(data: Json, observer: Observer | None) -> Engine:
     plans = [plan_from_json(p) for p in data["plans"]]
     engine = Engine(seed=int(data["seed"]), start_time=int(data["now"]), plan=plans[data["plan"]])
-    for name in _RNGS:
-        _set_rng_state(getattr(engine, name), data["rngs"][name])
+    engine.random.restore(data["rngs"])
     counters = data["counters"]
-    engine._workspace_seq = int(counters["workspace_seq"])
-    engine._plan_seq = int(counters["plan_seq"])
-    engine._wake_seq = int(counters["wake_seq"])
-    for scoped in data["scoped_plans"]:
-        engine.plans[scoped["id"]] = ScopedPlan(
-            scoped["id"], scoped["scope"], scoped["value"], plans[scoped["plan"]]
-        )
+    engine.workspace_seq = int(counters["workspace_seq"])
+    engine.wakes.seq = int(counters["wake_seq"])
+    engine.plans.restore(
+        {
+            "plan": data["plan"],
+            "scoped_plans": data["scoped_plans"],
+            "plan_seq": counters["plan_seq"],
+        },
+        plans,
+    )
     for user in data["users"]:
-        u = User(user["id"], user["token"])
-        engine.users[u.id] = u
-        engine._users_by_token[u.token] = u
+        engine.add_user(user["id"], user["token"])
     for prebuild in data["prebuilds"]:
         engine.prebuilds[prebuild["id"]] = Prebuild(
             prebuild["id"], parse_context_url(prebuild["context_url"]), prebuild["commit"]
@@ -267,8 +250,7 @@ def _import(data: Json, observer: Observer | None) -> Engine:
             active_instance_id=w["active_instance_id"],
             last_activity_at=int(w["last_activity_at"]),
         )
-        engine.workspaces[ws.id] = ws
-        engine._by_owner.setdefault(ws.owner_id, []).append(ws)
+        engine.restore_workspace(ws)
     pending: list[tuple[int, int, EventKind, Instance, str]] = []
     for i in data["instances"]:
         b = i["build"]
@@ -295,16 +277,10 @@ def _import(data: Json, observer: Observer | None) -> Engine:
     # Re-create pending events in their original schedule order, then restore the counter, so
     # events due at the same instant still fire in the order they would have.
     for seq, at, kind, inst, slot in sorted(pending, key=lambda p: p[0]):
-        engine.scheduler._seq = seq - 1
-        setattr(inst, slot, engine.scheduler.schedule(at, kind, inst.id))
-    engine.scheduler._seq = int(counters["scheduler_seq"])
+        setattr(inst, slot, engine.scheduler.schedule_as(at, seq, kind, inst.id))
+    engine.scheduler.restore(int(counters["scheduler_seq"]))
     engine.image_cache = set(data["image_cache"])
-    for record in data["idempotency"]:
-        user_id, method, token = record["key"]
-        engine._idempotency[(user_id, method, token)] = (
-            tuple(record["fingerprint"]),
-            record["result"],
-        )
+    engine.idempotency.restore(data["idempotency"])
     engine.faults = FaultBook.from_json(data["faults"], engine.seed)
     engine.observer = observer
     return engine

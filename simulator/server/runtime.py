@@ -314,7 +314,7 @@ class Simulator:
         self.engine.delete_plan(plan_id)
 
     def plans(self) -> list[ScopedPlan]:
-        return list(self.engine.plans.values())
+        return list(self.engine.plans.scoped.values())
 
     def add_fault(
         self,
