@@ -16,6 +16,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.v1 import WorkspaceInstanceStatusPhase as Phase
 from simulator.contract.model import (
     ContractViolation,
     InstanceModel,
@@ -26,7 +27,6 @@ from simulator.contract.model import (
 )
 from simulator.contract.streams import StreamRecord, Streams
 from simulator.contract.target import Target
-from simulator.core.transitions import Phase
 
 _T = TypeVar("_T")
 

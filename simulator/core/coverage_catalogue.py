@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from simulator.core import engine as _engine
 from simulator.core.faults import FAULT_NAMES, WORKSPACES_METHODS
 from simulator.core.plan import TIMEOUT_NAMES
 from simulator.core.transitions import (
     EVENT_TRIGGERED_TRANSITIONS,
     HAPPY_PATH,
     INITIAL_PHASES,
+    TIMEOUT_ACTIVITY,
     Phase,
     Trigger,
 )
@@ -89,12 +89,7 @@ CAUSE_TRIGGERS: Mapping[str, str] = {
 """The engine's ``StatusChange.cause`` -> the table's trigger (``timeout:*`` is timed-out)."""
 
 TIMEOUT_ACTIVITIES: Mapping[str, str] = {
-    _engine.ACTIVITY_INITIALIZATION: "initialization",
-    _engine.ACTIVITY_STARTUP: "startup",
-    _engine.ACTIVITY_INACTIVITY: "inactivity",
-    _engine.ACTIVITY_MAX_LIFETIME: "max_lifetime",
-    _engine.ACTIVITY_INTERRUPTION: "interruption",
-    _engine.ACTIVITY_STOPPING: "stopping",
+    activity: timeout.value for timeout, activity in TIMEOUT_ACTIVITY.items()
 }
 """The activity a timeout's text names -> the limit's name in :data:`TIMEOUT_NAMES`."""
 assert set(TIMEOUT_ACTIVITIES.values()) == set(TIMEOUT_NAMES)
