@@ -1,7 +1,7 @@
 """The seeded random streams of one engine: one independent stream per purpose, all from the seed.
 
 Separate streams keep answers stable under unrelated change: issuing a page token never shifts an
-instance id, and a new fault never changes a phase duration. Their states are saved with the
+instance id. Their states are saved with the
 engine's, so an export and an import go on drawing exactly what the original would have.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-STREAMS = ("ids", "tokens", "durations", "logs", "pages", "faults")
+STREAMS = ("ids", "tokens", "durations", "logs", "pages")
 
 
 class RandomStreams:
     """``ids`` (workspace and instance ids), ``tokens`` (user and owner tokens), ``durations``
-    (phase durations), ``logs`` (build log text), ``pages`` (page tokens), ``faults`` (the
-    probability of RPC error faults)."""
+    (phase durations), ``logs`` (build log text), ``pages`` (page tokens). The fault book keeps
+    its own stream (the probability of RPC error faults)."""
 
     __slots__ = STREAMS
 
@@ -26,7 +26,6 @@ class RandomStreams:
         self.durations = random.Random(f"gitpod-sim:{seed}:durations")
         self.logs = random.Random(f"gitpod-sim:{seed}:logs")
         self.pages = random.Random(f"gitpod-sim:{seed}:pages")
-        self.faults = random.Random(f"gitpod-sim:{seed}:faults")
 
     def save(self) -> dict[str, list[Any]]:
         """Every stream's state, JSON-ready (keys as state files have always named them)."""

@@ -113,7 +113,6 @@ def export_state(engine: Engine) -> Json:
             plans.append(plan_to_json(plan))
         return plan_ids[key]
 
-    scopes = engine.plans.save(plan_ref)
     instances = []
     for inst in engine.instances.values():
         build = inst.build
@@ -150,6 +149,7 @@ def export_state(engine: Engine) -> Json:
                 "faults": list(inst.faults),
             }
         )
+    scopes = engine.plans.save(plan_ref)  # after the instances: plan refs keep their old order
     return {
         "format": FORMAT,
         "version": VERSION,
