@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator.core import ids, limits
+from simulator.core import ids
 from simulator.core.build_logs import build_log, failure_tail
-from simulator.core.context_urls import ContextParseError, ParsedContext, parse_context_url
+from simulator.core.directory import Directory
 from simulator.core.errors import (
     INSUFFICIENT_PERMISSION,
     WORKSPACE_NOT_FOUND,
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -53,7 +52,6 @@ from simulator.core.model import (
     User,
     Wake,
     Workspace,
-    WorkspaceContext,
 )
 from simulator.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Cursors
 from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
@@ -135,9 +133,9 @@ class Engine:
         self.idempotency = IdempotencyRecords()
         self.cursors = Cursors(self.random.pages)
         self.wakes = Wakes(self.scheduler)
-        self.users: dict[str, User] = {}
-        self._users_by_token: dict[str, User] = {}
-        self.prebuilds: dict[str, Prebuild] = {}
+        self.directory = Directory(seed, self.random.tokens)
+        self.users = self.directory.users
+        self.prebuilds = self.directory.prebuilds
         self.workspaces: dict[str, Workspace] = {}
         self.instances: dict[str, Instance] = {}
         self._by_owner: dict[str, list[Workspace]] = {}
@@ -156,24 +154,7 @@ class Engine:
 
     def add_user(self, user_id: str, token: str | None = None) -> User:
         """Register a caller. Without a token, one is generated from the seed."""
-        if not user_id or any(c.isspace() for c in user_id):
-            raise InvalidArgument(f"invalid user id {user_id!r}: must be non-empty, no whitespace")
-        limits.name("user id", user_id)
-        if user_id in self.users:
-            raise AlreadyExists(f"user {user_id!r} already exists")
-        if token is None:
-            token = ids.user_token(self.random.tokens)
-        if not token or any(c.isspace() for c in token):
-            raise InvalidArgument(
-                f"invalid token for user {user_id!r}: must be non-empty, no whitespace"
-            )
-        limits.token("token", token)
-        if token in self._users_by_token:
-            raise AlreadyExists(f"token already belongs to user {self._users_by_token[token].id!r}")
-        user = User(user_id, token)
-        self.users[user_id] = user
-        self._users_by_token[token] = user
-        return user
+        return self.directory.add_user(user_id, token)
 
     def restore_workspace(self, ws: Workspace) -> None:
         """Put a saved workspace back (state import), indexed by its owner as if just created."""
@@ -181,23 +162,11 @@ class Engine:
         self._by_owner.setdefault(ws.owner_id, []).append(ws)
 
     def user_by_token(self, token: str) -> User | None:
-        return self._users_by_token.get(token)
+        return self.directory.user_by_token(token)
 
     def add_prebuild(self, prebuild_id: str, context_url: str, commit: str = "") -> Prebuild:
         """Register a finished prebuild (the API has no call that makes one)."""
-        if not prebuild_id or any(c.isspace() for c in prebuild_id):
-            raise InvalidArgument(f"invalid prebuild id {prebuild_id!r}")
-        limits.name("prebuild id", prebuild_id)
-        if prebuild_id in self.prebuilds:
-            raise AlreadyExists(f"prebuild {prebuild_id!r} already exists")
-        context = self._parse_context(context_url)
-        if context.kind != "git":
-            raise InvalidArgument(f"a prebuild needs a git context, got {context_url!r}")
-        if not commit:
-            commit = self._commit_of(context)
-        prebuild = Prebuild(prebuild_id, context, commit.lower())
-        self.prebuilds[prebuild_id] = prebuild
-        return prebuild
+        return self.directory.add_prebuild(prebuild_id, context_url, commit)
 
     # ------------------------------------------------------------------ commands
 
@@ -228,35 +197,7 @@ class Engine:
         )
         if replayed is not None:
             return self.workspaces[replayed]
-        if prebuild_id is not None:
-            if not prebuild_id.strip():
-                raise InvalidArgument("prebuild_id must not be empty")
-            prebuild = self.prebuilds.get(prebuild_id)
-            if prebuild is None:
-                raise NotFound(f"prebuild {prebuild_id!r} does not exist")
-            parsed = prebuild.context
-            context = WorkspaceContext(
-                context_url=parsed.original,
-                kind="prebuild",
-                normalized_url=parsed.normalized_url,
-                commit=prebuild.commit,
-                prebuild_id=prebuild.id,
-                repository=parsed.repository,
-            )
-        else:
-            parsed = self._parse_context(context_url or "")
-            if parsed.kind == "snapshot":
-                context = WorkspaceContext(
-                    context_url=parsed.original, kind="snapshot", snapshot_id=parsed.snapshot_id
-                )
-            else:
-                context = WorkspaceContext(
-                    context_url=parsed.original,
-                    kind="git",
-                    normalized_url=parsed.normalized_url,
-                    commit=self._commit_of(parsed),
-                    repository=parsed.repository,
-                )
+        context, parsed = self.directory.context_for(context_url, prebuild_id)
         workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
         while workspace_id in self.workspaces:
             workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
@@ -617,17 +558,6 @@ class Engine:
             assert all(ws.owner_id == owner for ws in owned)
 
     # ------------------------------------------------------------------ internals: lookups
-
-    def _parse_context(self, context_url: str) -> ParsedContext:
-        try:
-            return parse_context_url(context_url)
-        except ContextParseError as exc:
-            raise InvalidArgument(str(exc)) from None
-
-    def _commit_of(self, parsed: ParsedContext) -> str:
-        if parsed.ref_kind == "commit" and len(parsed.ref) == 40:
-            return parsed.ref
-        return ids.head_commit(self.seed, parsed.repository, parsed.ref_kind + ":" + parsed.ref)
 
     def _workspace(self, workspace_id: str) -> Workspace:
         """Unchecked lookup (in-process API and control plane)."""
