@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "simulator"
 
 FORBIDDEN_IN_CORE = ("asyncio", "grpclib", "betterproto2", "simulator._proto", "simulator.server")
@@ -188,13 +186,6 @@ def test_no_import_circle_among_the_package_modules() -> None:
     assert cycles == [], "import circles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 5 (the host helper): simulator.server.runtime <-> control, driver, "
-    "service "
-    "still name each other under TYPE_CHECKING; the services are to depend on a World Protocol. "
-    "When this XPASSes, drop this marker.",
-)
 def test_no_import_circle_even_for_type_checking() -> None:
     """Not even the type checker's imports form a circle (a hub that knows its users is one)."""
     cycles = _cycles(_import_graph(type_checking=True))
