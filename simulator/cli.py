@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
+from simulator._version import __version__
 from simulator.core import limits
 from simulator.core.simtime import (
     DEFAULT_START,
@@ -140,7 +141,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="gitpod-sim")
+@click.version_option(__version__, prog_name="gitpod-sim", message="%(prog)s %(version)s")
 def main() -> None:
     """gitpod-sim: a deterministic, in-memory simulator of Gitpod's workspaces API."""
 
@@ -326,6 +327,7 @@ def serve(
     from simulator.server.limits import Limits as ServerLimits
     from simulator.server.runtime import Simulator, new_secret_token, new_seed
 
+    click.echo(f"gitpod-sim {__version__}")
     names = [name for name, _ in users]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -407,8 +409,8 @@ def serve(
         asyncio.run(
             _serve(sim, host, port, http_port, cors_origins, saver, (state_interval or 0) / SECOND)
         )
-    except OSError as exc:
-        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+    except ListenError as exc:
+        click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:
         if saver is not None and not saver.save():
@@ -440,15 +442,27 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    shown = f"[{host}]" if ":" in host else host
     async with contextlib.AsyncExitStack() as stack:
-        server = await stack.enter_async_context(sim.serve(host, port))
-        shown = f"[{host}]" if ":" in host else host
-        print(f"listening on {shown}:{bound_port(server)}", flush=True)
+        # Bind every port first and only then say "listening on": a client that waits for the
+        # line (as the README says to) must find every port accepting connections.
+        try:
+            server = await stack.enter_async_context(sim.serve(host, port))
+        except OSError as exc:
+            raise ListenError("--port", shown, port, exc) from exc
+        gateway = None
         if http_port is not None:
-            gateway = await stack.enter_async_context(sim.serve_http(host, http_port, cors_origins))
+            try:
+                gateway = await stack.enter_async_context(
+                    sim.serve_http(host, http_port, cors_origins)
+                )
+            except OSError as exc:
+                raise ListenError("--http-port", shown, http_port, exc) from exc
+        if gateway is not None:
             print(f"connect and grpc-web on http://{shown}:{gateway.port}", flush=True)
         if saver is not None and save_every > 0:
             stack.enter_context(_cancelling(loop.create_task(saver.every(save_every))))
+        print(f"listening on {shown}:{bound_port(server)}", flush=True)  # the last: all ready
         await stop.wait()
         print("shutting down", flush=True)
 
@@ -486,6 +500,13 @@ def _cancelling(task: asyncio.Task[None]) -> Iterator[None]:
 def _positive(d: int, flag: str) -> None:
     if d <= 0:
         raise ValueError(f"{flag} must be longer than 0")
+
+
+class ListenError(Exception):
+    """A port that could not be bound, named by the flag that asked for it."""
+
+    def __init__(self, flag: str, host: str, port: int, exc: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port} ({flag}): {exc.strerror or exc}")
 
 
 def _tune_gc() -> None:

@@ -61,8 +61,15 @@ def _show_ts(value: dt.datetime | None) -> str:
     return "-" if value is None else format_instant(from_datetime(value))
 
 
-def _call(ctx: click.Context, fn: Callable[[spb.SimulatorServiceStub], Awaitable[T]]) -> T:
-    """Run one call against the target; server errors exit 1 with the message on stderr."""
+def _call(
+    ctx: click.Context,
+    fn: Callable[[spb.SimulatorServiceStub], Awaitable[T]],
+    timeout: float | None = 30,
+) -> T:
+    """Run one call against the target; server errors exit 1 with the message on stderr.
+
+    ``timeout=None`` is for a stream that runs until interrupted (the stub's own default would
+    otherwise apply to every call, since betterproto2 reads ``None`` as "use the stub's")."""
     target: str = ctx.obj["target"]
     token: str = ctx.obj["admin_token"]
     host, _, port = target.rpartition(":")
@@ -73,7 +80,7 @@ def _call(ctx: click.Context, fn: Callable[[spb.SimulatorServiceStub], Awaitable
         channel = Channel(host.strip("[]"), int(port))
         try:
             stub = spb.SimulatorServiceStub(
-                channel, metadata={"authorization": f"Bearer {token}"}, timeout=30
+                channel, metadata={"authorization": f"Bearer {token}"}, timeout=timeout
             )
             return await fn(stub)
         finally:
@@ -453,11 +460,11 @@ def journal(ctx: click.Context, from_seq: int, limit: int, follow: bool) -> None
 
     async def follow_all(stub: spb.SimulatorServiceStub) -> None:
         request = spb.FollowJournalRequest(from_seq=from_seq)
-        async for entry in stub.follow_journal(request, timeout=None):
+        async for entry in stub.follow_journal(request):
             click.echo(_entry_json(entry))
 
     with contextlib.suppress(KeyboardInterrupt):
-        _call(ctx, follow_all)
+        _call(ctx, follow_all, timeout=None)
 
 
 # ---------------------------------------------------------------------------- state

@@ -258,7 +258,11 @@ class ConnectGateway:
         self._runner = web.ServerRunner(server, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port)
-        await self._site.start()
+        try:
+            await self._site.start()
+        except OSError:
+            await self.close()  # a busy port leaves nothing half set up
+            raise
 
     @property
     def port(self) -> int:
