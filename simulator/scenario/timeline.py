@@ -27,10 +27,42 @@ PHASE_COLOURS = {
     "STOPPING": "#8b949e",
     "STOPPED": "#30363d",
 }
-LABEL_W = 300
 ROW_H = 22
-TOP = 70
+MIN_WIDTH = 720
+MARGIN = 10
 MIN_LABEL_GAP = 56
+LEGEND_ROW_H = 16
+
+
+def text_width(text: str, size: float, bold: bool = False) -> float:
+    """An upper estimate of ``text``'s width in DejaVu Sans (the font the SVG asks for first) at
+    ``size`` px: SVG has no text metrics, so the layout reserves room by this estimate (a test
+    renders the picture with rsvg-convert and checks that the real text fits)."""
+    width = 0.0
+    for c in text:
+        if c.isupper() or c.isdigit() or c in "#%&@MW":
+            width += 0.72
+        elif c in " .,:;'|!il":
+            width += 0.34
+        elif c in "()[]{}-/+":
+            width += 0.42
+        else:
+            width += 0.62
+    return width * size * (1.1 if bold else 1.0)
+
+
+def wrap(text: str, size: float, width: float, bold: bool = False) -> list[str]:
+    """``text`` in lines of at most ``width`` px (words are never split)."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if current and text_width(candidate, size, bold) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    return [*lines, current] if current else lines
 
 
 @dataclass(slots=True)
@@ -45,14 +77,17 @@ class _Row:
 class _Axis:
     """Simulated instant -> x, by the logarithm of each gap between consecutive instants."""
 
-    def __init__(self, instants: list[SimTime], x0: float) -> None:
+    def __init__(self, instants: list[SimTime], x0: float, min_length: float = 0.0) -> None:
         self.points = sorted(set(instants))
+        steps = [0.0]
+        for prev, t in zip(self.points, self.points[1:], strict=False):
+            steps.append(6 + 16 * math.log2(1 + (t - prev) / 1_000_000))
+        total = sum(steps)
+        scale = min_length / total if total and total < min_length else 1.0  # fill the width
         self.xs: list[float] = []
         x = x0
-        for i, t in enumerate(self.points):
-            if i:
-                gap = (t - self.points[i - 1]) / 1_000_000
-                x += 6 + 16 * math.log2(1 + gap)
+        for step in steps:
+            x += step * scale
             self.xs.append(x)
 
     @property
@@ -98,44 +133,116 @@ def rows_of(outcome: Outcome) -> list[_Row]:
     return list(rows.values())
 
 
+# What every mark means, in the legend: (shape, colour, text).
+MARK_LEGEND = (
+    ("diamond", "#1f2328", "condition (failure, timeout, stop request, interruption)"),
+    ("dot", "#ffffff", "API call about this instance"),
+    ("tick", "#3fb950", "API call, OK"),
+    ("tick", "#e5534b", "API call, failed"),
+    ("triangle", "#e5534b", "fault"),
+    ("triangle", "#0969da", "note"),
+)
+
+
+def _shape(kind: str, x: float, y: float, colour: str, tip: str = "", k: float = 1.0) -> str:
+    """A mark centred on (x, y) at scale ``k``: the same shape in the picture and its legend."""
+    title = f"<title>{escape(tip)}</title>" if tip else ""
+    if kind == "diamond":
+        return (
+            f'<path d="M{x:.1f},{y - 9 * k:.1f} l{4 * k:g},{9 * k:g} l{-4 * k:g},{9 * k:g}'
+            f' l{-4 * k:g},{-9 * k:g} z" fill="{colour}" stroke="#ffffff" stroke-width="0.5">'
+            f"{title}</path>"
+        )
+    if kind == "dot":
+        return (
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2 * k:g}" fill="{colour}" stroke="#1f2328"'
+            f' stroke-width="0.5">{title}</circle>'
+        )
+    if kind == "tick":
+        return (
+            f'<line x1="{x:.1f}" y1="{y - 7 * k:.1f}" x2="{x:.1f}" y2="{y + 7 * k:.1f}"'
+            f' stroke="{colour}" stroke-width="2">{title}</line>'
+        )
+    if kind == "swatch":
+        return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'
+    return (
+        f'<path d="M{x:.1f},{y - 6 * k:.1f} l{5 * k:g},{12 * k:g} l{-10 * k:g},0 z"'
+        f' fill="{colour}">{title}</path>'
+    )
+
+
+def _legend(width: float, y: float) -> tuple[list[str], float]:
+    """Every phase colour and every mark with what it means, flowed into lines that fit
+    ``width``; answers the SVG elements and the legend's height."""
+    items = [("swatch", colour, phase) for phase, colour in PHASE_COLOURS.items()]
+    items += list(MARK_LEGEND)
+    out: list[str] = []
+    x, line = float(MARGIN), 0
+    for kind, colour, text in items:
+        w = 16 + text_width(text, 10) + 14
+        if x > MARGIN and x + w > width - MARGIN:
+            x, line = float(MARGIN), line + 1
+        cy = y + LEGEND_ROW_H * line - 4
+        out.append(_shape(kind, x + 5, cy, colour, k=0.6 if kind == "diamond" else 0.8))
+        out.append(f'<text x="{x + 16:.1f}" y="{cy + 4:.1f}" font-size="10">{escape(text)}</text>')
+        x += w
+    return out, (line + 1) * LEGEND_ROW_H
+
+
 def render_svg(outcome: Outcome) -> str:
     rows = rows_of(outcome)
     rpcs = [e for e in outcome.journal if e["type"] == "rpc"]
     instants = [outcome.start, outcome.end]
     instants += [parse_instant(e["at"]) for e in outcome.journal]
     instants += [m.at for m in outcome.markers]
-    axis = _Axis(instants, LABEL_W + 10)
+    # The label column is as wide as its longest label: labels never reach the bars.
+    lane_labels = [f"API calls ({len(rpcs)})", "faults & notes"]
+    label_w = max(
+        [text_width(t, 12) for t in lane_labels]
+        + [text_width(r.label, 12, bold=True) + 6 + text_width(r.instance_id, 9) for r in rows]
+    )
+    x0 = MARGIN + label_w + 14
+    axis = _Axis(instants, x0, MIN_WIDTH - x0 - 40)
     width = int(axis.end + 40)
+    title = f"{outcome.scenario.name}: {outcome.scenario.title}"
+    title_lines = wrap(title, 16, width - 2 * MARGIN, bold=True)
+    subtitle = (
+        f"simulated {fmt_duration(outcome.simulated)}, seed {outcome.scenario.seed},"
+        f" {'passed' if outcome.ok else 'FAILED'}; time axis compressed: each gap drawn by the"
+        " logarithm of its length"
+    )
+    subtitle_lines = wrap(subtitle, 12, width - 2 * MARGIN)
+    y_title = 22
+    y_sub = y_title + 20 * (len(title_lines) - 1) + 20
+    y_legend = y_sub + 16 * (len(subtitle_lines) - 1) + 20
+    legend, legend_h = _legend(width, y_legend)
+    top = y_legend + legend_h + 8
     lanes = 2
-    height = TOP + (len(rows) + lanes) * ROW_H + 60
+    height = int(top + (len(rows) + lanes) * ROW_H + 40)
     out: list[str] = [
         '<svg xmlns="http://www.w3.org/2000/svg" version="1.1"'
         f' width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
         ' font-family="DejaVu Sans, Arial, sans-serif" font-size="12">',
         f"<title>gitpod-sim scenario {escape(outcome.scenario.name)}</title>",
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="10" y="22" font-size="16" font-weight="bold">'
-        f"{escape(outcome.scenario.name)}: {escape(outcome.scenario.title)}</text>",
-        f'<text x="10" y="42" fill="#57606a">simulated {fmt_duration(outcome.simulated)},'
-        f" seed {outcome.scenario.seed}, {'passed' if outcome.ok else 'FAILED'};"
-        " time axis compressed: each gap drawn by the logarithm of its length</text>",
     ]
-    # legend
-    x = LABEL_W + 10
-    for phase, colour in PHASE_COLOURS.items():
-        out.append(f'<rect x="{x}" y="50" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{x + 14}" y="59" font-size="10">{phase}</text>')
-        x += 24 + 7 * len(phase)
+    for n, line in enumerate(title_lines):
+        out.append(
+            f'<text x="{MARGIN}" y="{y_title + 20 * n}" font-size="16" font-weight="bold">'
+            f"{escape(line)}</text>"
+        )
+    for n, line in enumerate(subtitle_lines):
+        out.append(f'<text x="{MARGIN}" y="{y_sub + 16 * n}" fill="#57606a">{escape(line)}</text>')
+    out += legend
     # time axis
-    y_axis = TOP + (len(rows) + lanes) * ROW_H + 8
+    y_axis = top + (len(rows) + lanes) * ROW_H + 8
     out.append(
-        f'<line x1="{LABEL_W + 10}" y1="{y_axis}" x2="{axis.end:.1f}" y2="{y_axis}"'
-        ' stroke="#57606a"/>'
+        f'<line x1="{x0}" y1="{y_axis}" x2="{axis.end:.1f}" y2="{y_axis}" stroke="#57606a"/>'
     )
     last_label = -1e9
     for t, tx in zip(axis.points, axis.xs, strict=True):
         out.append(
-            f'<line x1="{tx:.1f}" y1="{TOP}" x2="{tx:.1f}" y2="{y_axis + 4}"'
+            f'<line x1="{tx:.1f}" y1="{top}" x2="{tx:.1f}" y2="{y_axis + 4}"'
             ' stroke="#d0d7de" stroke-width="0.5"/>'
         )
         if tx - last_label >= MIN_LABEL_GAP:
@@ -145,58 +252,46 @@ def render_svg(outcome: Outcome) -> str:
             )
             last_label = tx
     # lanes: API calls, faults and notes
-    y = TOP
-    out.append(f'<text x="10" y="{y + 15}" fill="#57606a">API calls ({len(rpcs)})</text>')
+    y = top
+    out.append(f'<text x="{MARGIN}" y="{y + 15}" fill="#57606a">{escape(lane_labels[0])}</text>')
     for e in rpcs:
         tx = axis.x(parse_instant(e["at"]))
         colour = "#3fb950" if e["code"] == "OK" else "#e5534b"
         tip = f"{e['at']} {e['method']} by {e['caller']}: {e['code']} {e['message']}".strip()
-        out.append(
-            f'<line x1="{tx:.1f}" y1="{y + 4}" x2="{tx:.1f}" y2="{y + ROW_H - 4}"'
-            f' stroke="{colour}" stroke-width="2"><title>{escape(tip)}</title></line>'
-        )
+        out.append(_shape("tick", tx, y + ROW_H / 2, colour, tip))
     y += ROW_H
-    out.append(f'<text x="10" y="{y + 15}" fill="#57606a">faults &amp; notes</text>')
+    out.append(f'<text x="{MARGIN}" y="{y + 15}" fill="#57606a">faults &amp; notes</text>')
     for m in outcome.markers:
-        tx = axis.x(m.at)
         colour = "#e5534b" if m.kind == "fault" else "#0969da"
-        out.append(
-            f'<path d="M{tx:.1f},{y + 4} l5,12 l-10,0 z" fill="{colour}">'
-            f"<title>{escape(m.kind)}: {escape(m.text)}</title></path>"
-        )
+        out.append(_shape("triangle", axis.x(m.at), y + 10, colour, f"{m.kind}: {m.text}"))
     y += ROW_H
     for row in rows:
         out.append(
-            f'<text x="10" y="{y + 15}"><tspan font-weight="bold">{escape(row.label)}</tspan>'
-            f' <tspan fill="#57606a" font-size="9">{escape(row.instance_id)}</tspan></text>'
+            f'<text x="{MARGIN}" y="{y + 15}"><tspan font-weight="bold">{escape(row.label)}'
+            f'</tspan> <tspan fill="#57606a" font-size="9">{escape(row.instance_id)}</tspan>'
+            "</text>"
         )
         for phase, start, end in row.segments:
-            x0 = axis.x(start)
-            x1 = axis.x(end) if end is not None else (x0 + 8 if phase == "STOPPED" else axis.end)
+            bx0 = axis.x(start)
+            bx1 = axis.x(end) if end is not None else (bx0 + 8 if phase == "STOPPED" else axis.end)
             colour = PHASE_COLOURS.get(phase, "#cccccc")
             until = "" if end is None else f" until +{fmt_duration(end - outcome.start)}"
             tip = f"{row.label} {phase} from +{fmt_duration(start - outcome.start)}{until}"
             out.append(
-                f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1.0):.1f}"'
+                f'<rect x="{bx0:.1f}" y="{y + 3}" width="{max(bx1 - bx0, 1.0):.1f}"'
                 f' height="{ROW_H - 6}" fill="{colour}"><title>{escape(tip)}</title></rect>'
             )
         for at, cause in row.marks:
-            tx = axis.x(at)
-            out.append(
-                f'<path d="M{tx:.1f},{y + 2} l4,9 l-4,9 l-4,-9 z" fill="#1f2328"'
-                f' stroke="#ffffff" stroke-width="0.5"><title>{escape(cause)} at +'
-                f"{fmt_duration(at - outcome.start)}</title></path>"
-            )
+            tip = f"{cause} at +{fmt_duration(at - outcome.start)}"
+            out.append(_shape("diamond", axis.x(at), y + ROW_H / 2 + 1, "#1f2328", tip))
         for e in rpcs:
             ids = request_ids(e["request"])
             if ids.get("instance_id") == row.instance_id or (
                 "instance_id" not in ids and ids.get("workspace_id") == row.workspace_id
             ):
-                tx = axis.x(parse_instant(e["at"]))
+                tip = f"{e['method']} {e['code']}"
                 out.append(
-                    f'<circle cx="{tx:.1f}" cy="{y + ROW_H / 2:.1f}" r="2" fill="#ffffff"'
-                    f' stroke="#1f2328" stroke-width="0.5"><title>{escape(e["method"])}'
-                    f" {escape(e['code'])}</title></circle>"
+                    _shape("dot", axis.x(parse_instant(e["at"])), y + ROW_H / 2, "#ffffff", tip)
                 )
         y += ROW_H
     out.append("</svg>")
