@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
@@ -293,7 +294,7 @@ def main() -> None:
     "--scenario",
     "scenario_file",
     default=None,
-    type=click.Path(exists=True, dir_okay=False),
+    metavar="NAME|FILE",
     help="Load a scenario's setup (users, plans, prebuilds, workspaces) as seed data.",
 )
 def serve(
@@ -507,6 +508,21 @@ class ListenError(Exception):
 
     def __init__(self, flag: str, host: str, port: int, exc: OSError) -> None:
         super().__init__(f"cannot listen on {host}:{port} ({flag}): {exc.strerror or exc}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, allow_dash=True))
+def descriptors(file: str) -> None:
+    """Write the schema of every served service to FILE (- for stdout): a protobuf
+    FileDescriptorSet, for tools that need one where reflection is not served (the HTTP port),
+    e.g. `buf curl --schema FILE`."""
+    from importlib.resources import files
+
+    data = files("simulator._proto").joinpath("descriptors.binpb").read_bytes()
+    if file == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(file).write_bytes(data)
 
 
 def _tune_gc() -> None:

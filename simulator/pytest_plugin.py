@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, cast
 
 import pytest
@@ -33,6 +34,7 @@ from simulator.server.runtime import DurationLike, Simulator, bound_port, to_dur
 DEFAULT_USERS = {"alice": "alice-token", "bob": "bob-token"}
 DEFAULT_MAX_TIME = "48h"
 STREAM_LIMIT = 10_000
+_HAS_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
 SETTLE_ROUNDS = 5000
 _COVERAGE = pytest.StashKey["CoverageCollector"]()
 
@@ -163,6 +165,36 @@ class CoverageCollector:
             terminalreporter.write_line(f"coverage written to {self.path}")
         if self.failed_under is not None:
             terminalreporter.write_line(f"FAIL {self.failed_under}")
+
+
+FIXTURES = frozenset(
+    {"gitpod_sim", "gitpod", "gitpod_channel", "gitpod_client", "gitpod_tcp_client"}
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, None, None]:
+    """An ``async def`` test that uses one of these fixtures or the ``gitpod_sim`` marker runs
+    under pytest-asyncio as it is, without the user setting ``asyncio_mode = auto``: it gets
+    ``@pytest.mark.asyncio`` before pytest makes the item (pytest-asyncio reads the mark then)."""
+    if _HAS_ASYNCIO and inspect.iscoroutinefunction(obj) and _uses_gitpod(obj):
+        marks = getattr(obj, "pytestmark", [])
+        if not any(getattr(m, "name", None) == "asyncio" for m in marks):
+            pytest.mark.asyncio(obj)
+    yield
+
+
+def _uses_gitpod(fn: Any) -> bool:
+    marks = getattr(fn, "pytestmark", [])
+    if any(getattr(m, "name", None) == "gitpod_sim" for m in marks):
+        return True
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return not FIXTURES.isdisjoint(params)
 
 
 def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -364,7 +396,7 @@ def gitpod(request: pytest.FixtureRequest, gitpod_sim: Simulator) -> Iterator[Gi
         pytest.fail(helper.exceeded, pytrace=False)
 
 
-if importlib.util.find_spec("pytest_asyncio") is not None:  # the async fixtures need it
+if _HAS_ASYNCIO:  # the async fixtures and tests need it
     import pytest_asyncio
 
     @pytest_asyncio.fixture

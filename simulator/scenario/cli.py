@@ -23,12 +23,6 @@ if TYPE_CHECKING:
     from simulator.server.runtime import Simulator
 
 
-def scenarios_dir() -> Path:
-    """``scenarios/`` of the project (editable install or checkout), else of the current folder."""
-    here = Path(__file__).resolve().parents[2] / "scenarios"
-    return here if here.is_dir() else Path.cwd() / "scenarios"
-
-
 async def run_scenario(
     scenario: Scenario,
     *,
@@ -51,6 +45,23 @@ async def run_scenario(
     remote = RemoteWorld(target, admin_token, scenario.seed)
     async with remote.open() as rworld:
         return await Runner(scenario, rworld, speed=speed, on_update=on_update).run()
+
+
+def resolve_all(names: tuple[str, ...], every: bool = False) -> tuple[str, ...]:
+    """Scenario names or files as files (``--all``: every available scenario); an unknown name
+    is a usage error (exit 2)."""
+    from simulator.scenario.library import available, resolve
+
+    if every:
+        if names:
+            raise click.UsageError("give scenario names or --all, not both")
+        return tuple(str(p) for p in available())
+    if not names:
+        raise click.UsageError("give scenario names or files (or --all)")
+    try:
+        return tuple(str(resolve(n)) for n in names)
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def load_all(files: tuple[str, ...]) -> list[Scenario]:
@@ -82,7 +93,8 @@ def scenario() -> None:
 
 
 @scenario.command("run")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, metavar="[NAME|FILE]...")
+@click.option("--all", "every", is_flag=True, help="Run every scenario `scenario list` shows.")
 @click.option(
     "--target", default=None, help="HOST:PORT of a running gitpod-sim (default: in process)."
 )
@@ -121,6 +133,7 @@ def scenario() -> None:
 )
 def run(
     files: tuple[str, ...],
+    every: bool,
     target: str | None,
     admin_token: str | None,
     speed: float | None,
@@ -130,10 +143,11 @@ def run(
     show_coverage: bool = False,
     coverage_json: str | None = None,
 ) -> None:
-    """Run scenario FILEs and check every expectation; exit 1 at the first difference."""
+    """Run scenarios (by name, as `scenario list` shows, or FILE) and check every expectation;
+    exit 1 at the first difference. ./scenarios/ wins over the shipped scenarios."""
     from simulator.scenario.timeline import write_timeline
 
-    scenarios = load_all(files)
+    scenarios = load_all(resolve_all(files, every))
     show = sys.stdout.isatty() if live is None else live
     failed = 0
     covered: list[CoverageReport] = []
@@ -193,10 +207,11 @@ def _play(
 
 
 @scenario.command("check")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def check(files: tuple[str, ...]) -> None:
-    """Check scenario FILEs against the schema without running them."""
-    for sc in load_all(files):
+@click.argument("files", nargs=-1, metavar="[NAME|FILE]...")
+@click.option("--all", "every", is_flag=True, help="Check every scenario `scenario list` shows.")
+def check(files: tuple[str, ...], every: bool) -> None:
+    """Check scenarios (names or FILEs) against the schema without running them."""
+    for sc in load_all(resolve_all(files, every)):
         click.echo(f"ok {sc.path}: {sc.name}, {len(sc.steps)} steps")
 
 
@@ -206,14 +221,15 @@ def check(files: tuple[str, ...]) -> None:
     "directory",
     default=None,
     type=click.Path(file_okay=False),
-    help="Folder of scenarios (default: the project's scenarios/).",
+    help="Only this folder (default: ./scenarios/, then the scenarios gitpod-sim ships).",
 )
 def list_(directory: str | None) -> None:
     """One line per scenario: name and title."""
-    folder = Path(directory) if directory else scenarios_dir()
-    files = sorted(folder.glob("*.toml"))
+    from simulator.scenario.library import available
+
+    files = sorted(Path(directory).glob("*.toml")) if directory else available()
     if not files:
-        click.echo(f"no scenarios in {folder}", err=True)
+        click.echo(f"no scenarios in {directory}", err=True)
         sys.exit(1)
     rows = []
     for f in files:
@@ -229,10 +245,14 @@ def list_(directory: str | None) -> None:
 
 def seed_from_scenario(sim: Simulator, path: str) -> None:
     """``serve --scenario FILE``: the scenario's seed (unless --seed was given) and its setup."""
+    from simulator.scenario.library import resolve
     from simulator.scenario.seed import SeedError, seed_simulator
 
     try:
-        sc = load(path)
+        sc = load(resolve(path))
+    except LookupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except ScenarioError as exc:
         for p in exc.problems:
             click.echo(f"error: {p}", err=True)
