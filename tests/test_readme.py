@@ -13,8 +13,8 @@ a block without one is ``sh`` (shell) or ``python``:
   README's addresses (127.0.0.1:50051, :8080, its ``--port``) are replaced by the real ones in the
   later lines. ``<workspace id>`` and ``<instance id>`` are replaced by the last such id an earlier
   line printed, as a user copies it. A line whose comment says ``until Ctrl-C`` must print, still
-  be running a second later, and exit 0 on SIGINT. Every other line must exit 0. At the end every server gets
-  SIGTERM and must exit 0.
+  be running a second later, and exit 0 on SIGINT. Every other line must exit 0. At the end
+  every server gets SIGTERM and must exit 0.
 - ``install``: the first line is the install (user_env.py runs it); the rest is ``sh``.
 - ``python``: run with the venv's python; ``pytest``: saved as test_example.py in an empty
   project (no pytest configuration at all) and run with the venv's pytest; ``toml``: saved as
