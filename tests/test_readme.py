@@ -20,6 +20,7 @@ a block without one is ``sh`` (shell) or ``python``:
   project (no pytest configuration at all) and run with the venv's pytest; ``toml``: saved as
   broken.toml and run with ``gitpod-sim scenario run``; ``go``: the Go client test's code
   (tests/test_go_client.py checks it and runs it).
+- ``output``: what a command prints, shown (not a command; not run).
 - ``skip: REASON``: not run here; the test is reported as skipped with the README's reason.
 
 Cost: the user venv (about 20-40 s, once per source tree, shared with test_wheel.py), then about
@@ -81,7 +82,7 @@ BLOCKS = readme_blocks()
 
 
 def test_every_block_says_how_it_is_tested() -> None:
-    known = ("sh", "install", "python", "pytest", "toml", "go", "skip: ")
+    known = ("sh", "install", "python", "pytest", "toml", "go", "output", "skip: ")
     for block in BLOCKS:
         assert block.kind.startswith(known) and block.kind != "skip: ", (
             f"{block.name}: a ```{block.lang} block needs <!-- test: KIND --> above it"
