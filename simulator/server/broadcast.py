@@ -50,6 +50,9 @@ class Subscription:
     """Why the hub closed it; "" means a normal end (a finished build)."""
     closed_code: str = "UNAVAILABLE"
     waiting: bool = False
+    user_id: str | None = None
+    """Who follows (None: not revoked by admission changes, e.g. an in-process listener)."""
+    revoked: bool = False
 
     def _wake(self) -> None:
         # Count the stream as busy at once, not when its task next runs: autojump must not
@@ -60,6 +63,8 @@ class Subscription:
         self.ready.set()
 
     def push(self, item: Delivery | bytes) -> None:
+        if self.revoked:
+            return
         if len(self.queue) >= MAX_QUEUED:  # its client takes nothing: bounded, then ended
             self.queue.clear()
             self.close(
@@ -119,16 +124,20 @@ class Hub:
         self._current[instance_id] = (status.version, payload)
         return payload
 
-    def subscribe_status(self, instance_id: str) -> Subscription:
-        return self._add(self._status, instance_id, "status")
+    def subscribe_status(self, instance_id: str, user_id: str | None = None) -> Subscription:
+        return self._add(self._status, instance_id, "status", user_id)
 
-    def subscribe_logs(self, instance_id: str) -> Subscription:
-        return self._add(self._logs, instance_id, "logs")
+    def subscribe_logs(self, instance_id: str, user_id: str | None = None) -> Subscription:
+        return self._add(self._logs, instance_id, "logs", user_id)
 
     def _add(
-        self, table: dict[str, dict[Subscription, None]], instance_id: str, kind: str
+        self,
+        table: dict[str, dict[Subscription, None]],
+        instance_id: str,
+        kind: str,
+        user_id: str | None,
     ) -> Subscription:
-        sub = Subscription(self, instance_id, kind)
+        sub = Subscription(self, instance_id, kind, user_id=user_id)
         if self.shutting_down is not None:
             sub.close(self.shutting_down)
         table.setdefault(instance_id, {})[sub] = None
@@ -150,6 +159,13 @@ class Hub:
     def publish(self, event: EngineEvent) -> None:
         """The engine's observer: deliver ``event`` to whoever follows its instance."""
         if isinstance(event, StatusChange):
+            previous = event.previous
+            if (
+                previous is not None
+                and previous.admission_everyone
+                and not event.status.admission_everyone
+            ):
+                self._revoke(event.instance_id, event.owner_id)
             subs = self._status.get(event.instance_id)
             if subs:
                 payload = listen_payload(event.status)
@@ -157,7 +173,6 @@ class Hub:
                 delivery = Delivery(event, payload)
                 for sub in subs:
                     sub.push(delivery)
-            previous = event.previous
             if (
                 previous is not None
                 and previous.phase is Phase.IMAGEBUILD
@@ -171,6 +186,17 @@ class Hub:
                 payload = log_payload(event.line)
                 for sub in subs:
                     sub.push(payload)
+
+    def _revoke(self, instance_id: str, owner_id: str) -> None:
+        """Unshared: whoever else follows the instance may no longer read it, and is told what
+        a unary call would answer them (NOT_FOUND), before the change that unshared it."""
+        for table in (self._status, self._logs):
+            for sub in table.get(instance_id, ()):
+                if sub.user_id is not None and sub.user_id != owner_id and not sub.revoked:
+                    sub.queue.clear()
+                    sub.revoked = True
+                    sub.closed = None  # a normal end must not win over the revocation
+                    sub.close(f"workspace instance {instance_id} does not exist", "NOT_FOUND")
 
     def close_all(self, reason: str, code: str = "UNAVAILABLE", *, final: bool = True) -> None:
         """End every stream. ``final`` (shutdown): later subscriptions are closed at once too."""

@@ -168,7 +168,7 @@ class WorkspacesService:
         if inst.phase is Phase.STOPPED:
             await send(current)
             return
-        sub = hub.subscribe_status(inst.id)
+        sub = hub.subscribe_status(inst.id, call.caller.id)  # unsharing revokes it
         try:
             await send(current)
             while (item := await sub.next()) is not None:
@@ -191,7 +191,9 @@ class WorkspacesService:
             world.coverage_feed.build_log("no-build")
             return
         backlog = list(build.lines)
-        sub: Subscription | None = None if build.finished else world.hub.subscribe_logs(inst.id)
+        sub: Subscription | None = (
+            None if build.finished else world.hub.subscribe_logs(inst.id, call.caller.id)
+        )
         world.coverage_feed.build_log("replayed" if sub is None else "live")
         try:
             for line in backlog:
