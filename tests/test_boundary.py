@@ -46,17 +46,21 @@ async def test_a_cut_deadline_is_journaled_as_deadline_exceeded() -> None:
         stub = stub_for(channel, ALICE)
         iid = await active_instance_id(stub, await create(stub))
     listen = "/gitpod.v1.WorkspacesService/ListenToWorkspaceInstance"
-    async with sim.serve_http() as gateway, aiohttp.ClientSession() as http, http.post(
-        f"http://127.0.0.1:{gateway.port}{listen}",
-        data=b"\x00"
-        + len(json.dumps({"instanceId": iid})).to_bytes(4, "big")
-        + json.dumps({"instanceId": iid}).encode(),
-        headers={
-            "Authorization": f"Bearer {ALICE}",
-            "Content-Type": "application/connect+json",
-            "Connect-Timeout-Ms": "50",
-        },
-    ) as reply:
+    async with (
+        sim.serve_http() as gateway,
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{gateway.port}{listen}",
+            data=b"\x00"
+            + len(json.dumps({"instanceId": iid})).to_bytes(4, "big")
+            + json.dumps({"instanceId": iid}).encode(),
+            headers={
+                "Authorization": f"Bearer {ALICE}",
+                "Content-Type": "application/connect+json",
+                "Connect-Timeout-Ms": "50",
+            },
+        ) as reply,
+    ):
         body = await reply.read()
     assert b'"deadline_exceeded"' in body
     entry = [e for e in rpc_entries(sim) if e.method == listen][-1]

@@ -560,3 +560,67 @@ async def test_a_listener_that_takes_nothing_is_ended_with_resource_exhausted() 
         finally:
             channel.close()
     assert sim.activity.busy == 0
+
+
+# ---------------------------------------------------------------------- revoked access
+
+
+async def test_unsharing_ends_another_users_listen_stream() -> None:
+    sim = _sim()
+    async with _grpc(sim) as port:
+        channel = Channel("127.0.0.1", port)
+        try:
+            alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+            ctl = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {ADMIN}"})
+            await ctl.set_clock(spb.SetClockRequest(mode=spb.ClockMode.MANUAL))
+            wsid = await create(alice, REPO)
+            sim.share(wsid)
+            inst = await bob.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=wsid)
+            )
+            assert inst.instance is not None
+            request = pb.ListenToWorkspaceInstanceRequest(instance_id=inst.instance.instance_id)
+            seen: list[object] = []
+
+            async def watch(api: pb.WorkspacesServiceStub) -> Status:
+                try:
+                    async for update in api.listen_to_workspace_instance(request):
+                        seen.append(update)
+                except GRPCError as exc:
+                    assert exc.message == (
+                        f"workspace instance {inst.instance.instance_id} does not exist"  # type: ignore[union-attr]
+                    )
+                    return exc.status
+                return Status.OK
+
+            viewer = asyncio.ensure_future(watch(bob))
+            owner = asyncio.ensure_future(watch(alice))
+            for _ in range(200):
+                if len(seen) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            sim.share(wsid, False)  # the viewer may no longer read: their stream ends
+            assert await asyncio.wait_for(viewer, 5) is Status.NOT_FOUND
+            assert not owner.done()  # the owner's goes on
+            sim.run_until_idle("10m")
+            sim.engine.stop_workspace(sim.engine.users["alice"], wsid)
+            sim.run_until_idle()
+            assert await asyncio.wait_for(owner, 5) is Status.OK
+        finally:
+            channel.close()
+
+
+async def test_credentials_in_a_context_url_are_never_stored_or_echoed() -> None:
+    sim = _sim()
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+        wsid = await create(alice, "https://alice:hunter2@github.com/gitpod-io/gitpod")
+        sim.share(wsid)
+        for api in (alice, bob):  # the owner, and a viewer of the shared workspace
+            ws = (await api.get_workspace(pb.GetWorkspaceRequest(workspace_id=wsid))).result
+            assert ws is not None and ws.context is not None
+            assert ws.context.context_url == "https://github.com/gitpod-io/gitpod"
+        with pytest.raises(GRPCError) as err:
+            await create(alice, "https://alice:hunter2@github.com/only-owner")
+        assert "hunter2" not in (err.value.message or "")
+    assert "hunter2" not in sim.journal.to_jsonl()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-__all__ = ["ContextParseError", "ParsedContext", "parse_context_url"]
+__all__ = ["ContextParseError", "ParsedContext", "parse_context_url", "strip_credentials"]
 
 ContextKind = Literal["git", "snapshot"]
 RefKind = Literal["head", "branch", "commit", "pull", "issue"]
@@ -100,10 +100,19 @@ class ParsedContext:
                 return base
 
 
+_CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+"""User info after a scheme (``https://user:password@``, ``https://token@``): credentials."""
+
+
+def strip_credentials(text: str) -> str:
+    """``text`` with the user info of every URL in it taken out."""
+    return _CREDENTIALS_RE.sub(r"\g<scheme>", text) if "@" in text else text
+
+
 @lru_cache(maxsize=4096)
 def parse_context_url(raw: str) -> ParsedContext:
     """Parse and normalise a context URL, or raise :class:`ContextParseError` saying why not."""
-    original = raw.strip()
+    original = strip_credentials(raw.strip())  # never stored or echoed
     if not original:
         raise ContextParseError("empty context URL", "")
     if any(ch.isspace() for ch in original):

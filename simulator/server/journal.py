@@ -18,6 +18,7 @@ from typing import Any
 
 from betterproto2 import Message
 
+from simulator.core.context_urls import strip_credentials
 from simulator.core.model import StatusChange
 from simulator.core.simtime import SimTime, format_instant
 
@@ -100,8 +101,8 @@ Entry = RpcEntry | TransitionEntry
 
 
 def summarize(request: object) -> str:
-    """A request in short, for the journal (the message's repr, cut)."""
-    text = repr(request)
+    """A request in short, for the journal (the message's repr without credentials, cut)."""
+    text = strip_credentials(repr(request))
     if len(text) > REQUEST_SUMMARY_LIMIT:
         text = text[: REQUEST_SUMMARY_LIMIT - 1] + "…"
     return text
@@ -140,7 +141,7 @@ class Journal:
         data, summary = b"", ""
         if caller != UNKNOWN_CALLER and isinstance(request, Message):
             kind, data = type(request), bytes(request)
-            if len(data) > REQUEST_BYTES_KEPT:
+            if len(data) > REQUEST_BYTES_KEPT or (b"@" in data and b"://" in data):
                 data, summary = b"", summarize(request)
         if len(message) > MESSAGE_LIMIT:
             message = message[: MESSAGE_LIMIT - 1] + "…"

@@ -104,7 +104,7 @@ def read_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise StateFileError(
-            f"{target} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+            f"{target} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
         ) from None
     try:
         data = json.loads(text)
