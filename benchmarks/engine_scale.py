@@ -2,9 +2,12 @@
 
 Runs N workspaces through a full lifecycle (create -> RUNNING -> stop -> STOPPED) for N = 10,000
 and 100,000, and prints status changes per CPU-second and the ratio between the two sizes
-(1.0 means the cost grows linearly). Not part of CI; run it by hand::
+(1.0 means the cost grows linearly). ``--coverage`` instead measures what counting coverage costs:
+each size runs with and without a :class:`CoverageCounter` fed every status change (as the
+``Simulator`` feeds it), alternately, best of three, and prints the overhead. Not part of CI; run
+it by hand::
 
-    .venv/bin/python benchmarks/engine_scale.py [N ...]
+    .venv/bin/python benchmarks/engine_scale.py [--coverage] [N ...]
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ from __future__ import annotations
 import sys
 import time
 
+from simulator.core.coverage import CoverageCounter
 from simulator.core.engine import Engine
 from simulator.core.model import EngineEvent, StatusChange
 from simulator.core.simtime import MINUTE
 
 
-def run(n: int) -> tuple[int, float]:
+def run(n: int, counter: CoverageCounter | None = None) -> tuple[int, float]:
     """(status changes, CPU seconds) for n full lifecycles, 100 users, 50 repositories."""
     changes = 0
+    status_change = counter.status_change if counter is not None else None
 
     def count(event: EngineEvent) -> None:
         nonlocal changes
-        changes += isinstance(event, StatusChange)
+        if type(event) is StatusChange:
+            changes += 1
+            if status_change is not None:
+                status_change(event)
 
     engine = Engine(seed=1, observer=count)
     users = [engine.add_user(f"user{i}") for i in range(100)]
@@ -39,11 +47,30 @@ def run(n: int) -> tuple[int, float]:
     return changes, time.process_time() - start
 
 
+def coverage_overhead(sizes: list[int], rounds: int = 3) -> None:
+    print(f"{'workspaces':>10} {'without cpu s':>14} {'with cpu s':>11} {'overhead':>9}")
+    for n in sizes:
+        without: list[float] = []
+        with_: list[float] = []
+        for _ in range(rounds):
+            without.append(run(n)[1])
+            counter = CoverageCounter()
+            with_.append(run(n, counter)[1])
+            counter.report()  # what reading it costs is not on the hot path
+        a, b = min(without), min(with_)
+        print(f"{n:>10} {a:>14.3f} {b:>11.3f} {100 * (b - a) / a:>8.1f}%")
+
+
 def main() -> None:
     import gc
 
     gc.set_threshold(50_000, 20, 100)  # as `gitpod-sim serve` does
-    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
+    args = sys.argv[1:]
+    measure_coverage = "--coverage" in args
+    sizes = [int(a) for a in args if a != "--coverage"] or [10_000, 100_000]
+    if measure_coverage:
+        coverage_overhead(sizes)
+        return
     rates = []
     print(f"{'workspaces':>10} {'status changes':>15} {'cpu s':>8} {'changes/cpu-s':>14}")
     for n in sizes:
