@@ -23,7 +23,13 @@ from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import FAULT_KINDS, FAULT_NAMES, KINDS, Param, ParamType, status_name
-from simulator.core.simtime import format_instant, from_datetime, parse_duration, parse_instant
+from simulator.core.simtime import (
+    SimTime,
+    format_instant,
+    from_datetime,
+    parse_duration,
+    parse_instant,
+)
 from simulator.core.transitions import Phase
 from simulator.server.control_convert import effect_message
 from simulator.server.convert import phase_pb
@@ -367,24 +373,59 @@ def _param_value(p: Param, value: Any) -> Any:
     return tuple(value) if p.type is ParamType.LINES else value
 
 
-@ctl.command()
+def _instant(text: str | None, what: str, now: SimTime) -> dt.datetime | None:
+    """An absolute ISO 8601 instant, or ``+DURATION`` from the simulator's present."""
+    if text is None:
+        return None
+    if not text.startswith("+"):
+        return _ts(text, what)
+    return dt.datetime.fromtimestamp((now + _micros(text[1:], what)) / 1e6, tz=dt.UTC)
+
+
+def _micros(text: str, what: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+
+
+_FAULT_HELP = f"""Add a fault of KIND; prints its id.
+
+\b
+Kinds (one name everywhere: scenarios, state files; FaultSpec fields with underscores):
+{chr(10).join(f"  {k.name:18} {k.help}" for k in FAULT_KINDS)}
+
+Defaults: a lifecycle fault aims at the next start, an rpc or stream fault at every call or
+stream; it applies once (--count 1; 0: unlimited), from now on, to the first matching occasion
+(--skip 0). --code takes a status name (UNAVAILABLE) or number (14), default UNAVAILABLE;
+--from/--until take an ISO 8601 instant or +DURATION from the simulator's now (+5m).
+"""
+
+
+@ctl.command(help=_FAULT_HELP)
 @click.argument("kind", type=click.Choice(FAULT_NAMES))
 @click.option("--next-start", is_flag=True, help="Aim at the next instance(s) that start.")
 @click.option("--workspace", default=None, help="Aim at a workspace.")
 @click.option("--instance", default=None, help="Aim at an instance.")
 @click.option("--context", "pattern", default=None, help="Aim at contexts matching a regex.")
-@click.option("--count", default=0, type=click.IntRange(0), help="How many times (0: unlimited).")
-@click.option("--from", "active_from", default=None, help="Active from (ISO 8601).")
-@click.option("--until", "active_until", default=None, help="Active until (ISO 8601).")
+@click.option("--user", "user_id", default=None, help="Aim at one user's calls, streams, starts.")
+@click.option(
+    "--count", default=1, show_default=True, type=click.IntRange(0), help="Times (0: unlimited)."
+)
+@click.option(
+    "--skip", default=0, show_default=True, type=click.IntRange(0), help="Let N matches pass first."
+)
+@click.option("--from", "active_from", default=None, help="Active from (ISO 8601 or +5m).")
+@click.option("--until", "active_until", default=None, help="Active until (ISO 8601 or +1h).")
 @_param_options
 @click.pass_context
 def fault(ctx: click.Context, /, kind: str, **o: Any) -> None:
-    """Add a fault of KIND; prints its id."""
     targets = [
         spb.FaultTarget(next_start=True) if o["next_start"] else None,
         spb.FaultTarget(workspace_id=o["workspace"]) if o["workspace"] else None,
         spb.FaultTarget(instance_id=o["instance"]) if o["instance"] else None,
         spb.FaultTarget(context_pattern=o["pattern"]) if o["pattern"] is not None else None,
+        spb.FaultTarget(user_id=o["user_id"]) if o["user_id"] else None,
     ]
     chosen = [t for t in targets if t is not None]
     if len(chosen) > 1:
@@ -403,14 +444,31 @@ def fault(ctx: click.Context, /, kind: str, **o: Any) -> None:
             raise click.UsageError(f"{kind} needs {p.option}")
         elif p.default is not None:
             values[p.name] = p.default
-    spec = spb.FaultSpec(
-        target=chosen[0] if chosen else None,
-        count=o["count"],
-        active_from=_ts(o["active_from"], "--from"),
-        active_until=_ts(o["active_until"], "--until"),
-    )
-    setattr(spec, fault_kind.proto_field, effect_message(fault_kind, values))
-    response = _call(ctx, lambda s: s.add_fault(spb.AddFaultRequest(spec=spec)))
+    for key in ("active_from", "active_until"):  # check before any call
+        text = o[key]
+        if text is not None and text.startswith("+"):
+            _micros(text[1:], "--" + key[7:])
+        elif text is not None:
+            _ts(text, "--" + key[7:])
+    relative = any((o[k] or "").startswith("+") for k in ("active_from", "active_until"))
+
+    async def add(s: spb.SimulatorServiceStub) -> spb.AddFaultResponse:
+        now = 0
+        if relative:
+            clock = (await s.get_clock(spb.GetClockRequest())).clock
+            assert clock is not None and clock.now is not None
+            now = from_datetime(clock.now)
+        spec = spb.FaultSpec(
+            target=chosen[0] if chosen else None,
+            count=o["count"],
+            skip=o["skip"],
+            active_from=_instant(o["active_from"], "--from", now),
+            active_until=_instant(o["active_until"], "--until", now),
+        )
+        setattr(spec, fault_kind.proto_field, effect_message(fault_kind, values))
+        return await s.add_fault(spb.AddFaultRequest(spec=spec))
+
+    response = _call(ctx, add)
     assert response.fault is not None
     click.echo(response.fault.id)
 

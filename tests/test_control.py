@@ -489,7 +489,7 @@ async def test_bad_fault_requests(ctl: spb.SimulatorServiceStub) -> None:
             target=spb.FaultTarget(next_start=True),
             rpc_error=spb.RpcError(method="GetWorkspace", code=14),
         ),
-        "a rpc-error fault cannot target next-start; use one of: any",
+        "a rpc-error fault cannot target next-start; use one of: any, user",
     )
     await expect(
         Status.NOT_FOUND,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from collections.abc import Iterator
@@ -319,6 +320,29 @@ def test_ctl_commands(server: ServerProcess, tmp_path: Path) -> None:
     assert run_ctl(server, "faults", "clear").stdout.strip() == "cleared 1"
 
 
+def test_ctl_fault_takes_status_names_relative_instants_and_applies_once(
+    server: ServerProcess,
+) -> None:
+    assert run_ctl(server, "reset").returncode == 0
+    added = run_ctl(server, "fault", "rpc-error", "--method", "GetWorkspace", "--code",
+                    "UNAVAILABLE", "--from", "+5m", "--until", "+1h", "--after-effect")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    by_number = run_ctl(server, "fault", "stream-end", "--code", "10", "--method", "StopWorkspace")
+    assert by_number.returncode == 0, by_number.stderr
+    specs = [
+        json.loads(line.split(" ", 3)[3]) for line in run_ctl(server, "faults").stdout.splitlines()
+    ]
+    first, second = specs
+    assert first["count"] == 1 and second["count"] == 1  # once unless told otherwise
+    assert first["rpcError"]["code"] == 14 and first["rpcError"]["afterEffect"] is True
+    start = dt.datetime.fromisoformat(first["activeFrom"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(first["activeUntil"].replace("Z", "+00:00"))
+    assert end - start == dt.timedelta(minutes=55)
+    assert second["streamEnd"]["code"] == 10
+    assert second["streamEnd"]["method"] == "/gitpod.v1.WorkspacesService/StopWorkspace"
+    assert run_ctl(server, "faults", "clear").stdout.strip() == "cleared 2"
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
@@ -327,6 +351,21 @@ def test_ctl_commands(server: ServerProcess, tmp_path: Path) -> None:
         (("fault", "stall-phase", "--phase", "RUNNING"), 1, "INVALID_ARGUMENT: cannot stall"),
         (("mark-active", "gitpodio-gitpod-aaaaaaaaaaa"), 1, "NOT_FOUND"),
         (("fault", "explode"), 2, "Invalid value"),
+        (
+            ("fault", "rpc-error", "--method", "GetWorkspace", "--code", "NOPE"),
+            2,
+            "unknown gRPC status 'NOPE'",
+        ),
+        (
+            ("fault", "rpc-error", "--method", "GetWorkspace", "--phase", "PENDING"),
+            2,
+            "--phase does not apply to rpc-error",
+        ),
+        (
+            ("fault", "rpc-error", "--method", "GetWorkspace", "--from", "+soon"),
+            2,
+            "invalid duration",
+        ),
     ],
 )
 def test_ctl_errors(server: ServerProcess, args: tuple[str, ...], code: int, needle: str) -> None:

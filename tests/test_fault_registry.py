@@ -35,6 +35,7 @@ SAMPLE: dict[ParamType, object] = {
     ParamType.LINES: ("E: one", "E: two"),
     ParamType.PHASE: Phase.CREATING,
     ParamType.METHOD: "GetWorkspace",
+    ParamType.STREAM: "StopWorkspace",
     ParamType.CODE: "NOT_FOUND",
     ParamType.PROBABILITY: 0.25,
     ParamType.FLAG: False,

@@ -362,9 +362,12 @@ class Engine:
         count: int = 0,
         active_from: SimTime | None = None,
         active_until: SimTime | None = None,
+        skip: int = 0,
     ) -> Fault:
         """Register a fault; one aimed at a workspace or instance binds to its active one now."""
         validate_effect(effect)
+        if target.kind is TargetKind.USER and target.value not in self.users:
+            raise NotFound(f"user {target.value!r} does not exist")
         if target.kind is TargetKind.WORKSPACE:
             self._workspace(target.value)
         elif target.kind is TargetKind.INSTANCE:
@@ -372,11 +375,17 @@ class Engine:
             if kind_of(effect).family is Family.LIFECYCLE and not inst.status.is_active:
                 raise FailedPrecondition(f"instance {target.value} is STOPPED")
         fault = self.faults.add(
-            effect, target, count=count, active_from=active_from, active_until=active_until
+            effect,
+            target,
+            count=count,
+            active_from=active_from,
+            active_until=active_until,
+            skip=skip,
+            now=self.now,
         )
         if fault.is_lifecycle and fault.applies_at(self.now):
             current = self._active_target(target)
-            if current is not None:
+            if current is not None and not fault.passes():
                 self._bind(fault, current, apply_now=True)
         return fault
 
@@ -391,13 +400,21 @@ class Engine:
                     self._resume(inst, fault)
         return len(chosen)
 
-    def take_rpc_faults(self, method: str) -> list[Fault]:
+    def take_rpc_faults(self, method: str, user_id: str = "") -> list[Fault]:
         """The RPC faults that hit this call of ``method`` (a full path), consuming them."""
-        return self.faults.take_rpc(method, self.now)
+        return self.faults.take_rpc(method, self.now, user_id)
 
-    def take_stream_faults(self, inst: Instance) -> list[Fault]:
-        """The stream faults that hit a new listen stream of ``inst``, consuming them."""
-        return self.faults.take_stream(inst, self.now)
+    def take_stream_faults(
+        self, method: str, user_id: str = "", inst: Instance | None = None
+    ) -> list[Fault]:
+        """The stream faults that hit a new stream of ``method`` about ``inst``, consuming them."""
+        return self.faults.take_stream(
+            method,
+            self.now,
+            user_id=user_id,
+            workspace_id=inst.workspace_id if inst is not None else "",
+            instance_id=inst.id if inst is not None else "",
+        )
 
     def _active_target(self, target: Target) -> Instance | None:
         if target.kind is TargetKind.INSTANCE:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from simulator.core.errors import NotFound
+from simulator.core.errors import InvalidArgument, NotFound
 from simulator.core.faults import (
+    FOLLOW_JOURNAL,
     Effect,
     Family,
     Fault,
     RpcError,
+    RpcLatency,
+    StreamDuplicate,
+    StreamEnd,
     Target,
     TargetKind,
     effect_from_json,
@@ -26,10 +31,27 @@ from simulator.core.faults import (
     validate_effect,
 )
 from simulator.core.model import Instance, Workspace
-from simulator.core.simtime import SimTime
+from simulator.core.simtime import SimTime, format_instant
 from simulator.core.transitions import Phase
 
 Json = dict[str, Any]
+
+
+def never_applies(fault: Fault, now: SimTime | None) -> str:
+    """Why ``fault`` could never apply (empty when it can): refused rather than left pending."""
+    if now is not None and fault.active_until is not None and fault.active_until <= now:
+        return f"its window ends at {format_instant(fault.active_until)}, not after now"
+    effect = fault.effect
+    if (
+        fault.kind.family is Family.STREAM
+        and effect.method == FOLLOW_JOURNAL  # type: ignore[union-attr]
+        and fault.target.kind is not TargetKind.ANY
+    ):
+        return (
+            "FollowJournal is about no instance and only the admin calls it;"
+            f" it cannot target {fault.target.kind.value} (use any)"
+        )
+    return ""
 
 
 class FaultBook:
@@ -59,8 +81,11 @@ class FaultBook:
         count: int = 0,
         active_from: SimTime | None = None,
         active_until: SimTime | None = None,
+        skip: int = 0,
+        now: SimTime | None = None,
     ) -> Fault:
-        """A new fault, checked (bad effects, targets or windows are INVALID_ARGUMENT)."""
+        """A new fault, checked (bad effects, targets or windows are INVALID_ARGUMENT, and so is
+        a fault that can never apply: see :func:`never_applies`)."""
         validate_effect(effect)
         fault = Fault(  # checks itself before anything changes
             f"fault-{self._seq + 1}",
@@ -69,7 +94,11 @@ class FaultBook:
             count=count,
             active_from=active_from,
             active_until=active_until,
+            skip=skip,
         )
+        why = never_applies(fault, now)
+        if why:
+            raise InvalidArgument(f"this {fault.kind.name} fault can never apply: {why}")
         self._seq += 1
         self._faults[fault.id] = fault
         return fault
@@ -88,14 +117,18 @@ class FaultBook:
 
     # ------------------------------------------------------------------ decisions
 
-    def take_rpc(self, method: str, now: SimTime) -> list[Fault]:
-        """The RPC faults that hit this call of ``method`` (a full path), consuming them."""
+    def take_rpc(self, method: str, now: SimTime, user_id: str = "") -> list[Fault]:
+        """The RPC faults that hit this call of ``method`` (a full path) by ``user_id``,
+        consuming them."""
         hits: list[Fault] = []
         for fault in self._faults.values():
             effect = fault.effect
             if fault.kind.family is not Family.RPC or effect.method != method:  # type: ignore[union-attr]
                 continue
-            if not fault.applies_at(now):
+            target = fault.target
+            if target.kind is TargetKind.USER and target.value != user_id:
+                continue
+            if not fault.applies_at(now) or fault.passes():
                 continue
             if (
                 isinstance(effect, RpcError)
@@ -107,18 +140,29 @@ class FaultBook:
             hits.append(fault)
         return hits
 
-    def take_stream(self, inst: Instance, now: SimTime) -> list[Fault]:
-        """The stream faults that hit a new listen stream of ``inst``, consuming them."""
+    def take_stream(
+        self,
+        method: str,
+        now: SimTime,
+        *,
+        user_id: str = "",
+        workspace_id: str = "",
+        instance_id: str = "",
+    ) -> list[Fault]:
+        """The stream faults that hit a new stream of ``method`` (a full path) about an instance
+        (none for FollowJournal), consuming them."""
         hits: list[Fault] = []
         for fault in self._faults.values():
-            if fault.kind.family is not Family.STREAM:
+            if fault.kind.family is not Family.STREAM or fault.effect.method != method:  # type: ignore[union-attr]
                 continue
             target = fault.target
-            if target.kind is TargetKind.WORKSPACE and target.value != inst.workspace_id:
+            if target.kind is TargetKind.WORKSPACE and target.value != workspace_id:
                 continue
-            if target.kind is TargetKind.INSTANCE and target.value != inst.id:
+            if target.kind is TargetKind.INSTANCE and target.value != instance_id:
                 continue
-            if fault.applies_at(now):
+            if target.kind is TargetKind.USER and target.value != user_id:
+                continue
+            if fault.applies_at(now) and not fault.passes():
                 fault.take()
                 hits.append(fault)
         return hits
@@ -134,12 +178,13 @@ class FaultBook:
             if (
                 target.kind is TargetKind.NEXT_START
                 or (target.kind is TargetKind.WORKSPACE and target.value == ws.id)
+                or (target.kind is TargetKind.USER and target.value == ws.owner_id)
                 or (
                     target.kind is TargetKind.CONTEXT
                     and target.pattern is not None
                     and target.pattern.search(url)
                 )
-            ):
+            ) and not fault.passes():
                 chosen.append(fault)
         return chosen
 
@@ -186,6 +231,8 @@ class FaultBook:
                     "active_until": f.active_until,
                     "times_applied": f.times_applied,
                     "instances": list(f.instances),
+                    "skip": f.skip,
+                    "skipped": f.skipped,
                 }
                 for f in self._faults.values()
             ],
@@ -207,6 +254,47 @@ class FaultBook:
                 active_until=f["active_until"],
                 times_applied=int(f["times_applied"]),
                 instances=list(f["instances"]),
+                skip=int(f.get("skip", 0)),
+                skipped=int(f.get("skipped", 0)),
             )
             book._faults[fault.id] = fault
         return book
+
+
+@dataclass(frozen=True, slots=True)
+class CallFaults:
+    """What the RPC faults that hit one call make of it: waits first, then a status either
+    instead of the call (``before``) or after it ran (``after``: the answer is lost)."""
+
+    latencies: tuple[RpcLatency, ...] = ()
+    error: RpcError | None = None
+
+    @classmethod
+    def of(cls, faults: list[Fault]) -> CallFaults:
+        latencies = tuple(f.effect for f in faults if isinstance(f.effect, RpcLatency))
+        error = next((f.effect for f in faults if isinstance(f.effect, RpcError)), None)
+        return cls(latencies, error)
+
+    @property
+    def before(self) -> RpcError | None:
+        return self.error if self.error is not None and not self.error.after_effect else None
+
+    @property
+    def after(self) -> RpcError | None:
+        return self.error if self.error is not None and self.error.after_effect else None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFaults:
+    """What the stream faults that hit one server stream make of it."""
+
+    end: StreamEnd | None = None
+    duplicate: bool = False
+
+    @classmethod
+    def of(cls, faults: list[Fault]) -> StreamFaults:
+        end = next((f.effect for f in faults if isinstance(f.effect, StreamEnd)), None)
+        return cls(end, any(isinstance(f.effect, StreamDuplicate) for f in faults))
+
+    def __bool__(self) -> bool:
+        return self.end is not None or self.duplicate

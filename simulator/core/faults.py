@@ -41,6 +41,16 @@ WORKSPACES_METHODS = (
     "StopWorkspace",
 )
 
+CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
+STREAM_METHODS = (
+    "ListenToWorkspaceInstance",
+    "ListenToImageBuildLogs",
+    "StopWorkspace",
+    "FollowJournal",
+)
+"""Every server stream a stream fault can act on (FollowJournal is the control plane's)."""
+FOLLOW_JOURNAL = f"/{CONTROL_SERVICE}/FollowJournal"
+
 
 class TargetKind(enum.Enum):
     NEXT_START = "next-start"
@@ -48,6 +58,7 @@ class TargetKind(enum.Enum):
     INSTANCE = "instance"
     CONTEXT = "context"
     ANY = "any"
+    USER = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +71,7 @@ class Target:
     def of(cls, kind: TargetKind, value: str = "") -> Target:
         if kind is TargetKind.CONTEXT:
             return cls(kind, value, compile_pattern(value))
-        if kind in (TargetKind.WORKSPACE, TargetKind.INSTANCE) and not value:
+        if kind in (TargetKind.WORKSPACE, TargetKind.INSTANCE, TargetKind.USER) and not value:
             raise InvalidArgument(f"a {kind.value} target needs an id")
         return cls(kind, value)
 
@@ -101,6 +112,8 @@ class RpcError:
     message: str
     probability: float = 0.0
     """0 means every matching call."""
+    after_effect: bool = False
+    """True: the call runs (its effects stay), then the client gets the status instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +128,14 @@ class StreamEnd:
     after_messages: int
     code: str
     message: str
+    method: str = f"/{WORKSPACES_SERVICE}/ListenToWorkspaceInstance"
+    """The server stream it ends (a full path)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamDuplicate:
-    pass
+    method: str = f"/{WORKSPACES_SERVICE}/ListenToWorkspaceInstance"
+    """The server stream whose second message is sent twice (a full path)."""
 
 
 Effect = (
@@ -152,6 +168,8 @@ class ParamType(enum.Enum):
     """A :class:`Phase` (its name in TOML, JSON and the CLI)."""
     METHOD = "method"
     """A full WorkspacesService method path (``GetWorkspace`` is accepted as input)."""
+    STREAM = "stream"
+    """A full path of a server-streaming method (``StopWorkspace``, ``FollowJournal``...)."""
     CODE = "code"
     """A gRPC status name other than OK (a name or a number as input)."""
     PROBABILITY = "probability"
@@ -179,10 +197,18 @@ class Param:
 
 
 _LIFECYCLE_TARGETS = frozenset(
-    {TargetKind.NEXT_START, TargetKind.WORKSPACE, TargetKind.INSTANCE, TargetKind.CONTEXT}
+    {
+        TargetKind.NEXT_START,
+        TargetKind.WORKSPACE,
+        TargetKind.INSTANCE,
+        TargetKind.CONTEXT,
+        TargetKind.USER,
+    }
 )
-_STREAM_TARGETS = frozenset({TargetKind.ANY, TargetKind.WORKSPACE, TargetKind.INSTANCE})
-_RPC_TARGETS = frozenset({TargetKind.ANY})
+_STREAM_TARGETS = frozenset(
+    {TargetKind.ANY, TargetKind.WORKSPACE, TargetKind.INSTANCE, TargetKind.USER}
+)
+_RPC_TARGETS = frozenset({TargetKind.ANY, TargetKind.USER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +269,8 @@ class FaultKind:
                 value = p.default
             if p.type is ParamType.METHOD:
                 value = method_path(str(value))
+            elif p.type is ParamType.STREAM:
+                value = stream_path(str(value))
             elif p.type is ParamType.CODE:
                 value = status_name(value)  # type: ignore[arg-type]
             elif p.type is ParamType.PROBABILITY:
@@ -267,6 +295,15 @@ def _code(help: str) -> Param:
 
 def _message() -> Param:
     return Param("message", ParamType.TEXT, "the message (default: injected fault: CODE)", "")
+
+
+def _stream() -> Param:
+    return Param(
+        "method",
+        ParamType.STREAM,
+        "the server stream: " + ", ".join(STREAM_METHODS),
+        "ListenToWorkspaceInstance",
+    )
 
 
 def _method() -> Param:
@@ -326,12 +363,18 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
         "rpc-error",
         RpcError,
         Family.RPC,
-        "a method answers a status instead of running",
+        "a method answers a status instead of running (or, with after_effect, after it ran)",
         (
             _method(),
             _code("the status (a name or a number)"),
             _message(),
             Param("probability", ParamType.PROBABILITY, "the chance per call (0: every call)", 0.0),
+            Param(
+                "after_effect",
+                ParamType.FLAG,
+                "run the call first (its effects stay), then answer the status",
+                False,
+            ),
         ),
     ),
     FaultKind(
@@ -355,18 +398,20 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
         "stream-end",
         StreamEnd,
         Family.STREAM,
-        "a listen stream ends with a status after some messages",
+        "a server stream ends with a status after some messages",
         (
             Param("after_messages", ParamType.COUNT, "after this many messages", 0),
             _code("the status (a name or a number)"),
             _message(),
+            _stream(),
         ),
     ),
     FaultKind(
         "stream-duplicate",
         StreamDuplicate,
         Family.STREAM,
-        "the next status on a listen stream is sent twice",
+        "the second message of a server stream is sent twice",
+        (_stream(),),
     ),
 )
 KINDS: dict[str, FaultKind] = {k.name: k for k in FAULT_KINDS}
@@ -410,7 +455,7 @@ def effect_from_json(data: dict[str, Any]) -> Effect:
         raise InvalidArgument(f"unknown fault type {data['type']!r} in state")
     values: dict[str, object] = {}
     for p in kind.params:
-        value = data[p.name]
+        value = data.get(p.name, p.default)  # a parameter newer than the document: its default
         if p.type is ParamType.PHASE:
             value = Phase[value]
         elif p.type in (ParamType.DURATION, ParamType.COUNT):
@@ -470,6 +515,21 @@ def status_number(name: str) -> int:
     return STATUS_CODES[name]
 
 
+def stream_path(method: str) -> str:
+    """A server stream's full path, from its name or path; a unary method is refused, saying why."""
+    name = method.strip().lstrip("/")
+    service, _, rpc = name.rpartition("/")
+    if rpc == "FollowJournal" and service in ("", CONTROL_SERVICE):
+        return FOLLOW_JOURNAL
+    path = method_path(method)
+    if path.rsplit("/", 1)[1] not in STREAM_METHODS:
+        raise InvalidArgument(
+            f"{rpc} is a unary method, not a server stream: a stream fault can never apply to it;"
+            f" expected one of {', '.join(STREAM_METHODS)} (or use an rpc fault)"
+        )
+    return path
+
+
 def method_path(method: str) -> str:
     """Normalise ``GetWorkspace`` / ``gitpod.v1.WorkspacesService/GetWorkspace`` to a full path."""
     name = method.strip().lstrip("/")
@@ -500,6 +560,9 @@ class Fault:
     times_applied: int = 0
     instances: list[str] = field(default_factory=list)
     """Instances a lifecycle fault is bound to (so clearing it can undo a stall)."""
+    skip: int = 0
+    """Let this many matching occasions pass before the first application."""
+    skipped: int = 0
     kind: FaultKind = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -514,6 +577,8 @@ class Fault:
             raise InvalidArgument(f"count must be >= 0, got {self.count}")
         limits.count("count", self.count)
         limits.count("times_applied", self.times_applied)
+        limits.count("skip", self.skip)
+        limits.count("skipped", self.skipped)
         for name in ("active_from", "active_until"):
             at = getattr(self, name)
             if at is not None:
@@ -538,6 +603,13 @@ class Fault:
 
     def take(self) -> None:
         self.times_applied += 1
+
+    def passes(self) -> bool:
+        """On a matching occasion: True when it is one of the first ``skip`` (it lets it pass)."""
+        if self.skipped < self.skip:
+            self.skipped += 1
+            return True
+        return False
 
     @property
     def is_lifecycle(self) -> bool:

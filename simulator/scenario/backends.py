@@ -51,6 +51,7 @@ class World(Protocol):
         count: int,
         active_from: SimTime | None,
         active_until: SimTime | None,
+        skip: int = 0,
     ) -> str: ...
     async def clear_faults(self, ids: list[str] | None) -> None: ...
     async def mark_active(self, workspace_id: str) -> None: ...
@@ -106,9 +107,15 @@ class LocalWorld:
         count: int,
         active_from: SimTime | None,
         active_until: SimTime | None,
+        skip: int = 0,
     ) -> str:
         fault = self.sim.add_fault(
-            effect, target, count=count, active_from=active_from, active_until=active_until
+            effect,
+            target,
+            count=count,
+            active_from=active_from,
+            active_until=active_until,
+            skip=skip,
         )
         return fault.id
 
@@ -208,8 +215,11 @@ class RemoteWorld:
         count: int,
         active_from: SimTime | None,
         active_until: SimTime | None,
+        skip: int = 0,
     ) -> str:
-        spec = fault_out(Fault("", effect, target, count, active_from, active_until)).spec
+        spec = fault_out(
+            Fault("", effect, target, count, active_from, active_until, skip=skip)
+        ).spec
         reply = await self.ctl.add_fault(spb.AddFaultRequest(spec=spec))
         assert reply.fault is not None
         return str(reply.fault.id)

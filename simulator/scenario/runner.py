@@ -545,6 +545,7 @@ class Runner:
             f.count,
             None if f.active_from is None else self.start + f.active_from,
             None if f.active_until is None else self.start + f.active_until,
+            f.skip,
         )
         try:
             fid = await coro

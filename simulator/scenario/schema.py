@@ -137,7 +137,9 @@ _FAULT_KEYS = (
     "target",
     "workspace",
     "context",
+    "user",
     "count",
+    "skip",
     "from",
     "until",
     *dict.fromkeys(p.name for kind in FAULT_KINDS for p in kind.params),
@@ -196,6 +198,8 @@ class FaultSpec:
     """Relative to the scenario's start."""
     active_until: Duration | None
     line: int
+    skip: int = 0
+    """Matching occasions let pass before the first application."""
 
     @property
     def kind(self) -> str:
@@ -655,7 +659,10 @@ class _Checker:
         target_name = self.text(t, w, "target")
         workspace = self.text(t, w, "workspace")
         context = self.text(t, w, "context")
-        if workspace is not None:
+        user = self.text(t, w, "user")
+        if user is not None:
+            target, value = TargetKind.USER, user
+        elif workspace is not None:
             target, value = TargetKind.WORKSPACE, workspace
         elif context is not None:
             target, value = TargetKind.CONTEXT, context
@@ -680,6 +687,9 @@ class _Checker:
             self.error(w, "count", "'count' must be >= 0 (0: unlimited)")
         elif count is not None and count > limits.MAX_COUNT:
             self.error(w, "count", f"'count' must be at most {limits.MAX_COUNT}")
+        skip = self.get(t, w, "skip", int, "an integer >= 0")
+        if skip is not None and skip < 0:
+            self.error(w, "skip", "'skip' must be >= 0")
         start = self.duration(t, w, "from")
         until = self.duration(t, w, "until")
         if start is not None and until is not None and until <= start:
@@ -704,6 +714,7 @@ class _Checker:
             active_from=start,
             active_until=until,
             line=self.src.line(w[0], w[1], kind_key),
+            skip=skip or 0,
         )
 
     def workspaces(self, data: dict[str, Any], sc: Scenario) -> dict[str, int]:

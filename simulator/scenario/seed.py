@@ -41,6 +41,7 @@ def seed_simulator(sim: Simulator, scenario: Scenario) -> list[str]:
                 count=f.count,
                 active_from=None if f.active_from is None else start + f.active_from,
                 active_until=None if f.active_until is None else start + f.active_until,
+                skip=f.skip,
             )
         for ws in scenario.workspaces:
             owner = sim.engine.users[ws.user]

@@ -21,12 +21,14 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from simulator.core.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
-from simulator.core.faults import Fault, RpcError, RpcLatency
+from simulator.core.fault_book import CallFaults
+from simulator.core.faults import Fault, RpcError
 from simulator.core.model import User
 from simulator.core.simtime import SECOND
 from simulator.server.activity import Activity
 from simulator.server.auth import authenticate, bearer_token
 from simulator.server.broadcast import Closed
+from simulator.server.stream_faults import FaultyStream, LostAnswer
 from simulator.server.world import SteeredWorld, Worlds
 
 API_SERVICE = "gitpod.v1.WorkspacesService"
@@ -96,20 +98,30 @@ CONTROL_FOLLOW = Rules(admit_admin, faults=False, activity=False, journal=False)
 """FollowJournal: never journaled (it would journal itself) and never counted for autojump."""
 
 
-async def apply_rpc_faults(world: SteeredWorld, faults: list[Fault]) -> None:
-    """Latency first, then an injected error: the effects of the faults that hit this call."""
-    for fault in faults:
-        effect = fault.effect
-        if isinstance(effect, RpcLatency):
-            if effect.simulated:
-                await world.sleep_simulated(effect.latency)
-            else:
-                await asyncio.sleep(effect.latency / SECOND)
-            world.sync()
-    for fault in faults:
-        effect = fault.effect
-        if isinstance(effect, RpcError):
-            raise GRPCError(Status[effect.code], effect.message)
+async def apply_rpc_faults(world: SteeredWorld, faults: list[Fault]) -> RpcError | None:
+    """Latency first, then an injected error: the effects of the faults that hit this call
+    (decided in the core). Answers the status to answer after the call ran (answer lost)."""
+    decided = CallFaults.of(faults)
+    for latency in decided.latencies:
+        if latency.simulated:
+            await world.sleep_simulated(latency.latency)
+        else:
+            await asyncio.sleep(latency.latency / SECOND)
+        world.sync()
+    if decided.before is not None:
+        raise GRPCError(Status[decided.before.code], decided.before.message)
+    return decided.after
+
+
+def _cancelled(ran: bool) -> str:
+    """The journal's note on a call the client abandoned: did the call run before it left?"""
+    return "cancelled by the client " + ("after the call ran" if ran else "before the call ran")
+
+
+def _journal_message(exc: GRPCError) -> str:
+    """An error after the call ran (an answer-lost fault) says so in the journal."""
+    message = exc.message or ""
+    return f"{message} (after the call ran)" if isinstance(exc, LostAnswer) else message
 
 
 def _sent_code(stream: Stream[Any, Any]) -> str:
@@ -136,6 +148,8 @@ def handler(
         world: SteeredWorld | None = None
         activity: Activity | None = None
         caller, code, message, request, reply = "-", "OK", "", None, None
+        lost: RpcError | None = None
+        ran = False
         try:
             try:
                 world = worlds.world_for(stream.metadata)
@@ -150,13 +164,20 @@ def handler(
                 user = admit(world, stream.metadata)
                 caller = ADMIN if user is None else user.id
                 world.sync()
-                if faults and (hits := world.engine.take_rpc_faults(path)):
-                    await apply_rpc_faults(world, hits)
-                if streaming:
+                if faults and (hits := world.engine.take_rpc_faults(path, caller)):
+                    lost = await apply_rpc_faults(world, hits)
+                ran = True
+                if streaming and lost is not None:
+                    faulty = FaultyStream(stream, lost=lost)
+                    await method(Call(world, faulty, user, request))  # type: ignore[arg-type]
+                    faulty.raise_lost()  # the method sent nothing: the status still comes
+                elif streaming:
                     await method(Call(world, stream, user, request))
                 else:
                     reply = method(Call(world, stream, user, request))
                     world.kick()
+                    if lost is not None:
+                        raise LostAnswer.of(lost)
             except SimError as exc:
                 code, message = exc.code, exc.message
                 raise GRPCError(Status[exc.code], exc.message) from None
@@ -164,10 +185,10 @@ def handler(
                 code, message = exc.code, exc.reason
                 raise GRPCError(Status[exc.code], exc.reason) from None
         except GRPCError as exc:
-            code, message = exc.status.name, exc.message or ""
+            code, message = exc.status.name, _journal_message(exc)
             raise
         except asyncio.CancelledError:
-            code = _sent_code(stream)
+            code, message = _sent_code(stream), _cancelled(ran)
             raise
         except Exception:
             code, message = "UNKNOWN", "Internal Server Error"

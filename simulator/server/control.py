@@ -17,6 +17,8 @@ from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import limits
 from simulator.core.errors import InvalidArgument
+from simulator.core.fault_book import StreamFaults
+from simulator.core.faults import FOLLOW_JOURNAL
 from simulator.core.simtime import SECOND, to_datetime
 from simulator.server.boundary import CONTROL, CONTROL_FOLLOW, CONTROL_SERVICE, Call, handler
 from simulator.server.clock import ClockMode
@@ -35,6 +37,7 @@ from simulator.server.control_convert import (
 )
 from simulator.server.convert import instance_pb
 from simulator.server.journal import summarize
+from simulator.server.stream_faults import with_faults
 from simulator.server.world import SteeredWorld, Worlds
 
 SERVICE_NAME = CONTROL_SERVICE
@@ -102,11 +105,13 @@ class ControlService:
 
     async def follow_journal(self, call: Call) -> None:
         """Entries from ``from_seq`` (default: from now on), then each new one as it comes."""
-        journal = call.world.journal
+        journal, engine, stream = call.world.journal, call.world.engine, call.stream
+        if len(engine.faults) and (hits := engine.take_stream_faults(FOLLOW_JOURNAL)):
+            stream = with_faults(stream, StreamFaults.of(hits))
         cursor = call.request.from_seq or journal.next_seq
         while True:
             for entry in journal.read(cursor, 500):
-                await call.stream.send_message(journal_entry_pb(entry))
+                await stream.send_message(journal_entry_pb(entry))
                 cursor = entry.seq + 1
             if cursor >= journal.next_seq:
                 await journal.wait_for_more()
@@ -222,6 +227,7 @@ class ControlService:
             count=spec.count,
             active_from=instant_in(spec.active_from, "active_from"),
             active_until=instant_in(spec.active_until, "active_until"),
+            skip=spec.skip,
         )
         return spb.AddFaultResponse(fault=fault_out(fault))
 

@@ -239,10 +239,11 @@ def target_in(target: spb.FaultTarget | None, default: TargetKind) -> Target:
         "instance_id": TargetKind.INSTANCE,
         "context_pattern": TargetKind.CONTEXT,
         "any": TargetKind.ANY,
+        "user_id": TargetKind.USER,
     }
     if kind == "":
         return Target.of(default)
-    if kind in ("workspace_id", "instance_id", "context_pattern"):
+    if kind in ("workspace_id", "instance_id", "context_pattern", "user_id"):
         return Target.of(mapping[kind], str(value))
     return Target.of(mapping[kind])
 
@@ -303,6 +304,8 @@ def _target_out(target: Target) -> spb.FaultTarget:
         return spb.FaultTarget(context_pattern=target.value)
     if kind is TargetKind.ANY:
         return spb.FaultTarget(any=True)
+    if kind is TargetKind.USER:
+        return spb.FaultTarget(user_id=target.value)
     return spb.FaultTarget(next_start=True)
 
 
@@ -311,6 +314,7 @@ def fault_out(fault: Fault) -> spb.Fault:
     spec = spb.FaultSpec(
         target=_target_out(fault.target),
         count=fault.count,
+        skip=fault.skip,
         active_from=None if fault.active_from is None else to_datetime(fault.active_from),
         active_until=None if fault.active_until is None else to_datetime(fault.active_until),
     )

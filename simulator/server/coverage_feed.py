@@ -120,7 +120,7 @@ class CoverageFeed:
                 return True
             if (
                 isinstance(effect, StreamEnd)
-                and method == "ListenToWorkspaceInstance"
+                and effect.method == path
                 and effect.code == code
             ):
                 return True

@@ -324,11 +324,18 @@ class Simulator:
         count: int = 0,
         active_from: SimTime | None = None,
         active_until: SimTime | None = None,
+        skip: int = 0,
     ) -> Fault:
-        """Aim a fault (see :mod:`simulator.core.faults`); ``count`` 0 means unlimited."""
+        """Aim a fault (see :mod:`simulator.core.faults`); ``count`` 0 means unlimited; ``skip``
+        lets that many matching calls, streams or starts pass first."""
         self.sync()
         fault = self.engine.add_fault(
-            effect, target, count=count, active_from=active_from, active_until=active_until
+            effect,
+            target,
+            count=count,
+            active_from=active_from,
+            active_until=active_until,
+            skip=skip,
         )
         self.coverage_feed.track_fault(fault)
         self.kick()

@@ -12,24 +12,31 @@ from collections.abc import Callable
 from typing import Any
 
 import betterproto2
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError
+from grpclib.const import Cardinality, Handler
 
 from simulator._proto.gitpod import v1 as pb
 from simulator.core.errors import InvalidArgument
-from simulator.core.faults import StreamDuplicate, StreamEnd
+from simulator.core.fault_book import StreamFaults
+from simulator.core.model import Instance
 from simulator.core.transitions import Phase
 from simulator.server.boundary import API, API_SERVICE, Call, handler
 from simulator.server.broadcast import Delivery, Subscription
 from simulator.server.codec import Preencoded
 from simulator.server.convert import STOP_PAYLOAD, instance_pb, log_payload, workspace_pb
 from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
+from simulator.server.stream_faults import with_faults
 from simulator.server.world import Worlds
 
 SERVICE_NAME = API_SERVICE
 _STOP = Preencoded(STOP_PAYLOAD)
 MAX_MASK_PATHS = 64
 WORKSPACE_ANSWER_CACHE = 4096
+
+
+def _with_stream_faults(call: Call, method: str, inst: Instance) -> Any:
+    """The call's stream, with the stream faults that hit it (decided by the engine's book)."""
+    hits = call.world.engine.take_stream_faults(f"/{SERVICE_NAME}/{method}", call.caller.id, inst)
+    return with_faults(call.stream, StreamFaults.of(hits)) if hits else call.stream
 
 
 class WorkspacesService:
@@ -151,18 +158,11 @@ class WorkspacesService:
         world, stream = call.world, call.stream
         engine, hub, activity = world.engine, world.hub, world.activity
         inst = engine.instance_for(call.caller, call.request.instance_id)
-        faults = [f.effect for f in engine.take_stream_faults(inst)]
-        end = next((e for e in faults if isinstance(e, StreamEnd)), None)
-        duplicate = any(isinstance(e, StreamDuplicate) for e in faults)
-        sent = 0
+        stream = _with_stream_faults(call, "ListenToWorkspaceInstance", inst)
 
         async def send(payload: bytes) -> None:
-            nonlocal sent
-            if end is not None and sent >= end.after_messages:
-                raise GRPCError(Status[end.code], end.message)
             await stream.send_message(Preencoded(payload))
             activity.io()
-            sent += 1
 
         current = hub.current_payload(inst.id, inst.status)
         if inst.phase is Phase.STOPPED:
@@ -174,9 +174,6 @@ class WorkspacesService:
             while (item := await sub.next()) is not None:
                 assert isinstance(item, Delivery)
                 await send(item.payload)
-                if duplicate:
-                    duplicate = False
-                    await send(item.payload)
                 if item.change.status.phase is Phase.STOPPED:
                     return
         finally:
@@ -184,8 +181,9 @@ class WorkspacesService:
 
     async def listen_to_image_build_logs(self, call: Call) -> None:
         """Lines so far, then new lines while the build runs; no build: ends at once."""
-        world, stream = call.world, call.stream
+        world = call.world
         inst = world.engine.instance_for(call.caller, call.request.instance_id)
+        stream = _with_stream_faults(call, "ListenToImageBuildLogs", inst)
         build = inst.build
         if build is None:
             world.coverage_feed.build_log("no-build")
@@ -211,12 +209,13 @@ class WorkspacesService:
 
     async def stop_workspace(self, call: Call) -> None:
         """One message per phase change after the request; ends when the instance is STOPPED."""
-        world, stream, request = call.world, call.stream, call.request
+        world, request = call.world, call.request
         result = world.engine.stop_workspace(
             call.caller, request.workspace_id, request.idempotency_token
         )
         world.kick()
         inst = result.instance
+        stream = _with_stream_faults(call, "StopWorkspace", inst)
         seen = result.phase_before
         if seen is Phase.STOPPED:
             return

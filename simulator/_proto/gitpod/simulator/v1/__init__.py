@@ -547,6 +547,12 @@ class FaultSpec(betterproto2.Message):
     How many times it applies (instances, calls or streams); 0: unlimited.
     """
 
+    skip: "int" = betterproto2.field(5, betterproto2.TYPE_UINT32)
+    """
+    Let this many matching instances, calls or streams pass first, then apply (e.g. skip = 1
+    on ListWorkspaces fails the second page).
+    """
+
     active_from: "datetime.datetime | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
@@ -642,6 +648,14 @@ class FaultTarget(betterproto2.Message):
     )
     """
     Every call or stream (RPC and stream faults).
+    """
+
+    user_id: "str | None" = betterproto2.field(
+        6, betterproto2.TYPE_STRING, optional=True, group="target"
+    )
+    """
+    Calls and streams by this user (RPC and stream faults), or starts of this user's
+    workspaces (lifecycle faults).
     """
 
 
@@ -1022,7 +1036,7 @@ default_message_pool.register_message("gitpod.simulator.v1", "ResetResponse", Re
 @dataclass(eq=False, repr=False)
 class RpcError(betterproto2.Message):
     """
-    Answer a method with a status instead of running it.
+    Answer a method with a status instead of running it (or, with after_effect, after running it).
     """
 
     method: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1040,6 +1054,12 @@ class RpcError(betterproto2.Message):
     probability: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
     """
     Fail each matching call with this probability (drawn from the seed); 0 means always.
+    """
+
+    after_effect: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    True: the call runs and its effects stay (a workspace is created, a stop happens), then the
+    client gets the status instead of the answer: the answer was lost on the way.
     """
 
 
@@ -1207,10 +1227,14 @@ default_message_pool.register_message("gitpod.simulator.v1", "StallPhase", Stall
 @dataclass(eq=False, repr=False)
 class StreamDuplicate(betterproto2.Message):
     """
-    Send the next status of a ListenToWorkspaceInstance stream twice.
+    Send the second message of a server stream twice (on a listen stream: the first change after
+    the current status).
     """
 
-    pass
+    method: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    As StreamEnd.method.
+    """
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "StreamDuplicate", StreamDuplicate)
@@ -1219,7 +1243,7 @@ default_message_pool.register_message("gitpod.simulator.v1", "StreamDuplicate", 
 @dataclass(eq=False, repr=False)
 class StreamEnd(betterproto2.Message):
     """
-    End a ListenToWorkspaceInstance stream with a status after it sent `after_messages` messages.
+    End a server stream with a status after it sent `after_messages` messages.
     """
 
     after_messages: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
@@ -1227,6 +1251,12 @@ class StreamEnd(betterproto2.Message):
     code: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
 
     message: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    method: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    The stream: ListenToWorkspaceInstance (the default), ListenToImageBuildLogs, StopWorkspace,
+    or gitpod.simulator.v1.SimulatorService/FollowJournal.
+    """
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "StreamEnd", StreamEnd)
