@@ -455,3 +455,70 @@ def test_cancel_listen_stream_then_unary_works(pb: SimpleNamespace, stub: Any) -
     assert workspace_id in [item.result.workspace_id for item in listed.result]
     # a new listener still follows the instance to the end
     _run_to_stopped(pb, stub, workspace_id, instance.instance_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Fidelity (issue 18): context URL forms, commit shas, workspace id fallback, from the spec
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "normalized"),
+    [
+        # "Open in Gitpod" from a file, a history, a release or a wiki page sends these paths.
+        (
+            "https://github.com/acme/blobs/blob/main/README.md",
+            "https://github.com/acme/blobs/tree/main",
+        ),
+        ("https://github.com/acme/hist/commits/main", "https://github.com/acme/hist/tree/main"),
+        (
+            "https://github.com/acme/rel/releases/tag/v1.0",
+            "https://github.com/acme/rel/releases/tag/v1.0",
+        ),
+        ("https://github.com/acme/wikis/wiki", "https://github.com/acme/wikis"),
+    ],
+)
+def test_github_url_forms_gitpod_accepted_are_accepted(
+    pb: SimpleNamespace, manual_stub: Any, url: str, normalized: str
+) -> None:
+    """BEHAVIOUR.md: `blob/<ref>/<path>` and `commits/<ref>` select a branch, `releases/tag/<tag>`
+    a tag, and any other path after owner/repo opens the default branch."""
+    created = manual_stub.CreateAndStartWorkspace(
+        pb.ws.CreateAndStartWorkspaceRequest(context_url=url), metadata=ALICE, timeout=RPC_TIMEOUT
+    )
+    got = manual_stub.GetWorkspace(
+        pb.ws.GetWorkspaceRequest(workspace_id=created.workspace_id),
+        metadata=ALICE,
+        timeout=RPC_TIMEOUT,
+    )
+    assert got.result.context.context_url == url
+    assert got.result.context.git.normalized_context_url == normalized
+
+
+def test_a_short_commit_sha_is_a_context_parse_error(pb: SimpleNamespace, manual_stub: Any) -> None:
+    """BEHAVIOUR.md: `commit/<sha>` takes a full 40-hex sha only: a shorter one is a context
+    parse error (INVALID_ARGUMENT)."""
+    with pytest.raises(grpc.RpcError) as excinfo:
+        manual_stub.CreateAndStartWorkspace(
+            pb.ws.CreateAndStartWorkspaceRequest(
+                context_url="https://github.com/acme/app/commit/0123456"
+            ),
+            metadata=ALICE,
+            timeout=RPC_TIMEOUT,
+        )
+    assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "context parse error" in excinfo.value.details()  # type: ignore[attr-defined]
+    assert "40 hex" in excinfo.value.details()  # type: ignore[attr-defined]
+
+
+def test_only_the_short_id_segment_is_replaced(pb: SimpleNamespace, manual_stub: Any) -> None:
+    """BEHAVIOUR.md: a segment with fewer than 2 usable chars is replaced by a random word while
+    the other segment is kept (`['f', 'bar']` gives `<word>-bar-<11>`)."""
+    created = manual_stub.CreateAndStartWorkspace(
+        pb.ws.CreateAndStartWorkspaceRequest(context_url="https://github.com/f/bar"),
+        metadata=ALICE,
+        timeout=RPC_TIMEOUT,
+    )
+    word, repo, suffix = created.workspace_id.split("-")
+    assert repo == "bar" and word != "f" and len(word) >= 2 and len(suffix) == 11
+    assert WORKSPACE_ID_RE.fullmatch(created.workspace_id)

@@ -1214,7 +1214,7 @@ def _scripted_run(seed: int) -> dict[str, object]:
         engine.create_workspace(alice, context_url=REPO),
         engine.create_workspace(alice, context_url="snapshot/xyz"),
         engine.create_workspace(bob, prebuild_id="pb"),
-        engine.create_workspace(bob, context_url="github.com/a/b/commit/0123456"),
+        engine.create_workspace(bob, context_url="github.com/a/b/commit/" + "01234567" * 5),
     ]
     engine.advance_to(engine.now + 45 * SECOND)
     engine.stop_workspace(alice, made[1].id)

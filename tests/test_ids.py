@@ -54,14 +54,26 @@ def test_workspace_id_repo_limit_depends_on_owner_length() -> None:
 
 
 @pytest.mark.parametrize(
-    ("owner", "repo"),
-    [("", ""), ("a", "repo"), ("owner", "x"), ("--", "repo"), ("owner", "..."), ("ü", "日本")],
+    ("owner", "repo", "kept_owner", "kept_repo"),
+    [
+        ("", "", None, None),
+        ("a", "repo", None, "repo"),
+        ("f", "bar", None, "bar"),
+        ("owner", "x", "owner", None),
+        ("--", "repo", None, "repo"),
+        ("owner", "...", "owner", None),
+        ("ü", "日本", None, None),
+    ],
 )
-def test_workspace_id_short_segments_fall_back_to_colour_animal(owner: str, repo: str) -> None:
+def test_workspace_id_replaces_only_the_short_segment(
+    owner: str, repo: str, kept_owner: str | None, kept_repo: str | None
+) -> None:
+    """BEHAVIOUR.md: a segment with fewer than 2 usable chars is replaced by a random word (a
+    colour for the owner, an animal for the repository) while the other segment is kept."""
     wid = ids.workspace_id(_rng(), owner, repo)
-    colour, animal, suffix = wid.split("-")
-    assert colour in ids.COLOURS
-    assert animal in ids.ANIMALS
+    first, second, suffix = wid.split("-")
+    assert first == kept_owner if kept_owner else first in ids.COLOURS
+    assert second == kept_repo if kept_repo else second in ids.ANIMALS
     assert len(suffix) == 11
     assert ids.is_workspace_id(wid)
 

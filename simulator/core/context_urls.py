@@ -18,7 +18,7 @@ from typing import Literal
 __all__ = ["ContextParseError", "ParsedContext", "parse_context_url", "strip_credentials"]
 
 ContextKind = Literal["git", "snapshot"]
-RefKind = Literal["head", "branch", "commit", "pull", "issue"]
+RefKind = Literal["head", "branch", "tag", "commit", "pull", "issue"]
 
 _ERROR_PREFIX = "context parse error: "
 
@@ -36,7 +36,7 @@ _SCHEME_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _HOST_RE = re.compile(rf"(?P<name>{_HOST_LABEL}(?:\.{_HOST_LABEL})*)(?::(?P<port>[0-9]{{1,5}}))?")
-_SHA_RE = re.compile(r"[0-9a-fA-F]{7,40}")
+_SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
 _NUMBER_RE = re.compile(r"[0-9]+")
 
 
@@ -65,8 +65,8 @@ class ParsedContext:
     """The context URL exactly as given, after ``strip()``: upstream echoes it back unchanged."""
     kind: ContextKind
     normalized_url: str
-    """``https://host/owner/repo`` plus ``/tree/<ref>``, ``/commit/<sha>``, ``/pull/<n>`` or
-    ``/issues/<n>``; empty for snapshots."""
+    """``https://host/owner/repo`` plus ``/tree/<ref>``, ``/releases/tag/<tag>``,
+    ``/commit/<sha>``, ``/pull/<n>`` or ``/issues/<n>``; empty for snapshots."""
     host: str
     owner: str
     repo: str
@@ -88,7 +88,7 @@ class ParsedContext:
             return f"snapshot {self.snapshot_id}"
         base = f"{self.owner}/{self.repo}"
         match self.ref_kind:
-            case "branch":
+            case "branch" | "tag":
                 return f"{base} - {self.ref}"
             case "commit":
                 return f"{base} - commit {self.ref[:7]}"
@@ -225,24 +225,35 @@ def _parse_host(original: str, authority: str) -> str:
 
 
 def _parse_selector(original: str, extra: list[str]) -> tuple[RefKind, str, str]:
-    """Read what follows owner/repo: ``(ref_kind, ref, normalised URL suffix)``."""
+    """Read what follows owner/repo: ``(ref_kind, ref, normalised URL suffix)``.
+
+    As upstream's GitHub parser: ``tree/<ref>`` (the rest is the branch), ``blob/<ref>/<path>`` and
+    ``commits/<ref>`` select a branch, ``releases/tag/<tag>`` a tag, ``commit/<sha>`` a commit (40
+    hex characters only), ``pull/<n>`` and ``issues/<n>`` a pull request or an issue; any other
+    path opens the default branch ("Open in Gitpod" from a file or wiki page sends such paths).
+    """
     if not extra:
         return "head", "", ""
     # GitLab puts its pages under '-/': '-/tree/x', '-/commit/x', '-/merge_requests/1'.
     gitlab = extra[0] == "-"
     parts = extra[1:] if gitlab else extra
     if not parts:
-        raise ContextParseError("unsupported path after owner/repo", original)
+        return "head", "", ""
     head, *tail = parts
-    if any(not part for part in tail):
+    if head in ("tree", "blob", "commits", "commit", "releases") and any(not p for p in tail):
         raise ContextParseError("empty path segment", original)
 
     if head == "tree" and tail:
         ref = "/".join(tail)
         return "branch", ref, f"/tree/{ref}"
+    if head in ("blob", "commits") and tail:
+        ref = tail[0]  # blob/<ref>/<path>: the path names a file on the branch
+        return "branch", ref, f"/tree/{ref}"
+    if head == "releases" and len(tail) == 2 and tail[0] == "tag":
+        return "tag", tail[1], f"/releases/tag/{tail[1]}"
     if head == "commit" and len(tail) == 1:
         if _SHA_RE.fullmatch(tail[0]) is None:
-            raise ContextParseError("commit sha must be 7 to 40 hex characters", original)
+            raise ContextParseError("commit sha must be 40 hex characters", original)
         sha = tail[0].lower()
         return "commit", sha, f"/commit/{sha}"
     pull_word = "merge_requests" if gitlab else "pull"
@@ -252,7 +263,7 @@ def _parse_selector(original: str, extra: list[str]) -> tuple[RefKind, str, str]
         if head == "issues":
             return "issue", number, f"/issues/{number}"
         return "pull", number, f"/pull/{number}"
-    raise ContextParseError("unsupported path after owner/repo", original)
+    return "head", "", ""  # any other path: the default branch, as upstream fell back
 
 
 def _parse_number(original: str, text: str, what: str) -> str:

@@ -81,17 +81,17 @@ def _clean_segment(text: str) -> str:
 def workspace_id(rng: random.Random, owner: str, repo: str) -> str:
     """A workspace id ``<owner>-<repo>-<11 random>``, e.g. ``gitpodio-gitpod-isq6xj458lj``.
 
-    Segments shorter than 2 usable characters (also empty ones, as for snapshots) give a
-    ``<colour>-<animal>-<11 random>`` id instead. The rng draws colour, animal (only in that
-    fallback), then the 11 random characters.
+    A segment shorter than 2 usable characters (also an empty one, as for snapshots) is replaced
+    by a random word, a colour for the owner and an animal for the repository, while the other
+    segment is kept (upstream's own test: ``['f', 'bar']`` gives ``<colour>-bar-<11>``). The rng
+    draws the colour, then the animal (each only when needed), then the 11 random characters.
     """
     first = _clean_segment(owner)
     second = _clean_segment(repo)
-    if len(first) < _SEGMENT_MIN or len(second) < _SEGMENT_MIN:
-        first = rng.choice(COLOURS)
+    first = rng.choice(COLOURS) if len(first) < _SEGMENT_MIN else first[:_SEGMENT_MAX]
+    if len(second) < _SEGMENT_MIN:
         second = rng.choice(ANIMALS)
     else:
-        first = first[:_SEGMENT_MAX]
         second = second[: min(_SEGMENT_MAX, _SEGMENTS_MAX_TOTAL - len(first))]
     suffix = _draw(rng, WORKSPACE_ID_ALPHABET, _WORKSPACE_ID_RANDOM_LEN)
     return f"{first}-{second}-{suffix}"
