@@ -774,7 +774,9 @@ async def test_bad_state_imports(ctl: spb.SimulatorServiceStub) -> None:
         ctl.import_state(
             spb.ImportStateRequest(state_json='{"format": "gitpod-sim-state", "version": 1}')
         ),
-        "malformed state: KeyError: 'plans'",
+        "$: missing 'seed', 'now', 'plan', 'scoped_plans', 'rngs', 'counters', 'users',"
+        " 'prebuilds', 'workspaces', 'instances', 'plans', 'image_cache', 'idempotency',"
+        " 'faults'",
     )
 
 

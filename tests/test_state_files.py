@@ -105,7 +105,7 @@ def test_a_partial_state_is_refused_whole(tmp_path: Path) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(InvalidArgument) as info:
         Simulator().load_state(path)
-    assert "plans" in info.value.message
+    assert info.value.message.startswith("$: missing 'plans'")
     assert read_state_file(path) == data
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 
 from simulator.core.errors import InvalidArgument
 from simulator.core.simtime import (
@@ -151,12 +152,16 @@ def instant(field: str, value: object) -> SimTime:
     return t
 
 
+EVENT_INSTANT_RANGE = f"{_instant_text(BEGINNING_OF_TIME)} .. {_instant_text(END_OF_TIME)}"
+
+
 def event_instant(field: str, value: object) -> SimTime:
     """An instant something may be scheduled at: up to END_OF_TIME (one duration past the clock)."""
-    allowed = f"{_instant_text(BEGINNING_OF_TIME)} .. {_instant_text(END_OF_TIME)}"
-    t = _integer(field, value, allowed)
+    if type(value) is int and BEGINNING_OF_TIME <= value <= END_OF_TIME:
+        return value  # the common case, checked cheaply (imports check every instant)
+    t = _integer(field, value, EVENT_INSTANT_RANGE)
     if not BEGINNING_OF_TIME <= t <= END_OF_TIME:
-        raise OutOfRange(field, _instant_value(t), allowed)
+        raise OutOfRange(field, _instant_value(t), EVENT_INSTANT_RANGE)
     return t
 
 
@@ -253,12 +258,16 @@ def _is_control(c: str) -> bool:
     return o < 0x20 or 0x7F <= o < 0xA0
 
 
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_TOKEN = re.compile(r"[!-~]+")
+
+
 def name(field: str, value: object, *, maximum: int = MAX_NAME) -> str:
     """An id or name: 1..maximum characters, no whitespace, no control characters."""
     allowed = f"1..{maximum} characters without whitespace or control characters"
     if not isinstance(value, str):
         raise OutOfRange(field, value, f"expected a string of {allowed}")
-    if not 0 < len(value) <= maximum or any(c.isspace() or _is_control(c) for c in value):
+    if not 0 < len(value) <= maximum or _SPACE_OR_CONTROL.search(value) is not None:
         raise OutOfRange(field, value, allowed)
     return value
 
@@ -270,7 +279,7 @@ def token(field: str, value: object) -> str:
     """A bearer token: visible ASCII only, since it travels in gRPC metadata."""
     if not isinstance(value, str):
         raise OutOfRange(field, value, f"expected a string of {TOKEN_RANGE}")
-    if not 0 < len(value) <= MAX_NAME or not all("!" <= c <= "~" for c in value):
+    if not 0 < len(value) <= MAX_NAME or _TOKEN.fullmatch(value) is None:
         raise OutOfRange(field, value, TOKEN_RANGE)
     return value
 

@@ -36,6 +36,7 @@ from simulator.core.plan import (
     Uniform,
 )
 from simulator.core.scheduler import TIMER_EVENTS, EventKind
+from simulator.core.state_check import check_document
 from simulator.core.transitions import Phase, Timer
 
 FORMAT = "gitpod-sim-state"
@@ -206,6 +207,7 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
         raise InvalidArgument(f"not a {FORMAT} document")
     if data.get("version") != VERSION:
         raise InvalidArgument(f"unsupported state version {data.get('version')!r}")
+    check_document(data, _RNGS)  # the whole document, before anything is built
     try:
         return _import(data, observer)
     except InvalidArgument:

@@ -273,6 +273,8 @@ class ControlService:
             data = json.loads(request.state_json)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"state_json is not JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument("state_json is nested too deeply") from None
         call.world.import_state(data)
         engine = call.world.engine
         return spb.ImportStateResponse(

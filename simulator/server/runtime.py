@@ -398,6 +398,9 @@ class Simulator:
         """Replace the whole state with an exported one (open streams end with ABORTED)."""
         settings = _clock_settings(data)  # checked before anything is replaced
         engine = import_state(data, observer=self._observe)
+        for n, user in enumerate(data["users"]):
+            if user["token"] == self.admin_token:
+                raise InvalidArgument(f"$.users[{n}].token: the admin token cannot be a user's")
         self._install(engine, IMPORT_MESSAGE)
         self.clock.configure(**settings)
         self.driver.kick(force=True)
