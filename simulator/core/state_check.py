@@ -452,6 +452,7 @@ class _Checker:
                     "times_applied",
                     "instances",
                 ),
+                ("skip", "skipped"),
             )
             self.seq_id(f"{path}.id", f["id"], "fault", seq, "$.faults.seq")
             effect = self.limit(f"{path}.effect", _effect, effect_from_json, f["effect"])
@@ -467,8 +468,9 @@ class _Checker:
                 )
             if kind is TargetKind.INSTANCE and value not in self.instance_ids:
                 raise _Problem(f"{path}.target.value", f"instance {value!r} is not in $.instances")
-            for key in ("count", "times_applied"):
-                self.integer(f"{path}.{key}", f[key], 0, limits.MAX_COUNT)
+            for key in ("count", "times_applied", "skip", "skipped"):
+                if key in f:
+                    self.integer(f"{path}.{key}", f[key], 0, limits.MAX_COUNT)
             for key in ("active_from", "active_until"):
                 self.instant(f"{path}.{key}", f[key], nullable=True)
             bound = self.array(f"{path}.instances", f["instances"], 1_000_000)
