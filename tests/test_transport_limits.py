@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from grpc_helpers import ALICE, BOB, REPO, create, stub_for
+from grpc_helpers import ALICE, BOB, REPO, create, settle, stub_for
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -368,7 +368,10 @@ async def test_every_stream_kind_ends_with_unavailable_at_shutdown() -> None:
             asyncio.ensure_future(follow("journal", journal)),
             asyncio.ensure_future(follow("listen", api.listen_to_workspace_instance(listen))),
         ]
-        await asyncio.sleep(0.1)
+        # Both streams are in: the journal has its follower, the listener its subscription.
+        await settle(
+            lambda: sim.journal.followed and sim.hub.subscription_count() == 1, rounds=100_000
+        )
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     channel.close()
     assert outcomes == {"journal": Status.UNAVAILABLE, "listen": Status.UNAVAILABLE}
@@ -388,7 +391,8 @@ async def test_follow_journal_on_the_http_port_ends_with_unavailable_at_shutdown
                     return await reply.read()
 
             task = asyncio.ensure_future(follow())
-            await asyncio.sleep(0.1)  # the stream is open and waiting for journal entries
+            # The stream is open and waits for journal entries.
+            await settle(lambda: sim.journal.followed, rounds=100_000)
         raw = await asyncio.wait_for(task, 5)
     envelopes = []
     while raw:
@@ -509,7 +513,8 @@ async def test_half_open_and_non_reading_streams_do_not_hold_the_clock() -> None
             listen = pb.ListenToWorkspaceInstanceRequest(instance_id=bob_inst.instance.instance_id)
             stuck.open(grpc_headers(LISTEN, BOB), frame(bytes(listen)))
             await stuck.flush()
-            await asyncio.sleep(0.1)  # both are in: the server holds them
+            # The non-reading listener is in: the server holds its subscription.
+            await settle(lambda: sim.hub.subscription_count() == 1, rounds=100_000)
 
             alice = stub_for(channel, ALICE)
             loop = asyncio.get_running_loop()

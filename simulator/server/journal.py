@@ -176,6 +176,11 @@ class Journal:
     def __iter__(self) -> Iterator[Entry]:
         return iter(list(self._entries))
 
+    @property
+    def followed(self) -> bool:
+        """Someone waits in :meth:`wait_for_more` (tests use it to know a follower is in)."""
+        return self._new is not None
+
     async def wait_for_more(self) -> None:
         """Return once an entry has been added after this call started."""
         if self._new is None:
