@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from simulator.core.plan import BuildPolicy, Fixed, LifecyclePlan, LogNormal, Timeouts, Uniform
     from simulator.core.transitions import Phase
     from simulator.server.clock import ClockMode
+    from simulator.server.host import SESSION_KEY, SimServer
     from simulator.server.runtime import Simulator, bound_port, to_duration
 
 _EXPORTS = {
@@ -27,7 +28,9 @@ _EXPORTS = {
     "LifecyclePlan": "simulator.core.plan",
     "LogNormal": "simulator.core.plan",
     "Phase": "simulator.core.transitions",
+    "SESSION_KEY": "simulator.server.host",
     "SimError": "simulator.core.errors",
+    "SimServer": "simulator.server.host",
     "Simulator": "simulator.server.runtime",
     "Timeouts": "simulator.core.plan",
     "Uniform": "simulator.core.plan",
@@ -36,6 +39,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "SESSION_KEY",
     "BuildPolicy",
     "ClockMode",
     "Fixed",
@@ -43,6 +47,7 @@ __all__ = [
     "LogNormal",
     "Phase",
     "SimError",
+    "SimServer",
     "Simulator",
     "Timeouts",
     "Uniform",

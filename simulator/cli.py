@@ -27,6 +27,7 @@ from simulator.core.simtime import (
 from simulator.server.clock import ClockMode
 
 if TYPE_CHECKING:
+    from simulator.server.host import SimServer
     from simulator.server.runtime import Simulator
 
 
@@ -289,6 +290,19 @@ def main() -> None:
     type=click.IntRange(0),
     help="Close a connection after this many streams reset within 1 s of opening (0: never).",
 )
+@click.option(
+    "--max-sessions",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Sessions held besides 'default' (x-gitpod-sim-session); more: RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--session-idle-ttl",
+    default=None,
+    type=_DurationParam(lambda d: _positive(d, "--session-idle-ttl")),
+    help="Delete a session after D of real time with no call and no open stream (default: never).",
+)
 @click.option("--quiet", is_flag=True, help="Do not log every RPC and phase change.")
 @click.option(
     "--scenario",
@@ -322,6 +336,8 @@ def serve(
     idle_timeout: int = 300 * SECOND,
     max_concurrent_streams: int = 100,
     rapid_reset_streams: int = 200,
+    max_sessions: int = 1000,
+    session_idle_ttl: int | None = None,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
     # the server stack loads only when it serves
@@ -405,10 +421,19 @@ def serve(
         click.echo(f"admin token {sim.admin_token}")
     _configure_logging(quiet)
     _tune_gc()
+    from simulator.server.host import SimServer
+
+    hosting = SimServer(
+        sim,
+        max_sessions=max_sessions,
+        session_idle_ttl=None if session_idle_ttl is None else session_idle_ttl / SECOND,
+    )
     saver = None if state_file is None else _StateSaver(sim, state_file)
     try:
         asyncio.run(
-            _serve(sim, host, port, http_port, cors_origins, saver, (state_interval or 0) / SECOND)
+            _serve(
+                hosting, host, port, http_port, cors_origins, saver, (state_interval or 0) / SECOND
+            )
         )
     except ListenError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -429,7 +454,7 @@ def serve(
 
 
 async def _serve(
-    sim: Simulator,
+    sim: Simulator | SimServer,
     host: str,
     port: int,
     http_port: int | None = None,

@@ -51,6 +51,10 @@ class AlreadyExists(SimError):
     code = "ALREADY_EXISTS"
 
 
+class ResourceExhausted(SimError):
+    code = "RESOURCE_EXHAUSTED"
+
+
 # Upstream's wording, kept where the spec quotes it.
 WORKSPACE_NOT_FOUND = "workspace does not exist"
 INSUFFICIENT_PERMISSION = "insufficient permission to access workspace"

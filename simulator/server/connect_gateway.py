@@ -89,7 +89,7 @@ _NOT_METADATA_PREFIXES = ("connect-", "grpc-", "sec-", "access-control-")
 _CORS_ALLOW_HEADERS = ", ".join([
     "Authorization", "Content-Type", "Connect-Protocol-Version", "Connect-Timeout-Ms",
     "Connect-Content-Encoding", "Connect-Accept-Encoding", "Content-Encoding", "Grpc-Timeout",
-    "X-Grpc-Web", "X-User-Agent",
+    "X-Grpc-Web", "X-User-Agent", "X-Gitpod-Sim-Session",
 ])  # fmt: skip
 _CORS_EXPOSE_HEADERS = ", ".join([
     "Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin", "Connect-Content-Encoding",

@@ -6,7 +6,9 @@ available in process). Every call needs the admin token; API tokens are refused 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,7 @@ from grpclib.const import Cardinality, Handler
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import limits
-from simulator.core.errors import InvalidArgument
+from simulator.core.errors import FailedPrecondition, InvalidArgument
 from simulator.core.fault_book import StreamFaults
 from simulator.core.faults import FOLLOW_JOURNAL
 from simulator.core.simtime import SECOND, to_datetime
@@ -38,7 +40,7 @@ from simulator.server.control_convert import (
 from simulator.server.convert import instance_pb
 from simulator.server.journal import summarize
 from simulator.server.stream_faults import with_faults
-from simulator.server.world import SteeredWorld, Worlds
+from simulator.server.world import Sessions, SteeredWorld, Worlds
 
 SERVICE_NAME = CONTROL_SERVICE
 
@@ -54,8 +56,9 @@ class ControlService:
     """The control plane of the worlds that ``worlds`` resolves; every method gets the call's
     world from the RPC boundary (:mod:`simulator.server.boundary`)."""
 
-    def __init__(self, worlds: Worlds) -> None:
+    def __init__(self, worlds: Worlds, sessions: Sessions | None = None) -> None:
         self._worlds = worlds
+        self._sessions = sessions
 
     def __mapping__(self) -> dict[str, Handler]:
         unary: list[tuple[str, Callable[[Call], Any], type[Any], type[Any]]] = [
@@ -94,6 +97,23 @@ class ControlService:
                 req,
                 reply,
             )
+        managing: list[tuple[str, Callable[[Call], Any], type[Any], type[Any]]] = [
+            ("CreateSession", self.create_session,
+             spb.CreateSessionRequest, spb.CreateSessionResponse),
+            ("DeleteSession", self.delete_session,
+             spb.DeleteSessionRequest, spb.DeleteSessionResponse),
+            ("ListSessions", self.list_sessions,
+             spb.ListSessionsRequest, spb.ListSessionsResponse),
+        ]  # fmt: skip
+        admin_world = _AdminWorld(self._worlds, self._sessions)
+        for name, method, req, reply in managing:
+            path = f"/{SERVICE_NAME}/{name}"
+            mapping[path] = Handler(
+                handler(admin_world, path, method, CONTROL, streaming=False),
+                Cardinality.UNARY_UNARY,
+                req,
+                reply,
+            )
         follow = f"/{SERVICE_NAME}/FollowJournal"
         mapping[follow] = Handler(
             handler(self._worlds, follow, self.follow_journal, CONTROL_FOLLOW, streaming=True),
@@ -111,7 +131,7 @@ class ControlService:
         cursor = call.request.from_seq or journal.next_seq
         while True:
             for entry in journal.read(cursor, 500):
-                await stream.send_message(journal_entry_pb(entry))
+                await stream.send_message(journal_entry_pb(entry, call.world.name))
                 cursor = entry.seq + 1
             if cursor >= journal.next_seq:
                 await journal.wait_for_more()
@@ -247,7 +267,7 @@ class ControlService:
         entries = journal.read(request.from_seq, request.limit or 1000)
         next_seq = entries[-1].seq + 1 if entries else max(request.from_seq, journal.first_seq)
         return spb.ReadJournalResponse(
-            entries=[journal_entry_pb(e) for e in entries],
+            entries=[journal_entry_pb(e, call.world.name) for e in entries],
             next_seq=next_seq,
             first_seq=journal.first_seq,
         )
@@ -305,6 +325,87 @@ class ControlService:
     def reset_coverage(self, call: Call) -> spb.ResetCoverageResponse:
         call.world.reset_coverage()
         return spb.ResetCoverageResponse()
+
+    # ------------------------------------------------------------------ sessions
+
+    def _host(self) -> Sessions:
+        if self._sessions is None:
+            raise FailedPrecondition(
+                "this server hosts one world and no sessions (gitpod-sim serve and"
+                " simulator.server.host.SimServer host sessions)"
+            )
+        return self._sessions
+
+    def create_session(self, call: Call) -> spb.CreateSessionResponse:
+        request: spb.CreateSessionRequest = call.request
+        host = self._host()
+        if request.clock_mode != spb.ClockMode.UNSPECIFIED and request.clock_mode not in _MODES:
+            raise InvalidArgument(f"unknown clock mode {int(request.clock_mode)}")
+        users: dict[str, str | None] = {}
+        for user in request.users:
+            if user.user_id in users:
+                raise InvalidArgument(f"user {user.user_id!r} is given twice")
+            users[user.user_id] = user.token or None
+        options: dict[str, Any] = {}
+        if request.autojump_grace is not None:
+            options["autojump_grace"] = (
+                duration_in(request.autojump_grace, "autojump_grace") / SECOND
+            )
+        start = instant_in(request.start_time, "start_time")
+        if start is not None:
+            options["start_time"] = start
+        world = host.create_session(
+            request.name,
+            seed=None if request.seed is None else limits.seed(request.seed),
+            clock=_MODES.get(request.clock_mode, ClockMode.MANUAL),
+            speed=1.0 if request.speed is None else limits.speed(request.speed),
+            users=users,
+            plan=None if request.plan is None else plan_in(request.plan),
+            **options,
+        )
+        engine = world.engine
+        return spb.CreateSessionResponse(
+            session=self._session_pb(world, time.time()),
+            users=[spb.SessionUser(user_id=u.id, token=u.token) for u in engine.users.values()],
+        )
+
+    def delete_session(self, call: Call) -> spb.DeleteSessionResponse:
+        request: spb.DeleteSessionRequest = call.request
+        self._host().delete_session(request.name)
+        return spb.DeleteSessionResponse()
+
+    def list_sessions(self, call: Call) -> spb.ListSessionsResponse:
+        host = self._host()
+        return spb.ListSessionsResponse(
+            sessions=[self._session_pb(world, at) for world, at in host.sessions()],
+            max_sessions=host.max_sessions,
+        )
+
+    def _session_pb(self, world: SteeredWorld, last_activity: float) -> spb.Session:
+        engine = world.engine
+        return spb.Session(
+            name=world.name,
+            seed=world.seed,
+            clock=self._clock(world),
+            users=len(engine.users),
+            workspaces=len(engine.workspaces),
+            open_streams=world.hub.subscription_count(),
+            last_activity=dt.datetime.fromtimestamp(last_activity, dt.UTC),
+        )
+
+
+class _AdminWorld:
+    """The session-management calls are for the server, not a session: whatever the key says,
+    they are admitted and journaled in the host's admin world."""
+
+    def __init__(self, worlds: Worlds, sessions: Sessions | None) -> None:
+        self._worlds = worlds
+        self._sessions = sessions
+
+    def world_for(self, metadata: Any) -> SteeredWorld:
+        if self._sessions is not None:
+            return self._sessions.admin_world()
+        return self._worlds.world_for(None)
 
 
 def _require(value: str, field: str) -> None:

@@ -88,10 +88,11 @@ def transition_pb(change: StatusChange) -> spb.Transition:
     )
 
 
-def journal_entry_pb(entry: Entry) -> spb.JournalEntry:
+def journal_entry_pb(entry: Entry, session: str = "default") -> spb.JournalEntry:
     if isinstance(entry, RpcEntry):
         return spb.JournalEntry(
             seq=entry.seq,
+            session=session,
             at=to_datetime(entry.at),
             rpc=spb.RpcRecord(
                 method=entry.method,
@@ -102,7 +103,10 @@ def journal_entry_pb(entry: Entry) -> spb.JournalEntry:
             ),
         )
     return spb.JournalEntry(
-        seq=entry.seq, at=to_datetime(entry.at), transition=transition_pb(entry.change)
+        seq=entry.seq,
+        session=session,
+        at=to_datetime(entry.at),
+        transition=transition_pb(entry.change),
     )
 
 

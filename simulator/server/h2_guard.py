@@ -82,6 +82,11 @@ class Pause(Protocol):
     def resume(self) -> None: ...
 
 
+PauseFor = Callable[[_Headers], "Pause | None"]
+"""Whose accounting a stream's blocking goes to, from its request headers (a server hosting many
+worlds answers the world its session header names; None: not counted)."""
+
+
 class GuardedBuffer(Buffer):
     """grpclib's receive buffer, telling ``on_block`` when a read has to wait for the client."""
 
@@ -270,11 +275,12 @@ class GuardedProcessor(EventsProcessor):
         event.headers = headers  # type: ignore[assignment]
         self._protocol.guard.stream_started(self._protocol)
         super().process_request_received(event)
-        activity = self._protocol.activity
+        pause_for = self._protocol.activity
         stream = self.streams.get(event.stream_id)
-        if activity is not None and isinstance(stream, GuardedStream):
+        if pause_for is not None and isinstance(stream, GuardedStream):
             path = next((v for k, v in headers if k == ":path"), "")
-            if path.startswith(API_PREFIX):  # counted from before its request is read
+            activity = pause_for(headers) if path.startswith(API_PREFIX) else None
+            if activity is not None:  # counted from before its request is read
                 cast(GuardedBuffer, stream.buffer).on_block = activity
                 if path in STREAMING_API:  # ... and while it sends
                     stream.on_send_block = activity
@@ -330,7 +336,7 @@ class GuardedProtocol(H2Protocol):
         limits: Limits,
         guard: ConnectionGuard,
         on_lost: Callable[[GuardedProtocol], None],
-        activity: Pause | None = None,
+        activity: PauseFor | None = None,
     ) -> None:
         super().__init__(handler, config, h2_config)
         self.activity = activity
@@ -470,10 +476,14 @@ class GuardedServer(Server):
         codec: CodecBase,
         limits: Limits,
         guard: ConnectionGuard,
-        activity: Pause | None = None,
+        activity: Pause | PauseFor | None = None,
     ) -> None:
         super().__init__(handlers, codec=codec)
-        self._activity = activity
+        self._activity: PauseFor | None
+        if activity is None or callable(activity):
+            self._activity = activity
+        else:
+            self._activity = lambda headers, one=activity: one
         self._limits = limits
         self._guard = guard
         self._protocols: dict[GuardedProtocol, None] = {}

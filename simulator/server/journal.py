@@ -21,6 +21,7 @@ from betterproto2 import Message
 from simulator.core.context_urls import strip_credentials
 from simulator.core.model import StatusChange
 from simulator.core.simtime import SimTime, format_instant
+from simulator.server.broadcast import Closed
 
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -121,6 +122,7 @@ class Journal:
         self._entries: deque[Entry] = deque()
         self._next_seq = 1
         self._new: asyncio.Event | None = None
+        self._closed: Closed | None = None
 
     @property
     def next_seq(self) -> int:
@@ -182,10 +184,22 @@ class Journal:
         return self._new is not None
 
     async def wait_for_more(self) -> None:
-        """Return once an entry has been added after this call started."""
+        """Return once an entry has been added after this call started (raises
+        :class:`~simulator.server.broadcast.Closed` once the journal is closed)."""
+        if self._closed is not None:
+            raise self._closed
         if self._new is None:
             self._new = asyncio.Event()
         await self._new.wait()
+        if self._closed is not None:
+            raise self._closed
+
+    def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
+        """End every follower with ``code`` (a deleted session's journal)."""
+        self._closed = Closed(reason, code)
+        if self._new is not None:
+            self._new.set()
+            self._new = None
 
     def to_jsonl(self) -> str:
         """Every kept entry as JSON Lines."""

@@ -28,7 +28,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 from grpclib.client import Channel
 from grpclib.server import Server
 from grpclib.testing import ChannelFor
@@ -82,6 +81,8 @@ _T = TypeVar("_T")
 SHUTDOWN_MESSAGE = "gitpod-sim is shutting down"
 RESET_MESSAGE = "the simulator was reset"
 IMPORT_MESSAGE = "the simulator's state was replaced by an import"
+DEFAULT_SESSION = "default"
+"""The session a call without the ``x-gitpod-sim-session`` key is for (see ``host.py``)."""
 
 DurationLike = float | str | dt.timedelta
 """A number of seconds, a text such as ``90s``, ``5m``, ``1h30m``, or a timedelta."""
@@ -122,10 +123,13 @@ class Simulator:
         journal_size: int = DEFAULT_MAX_ENTRIES,
         wall: Callable[[], float] = time.monotonic,
         server_limits: Limits | None = None,
+        name: str = DEFAULT_SESSION,
     ) -> None:
         start = limits.instant("start_time", _to_instant(start_time))
         limits.seed(seed)
         limits.journal_size(journal_size)
+        self.name = name
+        """The session this world is on its server (``default`` for a server of its own)."""
         self._start_time = start
         self._initial_plan = plan
         grace = to_duration(autojump_grace, "autojump_grace") / SECOND
@@ -150,7 +154,8 @@ class Simulator:
         """Client connections of every port served (one cap, one idle timeout)."""
         self._listeners: list[Callable[[EngineEvent], None]] = []
         self._driver_users = 0
-        self._driver_scope: anyio.CancelScope | None = None
+        self._driving = False
+        self._driver_task: asyncio.Task[None] | None = None
         if users is not None:
             items = users.items() if isinstance(users, Mapping) else ((u, None) for u in users)
             for name, token in items:
@@ -287,6 +292,7 @@ class Simulator:
         self.sync()
         self.clock.configure(mode=new_mode, speed=speed, autojump_grace=grace)
         self.driver.kick(force=True)
+        self._drive()
 
     def clock_info(self) -> ClockInfo:
         """The clock and what is scheduled next."""
@@ -404,6 +410,7 @@ class Simulator:
         self._install(engine, IMPORT_MESSAGE)
         self.clock.configure(**settings)
         self.driver.kick(force=True)
+        self._drive()
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`export_state` to a file as a database would (unique temp file, fsync,
@@ -487,18 +494,51 @@ class Simulator:
                 self._driver_users -= 1
             return
         self._driver_users = 1
-        self.hub.shutting_down = None
-        # A plain task rather than an anyio task group: a fixture may enter this block in one
-        # task and leave it in another (pytest-asyncio does), which a cancel scope forbids.
-        task = asyncio.get_running_loop().create_task(self.driver.run(), name="gitpod-sim clock")
+        self.start_driving()
         try:
             yield self
         finally:
             self._driver_users = 0
-            self.hub.close_all(SHUTDOWN_MESSAGE)
+            await self.stop_driving(SHUTDOWN_MESSAGE)
+
+    def start_driving(self) -> None:
+        """The world is served from now on: its clock moves on its own in realtime and autojump
+        modes. The clock task starts only once the mode is one of those (a manual world, e.g.
+        an idle session, holds no task)."""
+        self._driving = True
+        self.hub.shutting_down = None
+        self._drive()
+
+    async def stop_driving(self, reason: str, code: str = "UNAVAILABLE") -> None:
+        """No longer served: end every open stream with ``code`` and stop the clock task."""
+        self._driving = False
+        self.hub.close_all(reason, code)
+        task, self._driver_task = self._driver_task, None
+        if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def close(self, reason: str) -> None:
+        """End the world for good (a deleted session): every open stream, journal follower and
+        simulated sleep ends with ABORTED, the clock task is cancelled; nothing is kept running."""
+        self._driving = False
+        self.hub.close_all(reason, code="ABORTED")
+        self.journal.close(reason, code="ABORTED")
+        for future in self._contents.wakes.values():
+            if not future.done():
+                future.set_result(None)
+        task, self._driver_task = self._driver_task, None
+        if task is not None:
+            task.cancel()
+
+    def _drive(self) -> None:
+        # A plain task rather than an anyio task group: a fixture may enter ``running`` in one
+        # task and leave it in another (pytest-asyncio does), which a cancel scope forbids.
+        if self._driving and self._driver_task is None and self.clock.mode is not ClockMode.MANUAL:
+            self._driver_task = asyncio.get_running_loop().create_task(
+                self.driver.run(), name=f"gitpod-sim clock {self.name}"
+            )
 
     @asynccontextmanager
     async def channel(self) -> AsyncIterator[Channel]:

@@ -9,7 +9,7 @@ that keeps the world can never keep a stale engine; holders must not keep ``worl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from simulator.core.coverage import CoverageReport
@@ -76,6 +76,10 @@ class SteeredWorld(World, Protocol):
 
     @property
     def seed(self) -> int: ...
+    @property
+    def name(self) -> str:
+        """The session this world is on its server (``default`` for a server of its own)."""
+        ...
 
     def clock_info(self) -> Any: ...
     def set_clock(
@@ -118,4 +122,34 @@ class Worlds(Protocol):
 
     def world_for(self, metadata: Mapping[str, Any] | None) -> SteeredWorld:
         """The world the call names; raises a SimError (NOT_FOUND, INVALID_ARGUMENT) if none."""
+        ...
+
+
+class Sessions(Protocol):
+    """A host of many worlds as the control plane manages it (``simulator.server.host``)."""
+
+    @property
+    def max_sessions(self) -> int: ...
+
+    def admin_world(self) -> SteeredWorld:
+        """The world the session-management calls are admitted and journaled in."""
+        ...
+
+    def create_session(
+        self,
+        name: str,
+        *,
+        seed: int | None = ...,
+        clock: ClockMode | str = ...,
+        speed: float = ...,
+        autojump_grace: Any = ...,
+        start_time: Any = ...,
+        users: Mapping[str, str | None] | None = ...,
+        plan: LifecyclePlan | None = ...,
+    ) -> SteeredWorld: ...
+
+    def delete_session(self, name: str, *, reason: str | None = ...) -> None: ...
+
+    def sessions(self) -> Sequence[tuple[SteeredWorld, float]]:
+        """Every session with its last activity (Unix seconds), ``default`` first."""
         ...

@@ -18,8 +18,12 @@ __all__ = (
     "Clock",
     "ClockMode",
     "CoverageTotal",
+    "CreateSessionRequest",
+    "CreateSessionResponse",
     "DeletePlanRequest",
     "DeletePlanResponse",
+    "DeleteSessionRequest",
+    "DeleteSessionResponse",
     "Distribution",
     "ExportStateRequest",
     "ExportStateResponse",
@@ -45,6 +49,8 @@ __all__ = (
     "ListFaultsResponse",
     "ListPlansRequest",
     "ListPlansResponse",
+    "ListSessionsRequest",
+    "ListSessionsResponse",
     "LogNormalDistribution",
     "MarkActiveRequest",
     "MarkActiveResponse",
@@ -60,6 +66,8 @@ __all__ = (
     "RpcLatency",
     "RpcRecord",
     "ScopedPlan",
+    "Session",
+    "SessionUser",
     "SetAdmissionRequest",
     "SetAdmissionResponse",
     "SetClockRequest",
@@ -373,6 +381,72 @@ default_message_pool.register_message("gitpod.simulator.v1", "CoverageTotal", Co
 
 
 @dataclass(eq=False, repr=False)
+class CreateSessionRequest(betterproto2.Message):
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    1-64 characters of [A-Za-z0-9._-].
+    """
+
+    seed: "int | None" = betterproto2.field(2, betterproto2.TYPE_INT64, optional=True)
+    """
+    Unset: a random seed (answered in the response).
+    """
+
+    clock_mode: "ClockMode" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: ClockMode(0)
+    )
+    """
+    UNSPECIFIED: manual.
+    """
+
+    speed: "float | None" = betterproto2.field(4, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Realtime speed factor (> 0); unset: 1.
+    """
+
+    autojump_grace: "datetime.timedelta | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
+    )
+    """
+    Unset: the server's default grace period.
+    """
+
+    start_time: "datetime.datetime | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Unset: the simulator's default start time.
+    """
+
+    users: "list[SessionUser]" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    plan: "LifecyclePlan | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The global plan of the session (what Reset brings back); unset: the defaults.
+    """
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "CreateSessionRequest", CreateSessionRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateSessionResponse(betterproto2.Message):
+    session: "Session | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    users: "list[SessionUser]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The users with their tokens (drawn from the seed where none was given).
+    """
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "CreateSessionResponse", CreateSessionResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class DeletePlanRequest(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -387,6 +461,26 @@ class DeletePlanResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "gitpod.simulator.v1", "DeletePlanResponse", DeletePlanResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class DeleteSessionRequest(betterproto2.Message):
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "DeleteSessionRequest", DeleteSessionRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class DeleteSessionResponse(betterproto2.Message):
+    pass
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "DeleteSessionResponse", DeleteSessionResponse
 )
 
 
@@ -791,6 +885,11 @@ class JournalEntry(betterproto2.Message):
         4, betterproto2.TYPE_MESSAGE, optional=True, group="entry"
     )
 
+    session: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The session the entry belongs to ("default" without the session key).
+    """
+
 
 default_message_pool.register_message("gitpod.simulator.v1", "JournalEntry", JournalEntry)
 
@@ -857,6 +956,34 @@ class ListPlansResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "ListPlansResponse", ListPlansResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListSessionsRequest(betterproto2.Message):
+    pass
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "ListSessionsRequest", ListSessionsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListSessionsResponse(betterproto2.Message):
+    sessions: "list[Session]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    By name.
+    """
+
+    max_sessions: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    """
+    The most sessions the server holds besides "default" (serve --max-sessions).
+    """
+
+
+default_message_pool.register_message(
+    "gitpod.simulator.v1", "ListSessionsResponse", ListSessionsResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -1130,6 +1257,51 @@ class ScopedPlan(betterproto2.Message):
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "ScopedPlan", ScopedPlan)
+
+
+@dataclass(eq=False, repr=False)
+class Session(betterproto2.Message):
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    seed: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+
+    clock: "Clock | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+
+    users: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+
+    workspaces: "int" = betterproto2.field(5, betterproto2.TYPE_UINT32)
+
+    open_streams: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+    """
+    Streams open now (instance status and build log listeners).
+    """
+
+    last_activity: "datetime.datetime | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    The last call that named the session (wall clock).
+    """
+
+
+default_message_pool.register_message("gitpod.simulator.v1", "Session", Session)
+
+
+@dataclass(eq=False, repr=False)
+class SessionUser(betterproto2.Message):
+    """
+    ============================================================================ sessions
+    """
+
+    user_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Empty: a token is drawn from the session's seed.
+    """
+
+
+default_message_pool.register_message("gitpod.simulator.v1", "SessionUser", SessionUser)
 
 
 @dataclass(eq=False, repr=False)
@@ -1810,6 +1982,74 @@ class SimulatorServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def create_session(
+        self,
+        message: "CreateSessionRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateSessionResponse":
+        """
+        ---- sessions
+        A session is a whole world of its own (engine, seed, clock, users, plans, faults, journal)
+        on the same server, chosen per call by the `x-gitpod-sim-session` metadata key (the same
+        HTTP header on the Connect / gRPC-Web port); no key: the session "default". Every other
+        call of this service steers the session its key names; these three manage the sessions.
+        CreateSession: ALREADY_EXISTS for a name in use, RESOURCE_EXHAUSTED over --max-sessions.
+        """
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/CreateSession",
+            message,
+            CreateSessionResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def delete_session(
+        self,
+        message: "DeleteSessionRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DeleteSessionResponse":
+        """
+        DeleteSession ends the session's open streams with ABORTED and frees what it held.
+        """
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/DeleteSession",
+            message,
+            DeleteSessionResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_sessions(
+        self,
+        message: "ListSessionsRequest | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListSessionsResponse":
+
+        if message is None:
+            message = ListSessionsRequest()
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/ListSessions",
+            message,
+            ListSessionsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 from ....google import protobuf as ___google__protobuf__
 from ... import v1 as __v1__
@@ -1957,6 +2197,29 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
         """
         ResetCoverage counts coverage from zero again (the world itself is untouched).
         """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def create_session(self, message: "CreateSessionRequest") -> "CreateSessionResponse":
+        """
+        ---- sessions
+        A session is a whole world of its own (engine, seed, clock, users, plans, faults, journal)
+        on the same server, chosen per call by the `x-gitpod-sim-session` metadata key (the same
+        HTTP header on the Connect / gRPC-Web port); no key: the session "default". Every other
+        call of this service steers the session its key names; these three manage the sessions.
+        CreateSession: ALREADY_EXISTS for a name in use, RESOURCE_EXHAUSTED over --max-sessions.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def delete_session(self, message: "DeleteSessionRequest") -> "DeleteSessionResponse":
+        """
+        DeleteSession ends the session's open streams with ABORTED and frees what it held.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_sessions(self, message: "ListSessionsRequest") -> "ListSessionsResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -2131,6 +2394,30 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.reset_coverage(request)
         await stream.send_message(response)
 
+    async def __rpc_create_session(
+        self, stream: "grpclib.server.Stream[CreateSessionRequest, CreateSessionResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.create_session(request)
+        await stream.send_message(response)
+
+    async def __rpc_delete_session(
+        self, stream: "grpclib.server.Stream[DeleteSessionRequest, DeleteSessionResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.delete_session(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_sessions(
+        self, stream: "grpclib.server.Stream[ListSessionsRequest, ListSessionsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_sessions(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/gitpod.simulator.v1.SimulatorService/GetClock": grpclib.const.Handler(
@@ -2258,5 +2545,23 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ResetCoverageRequest,
                 ResetCoverageResponse,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/CreateSession": grpclib.const.Handler(
+                self.__rpc_create_session,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CreateSessionRequest,
+                CreateSessionResponse,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/DeleteSession": grpclib.const.Handler(
+                self.__rpc_delete_session,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                DeleteSessionRequest,
+                DeleteSessionResponse,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/ListSessions": grpclib.const.Handler(
+                self.__rpc_list_sessions,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListSessionsRequest,
+                ListSessionsResponse,
             ),
         }
