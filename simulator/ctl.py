@@ -78,6 +78,9 @@ def _call(
     otherwise apply to every call, since betterproto2 reads ``None`` as "use the stub's")."""
     target: str = ctx.obj["target"]
     token: str = ctx.obj["admin_token"]
+    metadata = {"authorization": f"Bearer {token}"}
+    if ctx.obj.get("session", "default") != "default":
+        metadata["x-gitpod-sim-session"] = ctx.obj["session"]
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, got {target!r}", param_hint="--target")
@@ -85,9 +88,7 @@ def _call(
     async def run() -> T:
         channel = Channel(host.strip("[]"), int(port))
         try:
-            stub = spb.SimulatorServiceStub(
-                channel, metadata={"authorization": f"Bearer {token}"}, timeout=timeout
-            )
+            stub = spb.SimulatorServiceStub(channel, metadata=metadata, timeout=timeout)
             return await fn(stub)
         finally:
             channel.close()
@@ -124,10 +125,16 @@ def _print_transitions(transitions: list[spb.Transition]) -> None:
 @click.group()
 @click.option("--target", required=True, help="HOST:PORT of a running gitpod-sim.")
 @click.option("--admin-token", required=True, help="The server's admin token.")
+@click.option(
+    "--session",
+    default="default",
+    show_default=True,
+    help="The session every command steers (x-gitpod-sim-session).",
+)
 @click.pass_context
-def ctl(ctx: click.Context, target: str, admin_token: str) -> None:
+def ctl(ctx: click.Context, target: str, admin_token: str, session: str) -> None:
     """Steer a running simulator: clock, plans, faults, journal and state."""
-    ctx.obj = {"target": target, "admin_token": admin_token}
+    ctx.obj = {"target": target, "admin_token": admin_token, "session": session}
 
 
 # ---------------------------------------------------------------------------- clock
@@ -614,3 +621,89 @@ def coverage_reset(ctx: click.Context) -> None:
     """Count coverage from zero again."""
     _call(ctx, lambda s: s.reset_coverage(spb.ResetCoverageRequest()))
     click.echo("coverage reset")
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+@ctl.group()
+def session() -> None:
+    """Sessions: isolated worlds, each with its own clock, on the one server."""
+
+
+@session.command("create")
+@click.argument("name")
+@click.option("--seed", type=int, default=None, help="Default: a random one (printed).")
+@click.option("--clock", "clock_mode", type=click.Choice(list(_MODES)), default="manual",
+              show_default=True, help="How the session's time moves.")  # fmt: skip
+@click.option("--speed", type=float, default=None, help="Realtime speed factor.")
+@click.option("--grace", default=None, help="Autojump grace period, e.g. 20ms.")
+@click.option("--start-time", default=None, help="Simulated time at start (ISO 8601).")
+@click.option("--user", "users", multiple=True, metavar="NAME[=TOKEN]",
+              help="A caller (repeatable); no token: one drawn from the seed.")  # fmt: skip
+@click.pass_context
+def session_create(
+    ctx: click.Context,
+    name: str,
+    seed: int | None,
+    clock_mode: str,
+    speed: float | None,
+    grace: str | None,
+    start_time: str | None,
+    users: tuple[str, ...],
+) -> None:
+    """Create session NAME. Prints its seed, then NAME TOKEN per user."""
+    people = []
+    for spec in users:
+        user_id, _, token = spec.partition("=")
+        people.append(spb.SessionUser(user_id=user_id, token=token))
+    request = spb.CreateSessionRequest(
+        name=name,
+        seed=seed,
+        clock_mode=_MODES[clock_mode],
+        speed=speed,
+        autojump_grace=None if grace is None else _td(grace, "--grace"),
+        start_time=_ts(start_time, "--start-time"),
+        users=people,
+    )
+    response = _call(ctx, lambda s: s.create_session(request))
+    assert response.session is not None
+    click.echo(f"session {response.session.name} seed {response.session.seed}")
+    for person in response.users:
+        click.echo(f"{person.user_id} {person.token}")
+
+
+@session.command("delete")
+@click.argument("name")
+@click.pass_context
+def session_delete(ctx: click.Context, name: str) -> None:
+    """Delete session NAME (its open streams end with ABORTED)."""
+    _call(ctx, lambda s: s.delete_session(spb.DeleteSessionRequest(name=name)))
+    click.echo(f"session {name} deleted")
+
+
+@session.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per session.")
+@click.pass_context
+def session_list(ctx: click.Context, as_json: bool) -> None:
+    """Every session: name, clock, users, workspaces, open streams, last activity."""
+    response = _call(ctx, lambda s: s.list_sessions(spb.ListSessionsRequest()))
+    if not as_json:
+        click.echo("NAME  SEED  CLOCK  NOW  USERS  WORKSPACES  STREAMS  LAST-ACTIVITY")
+    for item in response.sessions:
+        clock = item.clock
+        assert clock is not None
+        mode = spb.ClockMode(clock.mode).name.lower()
+        last = "-" if item.last_activity is None else item.last_activity.isoformat()
+        if as_json:
+            row = {
+                "name": item.name, "seed": item.seed, "clock": mode, "now": _show_ts(clock.now),
+                "users": item.users, "workspaces": item.workspaces,
+                "open_streams": item.open_streams, "last_activity": last,
+            }  # fmt: skip
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{item.name}  {item.seed}  {mode}  {_show_ts(clock.now)}  {item.users}"
+                f"  {item.workspaces}  {item.open_streams}  {last}"
+            )

@@ -18,8 +18,9 @@ import contextlib
 import importlib.util
 import inspect
 import json
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from grpclib.client import Channel
@@ -30,6 +31,9 @@ from simulator.core.model import StatusChange
 from simulator.core.transitions import Phase
 from simulator.server.clock import ClockMode
 from simulator.server.runtime import DurationLike, Simulator, bound_port, to_duration
+
+if TYPE_CHECKING:
+    from simulator.server.host import SimServer
 
 DEFAULT_USERS = {"alice": "alice-token", "bob": "bob-token"}
 DEFAULT_MAX_TIME = "48h"
@@ -168,8 +172,9 @@ class CoverageCollector:
 
 
 FIXTURES = frozenset(
-    {"gitpod_sim", "gitpod", "gitpod_channel", "gitpod_client", "gitpod_tcp_client"}
-)
+    {"gitpod_sim", "gitpod", "gitpod_channel", "gitpod_client", "gitpod_tcp_client",
+     "gitpod_session"}
+)  # fmt: skip
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -423,3 +428,65 @@ if _HAS_ASYNCIO:  # the async fixtures and tests need it
                 yield gitpod.client(channel)
             finally:
                 channel.close()
+
+
+@pytest.fixture(scope="session")
+def gitpod_server(request: pytest.FixtureRequest) -> SimServer | None:
+    """The in-process server that ``gitpod_session`` makes sessions on (one per xdist worker);
+    None with ``--gitpod-target`` (the sessions are made on that server)."""
+    if request.config.getoption("--gitpod-target", None):
+        return None
+    from simulator.server.host import SimServer
+    from simulator.server.runtime import ADMIN_TOKEN_PREFIX, new_secret_token
+
+    return SimServer(Simulator(admin_token=new_secret_token(ADMIN_TOKEN_PREFIX)))
+
+
+_RUN = os.urandom(3).hex()
+"""Tells this run's sessions from another run's on a shared server."""
+
+
+def _session_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    kwargs = _marker_kwargs(request)
+    clock = kwargs.get("clock", "manual")
+    return {
+        "seed": kwargs.get("seed", 0),
+        "clock": clock.value if isinstance(clock, ClockMode) else str(clock),
+        "users": dict(kwargs.get("users") or DEFAULT_USERS),
+    }
+
+
+if _HAS_ASYNCIO:
+    from simulator.session_client import Session, open_session, session_name
+
+    @pytest_asyncio.fixture
+    async def gitpod_session(
+        request: pytest.FixtureRequest, gitpod_server: SimServer | None
+    ) -> AsyncIterator[Session]:
+        """A session of its own for this test on a shared server: the in-process one, or
+        ``--gitpod-target`` (with ``--gitpod-admin-token``). Named after the xdist worker and
+        the test, deleted at teardown, so ``pytest -n auto`` against one server works. The
+        marker's ``seed``, ``clock`` and ``users`` configure it (default: seed 0, manual, alice
+        and bob)."""
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        name = session_name(worker, _RUN, request.node.name)
+        settings = _session_settings(request)
+        if gitpod_server is not None:
+            async with (
+                gitpod_server.channel() as channel,
+                open_session(channel, gitpod_server.admin_token, name, **settings) as session,
+            ):
+                session.sim = gitpod_server.session(name)
+                yield session
+            return
+        target = request.config.getoption("--gitpod-target")
+        admin = request.config.getoption("--gitpod-admin-token", None)
+        if not admin:
+            pytest.fail("gitpod_session on --gitpod-target needs --gitpod-admin-token", False)
+        host, _, port = str(target).rpartition(":")
+        channel = Channel(host.strip("[]"), int(port))
+        try:
+            async with open_session(channel, admin, name, **settings) as session:
+                yield session
+        finally:
+            channel.close()

@@ -564,3 +564,176 @@ def test_session_lookup_from_python(host: SimServer) -> None:
     with pytest.raises(NotFound):
         host.session("nope")
     assert host.session() is host.default
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def test_ctl_session_commands_against_serve() -> None:
+    from click.testing import CliRunner
+    from server_process import ServerProcess
+
+    from simulator.ctl import ctl as ctl_command
+
+    server = ServerProcess("--clock", "manual", "--admin-token", ADMIN, "--max-sessions", "1")
+    try:
+        base = ["--target", server.address, "--admin-token", ADMIN]
+
+        def run(*args: str) -> Any:
+            return CliRunner().invoke(ctl_command, [*base, *args])
+
+        made = run("session", "create", "t1", "--seed", "4", "--clock", "autojump",
+                   "--user", "alice=tok-a", "--user", "bob")  # fmt: skip
+        assert made.exit_code == 0, made.output
+        lines = made.output.splitlines()
+        assert lines[0] == "session t1 seed 4"
+        assert lines[1] == "alice tok-a"
+        standalone = Simulator(seed=4, users={"alice": "tok-a", "bob": None})
+        assert lines[2] == f"bob {standalone.users['bob'].token}"  # drawn from the seed
+        full = run("session", "create", "t2")
+        assert full.exit_code == 1
+        assert full.output.strip() == (
+            "error: RESOURCE_EXHAUSTED: the server holds 1 sessions, its limit"
+            " (serve --max-sessions 1); delete one first"
+        )
+        clock = run("--session", "t1", "clock")
+        assert "mode     autojump" in clock.output
+        assert "mode     manual" in run("clock").output
+        moved = run("--session", "t1", "mode", "manual")
+        assert moved.exit_code == 0, moved.output
+        run("--session", "t1", "advance", "1h")
+        assert "now      2022-06-01T01:00:00Z" in run("--session", "t1", "clock").output
+        assert "now      2022-06-01T00:00:00Z" in run("clock").output
+        listed = run("session", "list", "--json")
+        rows = [json.loads(line) for line in listed.output.splitlines()]
+        assert [(r["name"], r["users"], r["clock"]) for r in rows] == [
+            ("default", 1, "manual"), ("t1", 2, "manual"),
+        ]  # fmt: skip
+        missing = run("--session", "nope", "clock")
+        assert missing.exit_code == 1
+        assert missing.output.strip() == 'error: NOT_FOUND: session "nope" does not exist'
+        gone = run("session", "delete", "t1")
+        assert gone.output.strip() == "session t1 deleted"
+        assert [r["name"] for r in map(json.loads, run("session", "list", "--json")
+                                       .output.splitlines())] == ["default"]  # fmt: skip
+    finally:
+        assert server.stop() == 0, server.stderr()
+        server.close()
+
+
+# ------------------------------------------------------------------ the pytest fixture
+
+pytest_plugins = ["pytester"]
+
+SESSION_TESTS = """
+import datetime as dt
+import pytest
+from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.simulator import v1 as spb
+
+@pytest.mark.parametrize("n", range(4))
+async def test_own_world(n, gitpod_session):
+    api = gitpod_session.client("alice")
+    ids = []
+    for _ in range(n + 1):
+        made = await api.create_and_start_workspace(
+            pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/a/b"))
+        ids.append(made.workspace_id)
+    listed = await api.list_workspaces(pb.ListWorkspacesRequest())
+    assert len(listed.result) == n + 1          # nobody else's workspaces
+    by = dt.timedelta(minutes=n + 1)
+    moved = await gitpod_session.control().advance(spb.AdvanceRequest(by=by))
+    assert moved.clock.now.minute == n + 1       # its own clock
+    assert gitpod_session.name.startswith(("gw0-", "gw1-", "main-"))
+"""
+
+
+def test_gitpod_session_under_xdist_against_one_server(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    from server_process import ServerProcess
+
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(test_sessions_user=SESSION_TESTS)
+    server = ServerProcess("--clock", "manual", "--admin-token", ADMIN)
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-n", "2", "-s",
+            f"--gitpod-target={server.address}", f"--gitpod-admin-token={ADMIN}",
+        )  # fmt: skip
+        result.assert_outcomes(passed=4)
+        channel_host, _, port = server.address.rpartition(":")
+
+        async def remaining() -> list[str]:
+            channel = Channel(channel_host, int(port))
+            try:
+                listed = await ctl(channel).list_sessions(spb.ListSessionsRequest())
+                return [s.name for s in listed.sessions]
+            finally:
+                channel.close()
+
+        assert asyncio.run(remaining()) == ["default"]  # every test's session was deleted
+    finally:
+        assert server.stop() == 0, server.stderr()
+        server.close()
+
+
+def test_gitpod_session_in_process(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(
+        test_sessions_user=SESSION_TESTS
+        + """
+@pytest.mark.gitpod_sim(seed=3, clock="autojump", users={"carol": "c"})
+async def test_marker(gitpod_session):
+    assert gitpod_session.seed == 3 and set(gitpod_session.tokens) == {"carol"}
+    assert gitpod_session.sim.clock.mode.value == "autojump"
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "0")
+    result.assert_outcomes(passed=5)
+
+
+# ------------------------------------------------------------------ scenarios in sessions
+
+
+def test_two_scenarios_play_at_once_in_two_sessions_of_one_server() -> None:
+    import subprocess
+    from pathlib import Path
+
+    from server_process import ServerProcess, command
+
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    server = ServerProcess("--clock", "manual", "--admin-token", ADMIN, "--quiet")
+    try:
+        base = ["--target", server.address, "--admin-token", ADMIN, "--no-live"]
+        runs = [
+            subprocess.Popen(
+                command("scenario", "run", str(root / f"{name}.toml"), *base, "--session", name),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in ("10-stop-in-each-phase", "12-two-users-isolated")
+        ]
+        for proc in runs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out + err
+            assert out.startswith("PASS "), out
+        host, _, port = server.address.rpartition(":")
+
+        async def state() -> tuple[list[str], int]:
+            channel = Channel(host, int(port))
+            try:
+                listed = await ctl(channel).list_sessions(spb.ListSessionsRequest())
+                return [s.name for s in listed.sessions], listed.sessions[0].workspaces
+            finally:
+                channel.close()
+
+        # both sessions were made for the runs and deleted after; the default one saw nothing
+        assert asyncio.run(state()) == (["default"], 0)
+    finally:
+        assert server.stop() == 0, server.stderr()
+        server.close()

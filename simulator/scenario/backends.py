@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
@@ -25,6 +27,7 @@ from simulator.core.plan import LifecyclePlan
 from simulator.core.simtime import SimTime, format_instant, from_datetime
 from simulator.core.transitions import Phase
 from simulator.server.control_convert import fault_out, plan_out
+from simulator.session_client import SESSION_KEY
 
 SETTLE_ROUNDS = 5000
 """Event-loop turns an in-process wait may take (no real time passes)."""
@@ -161,13 +164,18 @@ class RemoteWorld:
 
     remote = True
 
-    def __init__(self, target: str, admin_token: str, seed: int) -> None:
+    def __init__(
+        self, target: str, admin_token: str, seed: int, session: str | None = None
+    ) -> None:
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--target must be HOST:PORT, got {target!r}")
         self.host, self.port = host.strip("[]"), int(port)
         self.admin_token = admin_token
         self.seed = seed
+        self.session = session
+        """The session of the server to play in (created for the run if it does not exist,
+        deleted after it then); None: the default session."""
         self.channel: Channel
         self.ctl: spb.SimulatorServiceStub
         self._from_seq = 0
@@ -180,14 +188,40 @@ class RemoteWorld:
             self.ctl = spb.SimulatorServiceStub(
                 channel, metadata={"authorization": f"Bearer {self.admin_token}"}
             )
+            created = False
+            if self.session is not None:
+                created = await self._enter_session(channel, self.session)
             await self.ctl.reset(spb.ResetRequest(seed=self.seed, drop_users=True))
             await self.ctl.set_clock(spb.SetClockRequest(mode=spb.ClockMode.MANUAL))
             await self.ctl.reset_coverage(spb.ResetCoverageRequest())
             self._from_seq = 0
             self._from_seq = await self._journal_end()
-            yield self
+            try:
+                yield self
+            finally:
+                if created and self.session is not None:
+                    await self.ctl.delete_session(spb.DeleteSessionRequest(name=self.session))
         finally:
             channel.close()
+
+    async def _enter_session(self, channel: Channel, name: str) -> bool:
+        """Every call on ``channel`` names the session from now on; it is created (manual
+        clock, the scenario's seed) if the server has none of that name. Answers whether it
+        was."""
+        from grpclib.events import SendRequest, listen
+
+        async def name_it(event: SendRequest) -> None:
+            event.metadata[SESSION_KEY] = name
+
+        listen(channel, SendRequest, name_it)
+        try:
+            await self.ctl.get_clock(spb.GetClockRequest())
+            return False
+        except GRPCError as exc:
+            if exc.status is not Status.NOT_FOUND:
+                raise
+        await self.ctl.create_session(spb.CreateSessionRequest(name=name, seed=self.seed))
+        return True
 
     async def add_user(self, user_id: str, token: str | None) -> str:
         reply = await self.ctl.add_user(spb.AddUserRequest(user_id=user_id, token=token or ""))

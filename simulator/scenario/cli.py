@@ -30,9 +30,12 @@ async def run_scenario(
     admin_token: str | None = None,
     speed: float | None = None,
     on_update: Callable[[Runner], None] | None = None,
+    session: str | None = None,
 ) -> Outcome:
     """Play ``scenario`` in process (manual clock) or against ``target`` (HOST:PORT)."""
     if target is None:
+        if session is not None:
+            raise click.UsageError("--session needs --target")
         from simulator.scenario.backends import LocalWorld
 
         local = LocalWorld(scenario.seed, scenario.start_time)
@@ -42,7 +45,7 @@ async def run_scenario(
 
     if not admin_token:
         raise click.UsageError("--target needs --admin-token")
-    remote = RemoteWorld(target, admin_token, scenario.seed)
+    remote = RemoteWorld(target, admin_token, scenario.seed, session)
     async with remote.open() as rworld:
         return await Runner(scenario, rworld, speed=speed, on_update=on_update).run()
 
@@ -100,6 +103,12 @@ def scenario() -> None:
 )
 @click.option("--admin-token", default=None, help="The target's admin token (with --target).")
 @click.option(
+    "--session",
+    default=None,
+    help="Play in this session of --target (created for the run and deleted after it if it"
+    " does not exist), so several scenarios can play at once on one server.",
+)
+@click.option(
     "--speed",
     default=None,
     type=click.FloatRange(min=0, min_open=True),
@@ -142,6 +151,7 @@ def run(
     live: bool | None,
     show_coverage: bool = False,
     coverage_json: str | None = None,
+    session: str | None = None,
 ) -> None:
     """Run scenarios (by name, as `scenario list` shows, or FILE) and check every expectation;
     exit 1 at the first difference. ./scenarios/ wins over the shipped scenarios."""
@@ -152,7 +162,7 @@ def run(
     failed = 0
     covered: list[CoverageReport] = []
     for sc in scenarios:
-        outcome = _play(sc, target, admin_token, speed, show)
+        outcome = _play(sc, target, admin_token, speed, show, session)
         if outcome.coverage is not None:
             covered.append(outcome.coverage)
         many = len(scenarios) > 1
@@ -185,18 +195,30 @@ def run(
 
 
 def _play(
-    sc: Scenario, target: str | None, admin_token: str | None, speed: float | None, show: bool
+    sc: Scenario,
+    target: str | None,
+    admin_token: str | None,
+    speed: float | None,
+    show: bool,
+    session: str | None = None,
 ) -> Outcome:
     from grpclib.exceptions import GRPCError
 
     async def go() -> Outcome:
         if not show:
-            return await run_scenario(sc, target=target, admin_token=admin_token, speed=speed)
+            return await run_scenario(
+                sc, target=target, admin_token=admin_token, speed=speed, session=session
+            )
         from simulator.scenario.live import LiveView
 
         with LiveView() as view:
             return await run_scenario(
-                sc, target=target, admin_token=admin_token, speed=speed, on_update=view.update
+                sc,
+                target=target,
+                admin_token=admin_token,
+                speed=speed,
+                on_update=view.update,
+                session=session,
             )
 
     try:
