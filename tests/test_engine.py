@@ -888,7 +888,7 @@ def test_build_log_lines_appear_over_the_build(sim: Sim) -> None:
     for s in (0, 7, 7.5, 30, 52.4, 52.5, 59.9):
         sim.to(s)
         counts.append(len(inst.build.lines))
-    assert counts == [1, 1, 2, 5, 7, 8, 8]
+    assert counts == [1, 1, 2, 5, 7, 7, 7]  # the success line waits for the build's success
     assert not inst.build.finished
     sim.to(60)
     assert inst.phase is PE
@@ -899,7 +899,7 @@ def test_build_log_lines_appear_over_the_build(sim: Sim) -> None:
     assert re.fullmatch(r"Successfully built [0-9a-f]{12}", lines[-1])
     assert inst.build.finished and not inst.build.failed
     assert sim.logs(inst.id) == [
-        (at, line) for at, line in zip([0, 7.5, 15, 22.5, 30, 37.5, 45, 52.5], lines, strict=True)
+        (at, line) for at, line in zip([0, 7.5, 15, 22.5, 30, 37.5, 45, 60], lines, strict=True)
     ]
     assert REPO_KEY in sim.engine.image_cache
     # the first status comes before the first line
@@ -912,7 +912,7 @@ def test_build_log_line_count_follows_the_plan(make_sim: MakeSim) -> None:
     sim = make_sim(plan=LifecyclePlan(build_log_lines=3))
     _, inst = sim.create()
     sim.to(100)
-    assert [at for at, _ in sim.logs(inst.id)] == [0, 20, 40]
+    assert [at for at, _ in sim.logs(inst.id)] == [0, 20, 60]  # success when the build ends
     assert inst.build is not None and len(inst.build.lines) == 3
     with pytest.raises(ValueError):
         LifecyclePlan(build_log_lines=0)

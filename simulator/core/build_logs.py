@@ -41,7 +41,8 @@ def _hex(rng: random.Random, n: int) -> str:
 
 
 def build_log(rng: random.Random, repository: str, count: int) -> list[str]:
-    """``count`` lines of a Docker-style build for ``repository``; the last one reports success."""
+    """``count`` lines of a Docker-style build for ``repository``; the last one reports success
+    (the engine writes it only when the build succeeds)."""
     steps = max(1, count - 3)
     lines = [f"Building workspace image for {repository or 'snapshot'}"]
     lines.append(f"Step 1/{steps + 1} : FROM {rng.choice(_BASES)}")

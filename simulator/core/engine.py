@@ -719,7 +719,8 @@ class Engine:
         )
         self._set_status(inst, status, cause, first=first)
         if phase is Phase.IMAGEBUILD and inst.build is not None:
-            self._write_log(inst, inst.build.pending.pop(0))  # a build speaks at once
+            if len(inst.build.pending) > 1:  # a build speaks at once (not its success line)
+                self._write_log(inst, inst.build.pending.pop(0))
             self._schedule_next_log_line(inst)
 
     def _start_timer(self, inst: Instance, timer: Timer, phase: Phase, rule: PhaseTimers) -> None:
@@ -792,8 +793,10 @@ class Engine:
             self.observer(BuildLogLine(self.now, inst.id, line))
 
     def _schedule_next_log_line(self, inst: Instance) -> None:
+        """The next line on the build's clock. The last pending line reports success: it is
+        written only when the build succeeds (``_end_build``), never by a failed or stalled one."""
         build = inst.build
-        if build is None or not build.pending:
+        if build is None or len(build.pending) <= 1:
             return
         written = len(build.lines)
         total = written + len(build.pending)
