@@ -11,7 +11,7 @@ the harness.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from grpclib.const import Status
 
@@ -51,6 +51,10 @@ REACHABLE = _reachable()
 
 def describe(status: pb.WorkspaceInstanceStatus) -> str:
     return f"{status.phase.name} (status_version {status.status_version})"
+
+
+def _without_admission(status: pb.WorkspaceInstanceStatus) -> bytes:
+    return bytes(replace(status, admission=pb.AdmissionLevel.UNSPECIFIED))
 
 
 def check_sequence(instance_id: str, statuses: list[pb.WorkspaceInstanceStatus]) -> None:
@@ -208,6 +212,14 @@ class Model:
             status.phase is not Phase.UNSPECIFIED,
             f"{where}: instance {inst.id} reported PHASE_UNSPECIFIED",
         )
+        shared = self.workspaces[inst.workspace_id].shared
+        admission = pb.AdmissionLevel.EVERYONE if shared else pb.AdmissionLevel.OWNER_ONLY
+        require(
+            status.admission == admission,
+            f"{where}: instance {inst.id} ({status.phase.name}) reported {status.admission.name}"
+            f", its workspace is {'shared' if shared else 'not shared'} (admission follows the"
+            " workspace's sharing on every read, a STOPPED instance's too)",
+        )
         last = inst.last
         if last is not None:
             require(
@@ -216,8 +228,9 @@ class Model:
                 f"to {describe(status)}",
             )
             if status.status_version == last.status_version:
+                # Admission is read from the workspace, not a status change of a STOPPED one.
                 require(
-                    status == last,
+                    _without_admission(status) == _without_admission(last),
                     f"{where}: instance {inst.id} changed its status without a new status_version:"
                     f" {describe(last)} then {describe(status)} (messages differ)",
                 )

@@ -209,9 +209,9 @@ class ControlService:
     def mark_active(self, call: Call) -> spb.MarkActiveResponse:
         request: spb.MarkActiveRequest = call.request
         _require(request.workspace_id, "workspace_id")
-        return spb.MarkActiveResponse(
-            instance=instance_pb(call.world.mark_active(request.workspace_id))
-        )
+        inst = call.world.mark_active(request.workspace_id)
+        shared = call.world.engine.workspaces[inst.workspace_id].shared
+        return spb.MarkActiveResponse(instance=instance_pb(inst, shared))
 
     def set_admission(self, call: Call) -> spb.SetAdmissionResponse:
         request: spb.SetAdmissionRequest = call.request
@@ -308,7 +308,8 @@ class ControlService:
         _require(request.instance_id, "instance_id")
         _require(request.reason, "reason")
         inst = call.world.fail(request.instance_id, request.reason)
-        return spb.FailInstanceResponse(instance=instance_pb(inst))
+        shared = call.world.engine.workspaces[inst.workspace_id].shared
+        return spb.FailInstanceResponse(instance=instance_pb(inst, shared))
 
     # ------------------------------------------------------------------ coverage
 

@@ -63,12 +63,23 @@ def status_pb(status: InstanceStatus) -> pb.WorkspaceInstanceStatus:
     )
 
 
-def instance_pb(inst: Instance) -> pb.WorkspaceInstance:
+def as_read(status: InstanceStatus, shared: bool) -> InstanceStatus:
+    """``status`` as a read answers it: admission is the workspace's sharing now, for every
+    instance (a STOPPED one included), as upstream computed it on every read. An active
+    instance's status already says so (sharing it is a status change); a STOPPED one keeps
+    the admission it had when it stopped, and no status change follows STOPPED."""
+    if status.admission_everyone == shared:
+        return status
+    return status._replace(admission_everyone=shared)
+
+
+def instance_pb(inst: Instance, shared: bool) -> pb.WorkspaceInstance:
+    """The instance as a read answers it; ``shared``: its workspace's sharing (see as_read)."""
     return pb.WorkspaceInstance(
         instance_id=inst.id,
         workspace_id=inst.workspace_id,
         created_at=to_datetime(inst.created_at),
-        status=status_pb(inst.status),
+        status=status_pb(as_read(inst.status, shared)),
     )
 
 

@@ -22,7 +22,14 @@ from simulator.core.transitions import Phase
 from simulator.server.boundary import API, API_SERVICE, Call, handler
 from simulator.server.broadcast import Delivery, Subscription
 from simulator.server.codec import Preencoded
-from simulator.server.convert import STOP_PAYLOAD, instance_pb, log_payload, workspace_pb
+from simulator.server.convert import (
+    STOP_PAYLOAD,
+    as_read,
+    instance_pb,
+    listen_payload,
+    log_payload,
+    workspace_pb,
+)
 from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
 from simulator.server.stream_faults import with_faults
 from simulator.server.world import Worlds
@@ -102,7 +109,7 @@ class WorkspacesService:
         for ws, inst in page.items:
             item = pb.ListWorkspacesResponseWorkspaceAndInstance(
                 result=workspace_pb(ws),
-                last_active_instances=instance_pb(inst) if inst is not None else None,
+                last_active_instances=instance_pb(inst, ws.shared) if inst is not None else None,
             )
             items.append(item if mask.is_everything else mask.apply(item))
         return pb.ListWorkspacesResponse(next_page_token=page.next_page_token, result=items)
@@ -142,8 +149,10 @@ class WorkspacesService:
         return pb.StartWorkspaceResponse(instance_id=inst.id, workspace_url=inst.status.url)
 
     def get_active_workspace_instance(self, call: Call) -> Any:
-        inst = call.world.engine.active_instance(call.caller, call.request.workspace_id)
-        return pb.GetActiveWorkspaceInstanceResponse(instance=instance_pb(inst))
+        engine = call.world.engine
+        inst = engine.active_instance(call.caller, call.request.workspace_id)
+        shared = engine.workspaces[inst.workspace_id].shared
+        return pb.GetActiveWorkspaceInstanceResponse(instance=instance_pb(inst, shared))
 
     def get_workspace_instance_owner_token(self, call: Call) -> Any:
         inst = call.world.engine.instance_for(
@@ -164,10 +173,11 @@ class WorkspacesService:
             await stream.send_message(Preencoded(payload))
             activity.io()
 
-        current = hub.current_payload(inst.id, inst.status)
-        if inst.phase is Phase.STOPPED:
-            await send(current)
+        if inst.phase is Phase.STOPPED:  # admission as the workspace's sharing says now
+            shared = engine.workspaces[inst.workspace_id].shared
+            await send(listen_payload(as_read(inst.status, shared)))
             return
+        current = hub.current_payload(inst.id, inst.status)
         sub = hub.subscribe_status(inst.id, call.caller.id)  # unsharing revokes it
         try:
             await send(current)
