@@ -44,6 +44,8 @@ class StreamResult:
     data: bytearray = field(default_factory=bytearray)
     ended: bool = False
     reset: bool = False
+    error_code: int | None = None
+    """The RST_STREAM error code, when the server reset the stream."""
 
     @property
     def grpc_status(self) -> int | None:
@@ -124,7 +126,9 @@ class Attacker:
         elif isinstance(event, h2.events.StreamEnded):
             self.streams.setdefault(event.stream_id, StreamResult()).ended = True
         elif isinstance(event, h2.events.StreamReset):
-            self.streams.setdefault(event.stream_id, StreamResult()).reset = True
+            result = self.streams.setdefault(event.stream_id, StreamResult())
+            result.reset = True
+            result.error_code = event.error_code
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
 

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import AsyncIterator
 
 import aiohttp
+import h2.settings
 import pytest
 from grpc_helpers import ALICE, BOB, REPO, create, settle, stub_for
 from grpclib.client import Channel
@@ -320,6 +321,32 @@ async def test_a_non_ascii_header_fails_only_its_own_stream() -> None:
         await attacker.flush()
         assert (await attacker.until(again)).grpc_status == Status.OK.value
         assert not attacker.closed
+        attacker.close()
+
+
+async def test_a_stream_over_the_concurrent_stream_cap_is_refused_alone() -> None:
+    sim = _sim(max_concurrent_streams=2)
+    async with _grpc(sim) as port:
+        attacker = await Attacker.connect(port)
+        await attacker.pump(0.5)  # the server's SETTINGS (the cap)
+        # An attacker ignores the cap it was told: make the client's own check let it through.
+        attacker.conn.remote_settings = h2.settings.Settings(
+            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100}
+        )
+        held = [attacker.open(grpc_headers(HEALTH_CHECK), end=False) for _ in range(2)]
+        extra = attacker.open(grpc_headers(HEALTH_CHECK), frame(b""))
+        await attacker.flush()
+        result = await attacker.until(extra)
+        assert result.reset and result.error_code == ErrorCodes.REFUSED_STREAM
+        for stream_id in held:  # the streams under the cap go on, on the same connection
+            attacker.conn.send_data(stream_id, frame(b""), end_stream=True)
+        await attacker.flush()
+        for stream_id in held:
+            assert (await attacker.until(stream_id)).grpc_status == Status.OK.value
+        again = attacker.open(grpc_headers(HEALTH_CHECK), frame(b""))
+        await attacker.flush()
+        assert (await attacker.until(again)).grpc_status == Status.OK.value
+        assert not attacker.closed and attacker.goaway is None
         attacker.close()
 
 

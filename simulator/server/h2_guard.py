@@ -14,6 +14,9 @@ What plain grpclib 0.4 does, and what this module changes:
   connection with a traceback: here headers stay bytes inside h2 and are decoded per stream, so
   such a stream alone ends with INVALID_ARGUMENT. An unknown frame type is ignored (RFC 9113
   §4.1) instead of crashing the connection.
+- A stream opened beyond SETTINGS_MAX_CONCURRENT_STREAMS made h2 raise and grpclib close the
+  whole connection: here that stream alone is refused with RST_STREAM REFUSED_STREAM (RFC 9113
+  §5.1.2; a gRPC client may retry it), and the connection's other streams go on.
 - Connections are counted and closed when idle (:mod:`simulator.server.connections`).
 - At shutdown every open stream, whatever its kind, ends with UNAVAILABLE and the connection
   with GOAWAY, instead of a dropped connection.
@@ -85,6 +88,36 @@ class Pause(Protocol):
 PauseFor = Callable[[_Headers], "Pause | None"]
 """Whose accounting a stream's blocking goes to, from its request headers (a server hosting many
 worlds answers the world its session header names; None: not counted)."""
+
+
+class RefusingH2Connection(H2Connection):
+    """h2's connection, refusing one stream over the concurrent-stream cap instead of failing
+    the connection (h2 raises TooManyStreamsError, a connection error)."""
+
+    _refusing = False
+    refused = 0
+    """Streams refused over the cap on this connection."""
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0 if self._refusing else super().open_inbound_streams
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[H2Event]]:
+        if frame.stream_id in self.streams or (
+            super().open_inbound_streams < self.local_settings.max_concurrent_streams
+        ):
+            return super()._receive_headers_frame(frame)
+        # Taken as usual (the header block must still be decoded: HPACK state is the
+        # connection's), then reset at once; its events never reach grpclib.
+        self._refusing = True
+        try:
+            frames, _events = super()._receive_headers_frame(frame)
+        finally:
+            self._refusing = False
+        self.refused += 1
+        self._prepare_for_sending(frames)
+        self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
+        return [], []
 
 
 class GuardedBuffer(Buffer):
@@ -351,7 +384,7 @@ class GuardedProtocol(H2Protocol):
         return self.connection._connection
 
     def connection_made(self, transport: BaseTransport) -> None:
-        h2_conn = H2Connection(config=self.h2_config)
+        h2_conn = RefusingH2Connection(config=self.h2_config)
         h2_conn.initiate_connection()
         config = self.config
         initial = h2_conn.local_settings.initial_window_size
