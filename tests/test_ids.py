@@ -184,12 +184,23 @@ def test_owner_token_alphabet_is_the_spec_class() -> None:
 
 
 def test_owner_token_format_and_determinism() -> None:
-    rng = _rng()
-    tokens = [ids.owner_token(rng) for _ in range(100)]
+    key = ids.user_key(5, "alice")
+    instances = [ids.instance_id(_rng(n)) for n in range(100)]
+    tokens = [ids.owner_token(key, iid) for iid in instances]
     for token in tokens:
         assert re.fullmatch(r"[0-9A-Za-z_.\-]{32}", token)
     assert len(set(tokens)) == 100
-    assert ids.owner_token(_rng(5)) == ids.owner_token(_rng(5))
+    assert ids.owner_token(ids.user_key(5, "alice"), instances[0]) == tokens[0]
+    assert len(set("".join(tokens))) == len(ids.OWNER_TOKEN_ALPHABET)  # every character occurs
+
+
+def test_each_user_has_a_key_of_their_own_from_the_seed() -> None:
+    keys = {ids.user_key(seed, user) for seed in (0, 1) for user in ("alice", "bob", "alice\0")}
+    assert len(keys) == 6
+    iid = ids.instance_id(_rng())
+    assert ids.owner_token(ids.user_key(0, "alice"), iid) != ids.owner_token(
+        ids.user_key(0, "bob"), iid
+    )
 
 
 def test_user_token_format() -> None:
@@ -211,7 +222,7 @@ def test_same_seed_same_sequence_of_mixed_ids() -> None:
         return [
             ids.workspace_id(rng, "gitpod-io", "gitpod"),
             ids.instance_id(rng),
-            ids.owner_token(rng),
+            ids.owner_token(ids.user_key(seed, "u"), ids.instance_id(rng)),
             ids.workspace_id(rng, "", ""),
             ids.user_token(rng),
             ids.page_token(rng),
@@ -228,7 +239,7 @@ def test_functions_do_not_touch_global_random() -> None:
     rng = _rng()
     ids.workspace_id(rng, "", "")
     ids.instance_id(rng)
-    ids.owner_token(rng)
+    ids.owner_token(ids.user_key(1, "u"), ids.instance_id(rng))
     ids.user_token(rng)
     ids.page_token(rng)
     assert random.random() == expected

@@ -28,6 +28,7 @@ from h2_attacker import Attacker, frame, grpc_headers
 from simulator import Simulator
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
+from simulator.core import ids
 from simulator.server.limits import Limits, parse_size
 from simulator.server.runtime import bound_port
 
@@ -656,3 +657,35 @@ async def test_credentials_in_a_context_url_are_never_stored_or_echoed() -> None
             await create(alice, "https://alice:hunter2@github.com/only-owner")
         assert "hunter2" not in (err.value.message or "")
     assert "hunter2" not in sim.journal.to_jsonl()
+
+
+# ---------------------------------------------------------------------- secrets per user
+
+
+async def test_two_users_owner_tokens_are_independent() -> None:
+    """The attack: alice reads her own owner tokens to predict bob's. They came from one seeded
+    stream that all users drew from in turn; now each user's come from a key of their own."""
+    sim = _sim()
+    tokens_stream = sim.engine.random.tokens.getstate()
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+        mine = []
+        for n in range(4):
+            wsid = await create(alice, f"{REPO}/tree/b{n}")
+            mine.append(await alice.get_owner_token(pb.GetOwnerTokenRequest(workspace_id=wsid)))
+        theirs_ws = await create(bob, REPO)
+        theirs = (await bob.get_owner_token(pb.GetOwnerTokenRequest(workspace_id=theirs_ws))).token
+    assert sim.engine.random.tokens.getstate() == tokens_stream  # no stream shared by users
+    bob_instance = sim.engine.workspaces[theirs_ws].latest_instance_id
+    assert bob_instance is not None
+    # Bob's token is his key's (seed and user), not what alice's own stream gives next.
+    assert theirs == ids.owner_token(ids.user_key(3, "bob"), bob_instance)
+    assert theirs != ids.owner_token(ids.user_key(3, "alice"), bob_instance)
+    assert len({t.token for t in mine} | {theirs}) == 5
+    # Still one world per seed: the same calls give the same tokens.
+    again = _sim()
+    user = again.engine.users["bob"]
+    ws = again.engine.create_workspace(user, context_url=REPO)
+    assert again.engine.owner_token(user, ws.id) == ids.owner_token(
+        ids.user_key(3, "bob"), again.engine.instances[ws.latest_instance_id or ""].id
+    )

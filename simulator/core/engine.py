@@ -642,7 +642,7 @@ class Engine:
             id=instance_id,
             workspace_id=ws.id,
             owner_id=ws.owner_id,
-            owner_token=ids.owner_token(self.random.tokens),
+            owner_token=ids.owner_token(ids.user_key(self.seed, ws.owner_id), instance_id),
             created_at=self.now,
             status=status,
             plan=plan,

@@ -8,6 +8,7 @@ state or the clock.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 import re
 import string
@@ -29,6 +30,7 @@ __all__ = [
     "is_workspace_id",
     "owner_token",
     "page_token",
+    "user_key",
     "user_token",
     "workspace_id",
 ]
@@ -102,9 +104,24 @@ def instance_id(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def owner_token(rng: random.Random) -> str:
-    """A 32-character owner token from ``[0-9A-Za-z_.-]``; upstream makes one per instance."""
-    return _draw(rng, OWNER_TOKEN_ALPHABET, 32)
+def user_key(seed: int, user_id: str, purpose: str = "owner-tokens") -> bytes:
+    """The key of one user's own secret stream: HMAC-SHA256 keyed by the seed, of the purpose
+    and the user. Another user's secrets come from another key, so a caller who does not know
+    the seed learns nothing about anyone else's from their own."""
+    message = f"{purpose}\0{user_id}".encode()
+    return hmac.new(f"gitpod-sim:{seed}".encode(), message, hashlib.sha256).digest()
+
+
+def owner_token(key: bytes, instance_id: str) -> str:
+    """A 32-character owner token from ``[0-9A-Za-z_.-]``, new for every instance as upstream's:
+    HMAC-SHA256 of the instance id under its owner's :func:`user_key`, read as 32 base-65
+    digits (256 bits give 42; the bias of the top digit never reaches these 32)."""
+    n = int.from_bytes(hmac.new(key, instance_id.encode(), hashlib.sha256).digest(), "big")
+    chars = []
+    for _ in range(32):
+        n, digit = divmod(n, len(OWNER_TOKEN_ALPHABET))
+        chars.append(OWNER_TOKEN_ALPHABET[digit])
+    return "".join(chars)
 
 
 def user_token(rng: random.Random) -> str:

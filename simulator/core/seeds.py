@@ -14,7 +14,8 @@ STREAMS = ("ids", "tokens", "durations", "logs", "pages")
 
 
 class RandomStreams:
-    """``ids`` (workspace and instance ids), ``tokens`` (user and owner tokens), ``durations``
+    """``ids`` (workspace and instance ids), ``tokens`` (generated user tokens; owner tokens come
+    from each user's own key, :func:`ids.user_key`), ``durations``
     (phase durations), ``logs`` (build log text), ``pages`` (page tokens). The fault book keeps
     its own stream (the probability of RPC error faults)."""
 
