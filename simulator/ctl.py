@@ -532,16 +532,64 @@ def journal(ctx: click.Context, from_seq: int, limit: int, follow: bool) -> None
         _call(ctx, follow_all, timeout=None)
 
 
+# ---------------------------------------------------------------------------- waiting
+
+
+@ctl.command()
+@click.option("--instance", "instance_id", default="", help="The instance waited on.")
+@click.option("--workspace", "workspace_id", default="", help="Or: a workspace's instance.")
+@click.option(
+    "--listeners", default=0, type=click.IntRange(0), help="At least this many listen streams."
+)
+@click.option(
+    "--phase",
+    default=None,
+    type=click.Choice([p.name for p in Phase if p is not Phase.UNSPECIFIED], case_sensitive=False),
+    help="The phase it is in (or passed through while waiting).",
+)
+@click.option("--timeout", "wait", default="10s", help="Real time to wait at most (e.g. 30s).")
+@click.pass_context
+def wait(
+    ctx: click.Context,
+    instance_id: str,
+    workspace_id: str,
+    listeners: int,
+    phase: str | None,
+    wait: str,
+) -> None:
+    """Wait (real time, never moving the clock) until an instance has N listeners and/or is in
+    a phase; exits 1 with DEADLINE_EXCEEDED when the timeout passes first."""
+    if not instance_id and not workspace_id:
+        raise click.UsageError("give --instance or --workspace")
+    limit = _td(wait, "--timeout")
+    request = spb.WaitForRequest(
+        instance_id=instance_id,
+        workspace_id=workspace_id,
+        listeners=listeners,
+        phase=phase_pb(Phase[phase.upper()]) if phase else pb.WorkspaceInstanceStatusPhase(0),
+        timeout=limit,
+    )
+    seconds = limit.total_seconds() or 10.0
+    answer = _call(ctx, lambda s: s.wait_for(request), timeout=seconds + 5)
+    click.echo(
+        f"{answer.instance_id} listeners={answer.listeners}"
+        f" phase={Phase(answer.phase.value).name}"
+    )
+
+
 # ---------------------------------------------------------------------------- state
 
 
 @ctl.command()
 @click.option("--seed", default=None, type=int, help="A new seed (default: keep).")
 @click.option("--drop-users", is_flag=True, help="Also remove every user.")
+@click.option(
+    "--clear-journal", is_flag=True, help="Also empty the journal (sequence numbers go on)."
+)
 @click.pass_context
-def reset(ctx: click.Context, seed: int | None, drop_users: bool) -> None:
-    """Empty the simulator without a restart."""
-    request = spb.ResetRequest(seed=seed, drop_users=drop_users)
+def reset(ctx: click.Context, seed: int | None, drop_users: bool, clear_journal: bool) -> None:
+    """Empty the simulator without a restart (the journal is kept unless --clear-journal)."""
+    request = spb.ResetRequest(seed=seed, drop_users=drop_users, clear_journal=clear_journal)
     click.echo(f"seed {_call(ctx, lambda s: s.reset(request)).seed}")
 
 

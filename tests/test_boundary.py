@@ -95,7 +95,8 @@ async def test_control_refusals_are_journaled_without_an_admin_caller() -> None:
                 await ctl.get_clock(spb.GetClockRequest())
             assert err.value.status is status
         admin = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {ADMIN}"})
-        await admin.get_clock(spb.GetClockRequest())
+        await admin.get_clock(spb.GetClockRequest())  # a read answered OK: not journaled
+        await admin.list_faults(spb.ListFaultsRequest())
     got = [(e.caller, e.code) for e in rpc_entries(sim)]
     assert got == [("-", "PERMISSION_DENIED"), ("-", "UNAUTHENTICATED"), ("admin", "OK")]
 

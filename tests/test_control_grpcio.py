@@ -383,3 +383,43 @@ def test_ctl_with_an_api_token_is_refused(server: ServerProcess) -> None:
     )
     assert result.returncode == 1
     assert "PERMISSION_DENIED" in result.stderr
+
+
+def test_ctl_wait_reset_clear_journal_and_connection_drop(
+    stubs: SimpleNamespace, server: ServerProcess
+) -> None:
+    assert run_ctl(server, "reset", "--clear-journal").returncode == 0
+    created = stubs.api.CreateAndStartWorkspace(
+        stubs.pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/o/wait"),
+        metadata=API,
+        timeout=TIMEOUT,
+    )
+    listen = stubs.api.ListenToWorkspaceInstance(
+        stubs.pb.ListenToWorkspaceInstanceRequest(
+            instance_id=stubs.api.GetActiveWorkspaceInstance(
+                stubs.pb.GetActiveWorkspaceInstanceRequest(workspace_id=created.workspace_id),
+                metadata=API,
+                timeout=TIMEOUT,
+            ).instance.instance_id
+        ),
+        metadata=API,
+        timeout=TIMEOUT,
+    )
+    assert next(listen).instance_status.phase == stubs.pb.WorkspaceInstanceStatus.PHASE_IMAGEBUILD
+    waited = run_ctl(server, "wait", "--workspace", created.workspace_id, "--listeners", "1")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip().endswith("listeners=1 phase=IMAGEBUILD")
+    listen.cancel()
+    late = run_ctl(server, "wait", "--workspace", created.workspace_id, "--phase", "running",
+                   "--timeout", "100ms")  # fmt: skip
+    assert late.returncode == 1 and "error: DEADLINE_EXCEEDED: waited 0.1 s for phase RUNNING" in (
+        late.stderr
+    )
+    dropped = run_ctl(server, "fault", "connection-drop", "--method", "GetWorkspace", "--goaway",
+                      "--after-effect")  # fmt: skip
+    assert dropped.returncode == 0, dropped.stderr
+    listed = run_ctl(server, "faults")
+    assert '"connectionDrop": {"method": "/gitpod.v1.WorkspacesService/GetWorkspace"' in (
+        listed.stdout
+    ), listed.stdout
+    assert run_ctl(server, "faults", "clear").stdout.strip() == "cleared 1"

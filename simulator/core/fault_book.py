@@ -17,6 +17,7 @@ from typing import Any
 from simulator.core.errors import InvalidArgument, NotFound
 from simulator.core.faults import (
     FOLLOW_JOURNAL,
+    ConnectionDrop,
     Effect,
     Family,
     Fault,
@@ -263,24 +264,26 @@ class FaultBook:
 
 @dataclass(frozen=True, slots=True)
 class CallFaults:
-    """What the RPC faults that hit one call make of it: waits first, then a status either
-    instead of the call (``before``) or after it ran (``after``: the answer is lost)."""
+    """What the RPC faults that hit one call make of it: waits first, then a status or a dropped
+    connection either instead of the call (``before``) or after it ran (``after``: the answer is
+    lost). A connection drop wins over an error (nothing can be answered on a closed connection)."""
 
     latencies: tuple[RpcLatency, ...] = ()
-    error: RpcError | None = None
+    error: RpcError | ConnectionDrop | None = None
 
     @classmethod
     def of(cls, faults: list[Fault]) -> CallFaults:
         latencies = tuple(f.effect for f in faults if isinstance(f.effect, RpcLatency))
+        drop = next((f.effect for f in faults if isinstance(f.effect, ConnectionDrop)), None)
         error = next((f.effect for f in faults if isinstance(f.effect, RpcError)), None)
-        return cls(latencies, error)
+        return cls(latencies, drop or error)
 
     @property
-    def before(self) -> RpcError | None:
+    def before(self) -> RpcError | ConnectionDrop | None:
         return self.error if self.error is not None and not self.error.after_effect else None
 
     @property
-    def after(self) -> RpcError | None:
+    def after(self) -> RpcError | ConnectionDrop | None:
         return self.error if self.error is not None and self.error.after_effect else None
 
 

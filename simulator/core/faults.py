@@ -124,6 +124,17 @@ class RpcLatency:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionDrop:
+    """The connection the call came on goes away: before the call runs, or after it ran (its
+    effects stay; the answer is lost with the connection). Every call on that connection ends."""
+
+    method: str
+    after_effect: bool = False
+    goaway: bool = False
+    """True: an HTTP/2 GOAWAY first, then the close; False: the TCP connection just closes."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEnd:
     after_messages: int
     code: str
@@ -139,7 +150,14 @@ class StreamDuplicate:
 
 
 Effect = (
-    FailPhase | InterruptRunning | StallPhase | RpcError | RpcLatency | StreamEnd | StreamDuplicate
+    FailPhase
+    | InterruptRunning
+    | StallPhase
+    | RpcError
+    | RpcLatency
+    | ConnectionDrop
+    | StreamEnd
+    | StreamDuplicate
 )
 
 
@@ -391,6 +409,27 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
                 "wait for simulated time (false: real time)",
                 True,
                 off_flag="real",
+            ),
+        ),
+    ),
+    FaultKind(
+        "connection-drop",
+        ConnectionDrop,
+        Family.RPC,
+        "the connection a call came on closes (TCP close or GOAWAY), before or after the call ran",
+        (
+            _method(),
+            Param(
+                "after_effect",
+                ParamType.FLAG,
+                "run the call first (its effects stay), then drop the connection",
+                False,
+            ),
+            Param(
+                "goaway",
+                ParamType.FLAG,
+                "send an HTTP/2 GOAWAY before closing (default: just close the TCP connection)",
+                False,
             ),
         ),
     ),

@@ -11,6 +11,7 @@ the Connect/gRPC-Web gateway run these same handlers, so both ports behave alike
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,13 +23,19 @@ from grpclib.server import Stream
 
 from simulator.core.errors import InvalidArgument, PermissionDenied, SimError, Unauthenticated
 from simulator.core.fault_book import CallFaults
-from simulator.core.faults import Fault, RpcError
+from simulator.core.faults import ConnectionDrop, Fault, RpcError
 from simulator.core.model import User
 from simulator.core.simtime import SECOND
 from simulator.server.activity import Activity
 from simulator.server.auth import authenticate, bearer_token
 from simulator.server.broadcast import Closed
-from simulator.server.stream_faults import FaultyStream, LostAnswer
+from simulator.server.stream_faults import (
+    ConnectionDropped,
+    FaultyStream,
+    LostAnswer,
+    drop_connection,
+    lost_answer,
+)
 from simulator.server.world import SteeredWorld, Worlds
 
 API_SERVICE = "gitpod.v1.WorkspacesService"
@@ -90,17 +97,26 @@ class Rules:
     activity: bool
     """The call counts for autojump (busy while handled, I/O resets the grace period)."""
     journal: bool
+    quiet_ok: bool = False
+    """A call that answers OK is not journaled (reads: see CONTROL_READ); a refused one is."""
 
 
 API = Rules(admit_api_user, faults=True, activity=True, journal=True)
 CONTROL = Rules(admit_admin, faults=False, activity=False, journal=True)
 CONTROL_FOLLOW = Rules(admit_admin, faults=False, activity=False, journal=False)
 """FollowJournal: never journaled (it would journal itself) and never counted for autojump."""
+CONTROL_READ = Rules(admit_admin, faults=False, activity=False, journal=True, quiet_ok=True)
+"""ReadJournal, GetClock and WaitFor: reads that change nothing. Answered OK they are not
+journaled (reading the journal until it is empty would never end); refused (a wrong token, a
+wait that timed out) they are. Never counted for autojump."""
 
 
-async def apply_rpc_faults(world: SteeredWorld, faults: list[Fault]) -> RpcError | None:
-    """Latency first, then an injected error: the effects of the faults that hit this call
-    (decided in the core). Answers the status to answer after the call ran (answer lost)."""
+async def apply_rpc_faults(
+    world: SteeredWorld, faults: list[Fault], stream: Stream[Any, Any]
+) -> RpcError | ConnectionDrop | None:
+    """Latency first, then an injected error or a dropped connection: the effects of the faults
+    that hit this call (decided in the core). Answers what to do after the call ran (the answer
+    lost: a status, or the connection dropped)."""
     decided = CallFaults.of(faults)
     for latency in decided.latencies:
         if latency.simulated:
@@ -108,8 +124,11 @@ async def apply_rpc_faults(world: SteeredWorld, faults: list[Fault]) -> RpcError
         else:
             await asyncio.sleep(latency.latency / SECOND)
         world.sync()
-    if decided.before is not None:
-        raise GRPCError(Status[decided.before.code], decided.before.message)
+    before = decided.before
+    if isinstance(before, ConnectionDrop):
+        raise drop_connection(stream, before, ran=False)
+    if before is not None:
+        raise GRPCError(Status[before.code], before.message)
     return decided.after
 
 
@@ -121,6 +140,8 @@ def _cancelled(ran: bool) -> str:
 def _journal_message(exc: GRPCError) -> str:
     """An error after the call ran (an answer-lost fault) says so in the journal."""
     message = exc.message or ""
+    if isinstance(exc, ConnectionDropped):
+        return message
     return f"{message} (after the call ran)" if isinstance(exc, LostAnswer) else message
 
 
@@ -143,12 +164,13 @@ def handler(
     """The raw grpclib handler for ``method``: unary methods answer the reply, streaming ones
     send their own messages through ``call.stream``."""
     admit, faults, counted, journaled = rules.admit, rules.faults, rules.activity, rules.journal
+    quiet_ok = rules.quiet_ok
 
     async def handle(stream: Stream[Any, Any]) -> None:
         world: SteeredWorld | None = None
         activity: Activity | None = None
         caller, code, message, request, reply = "-", "OK", "", None, None
-        lost: RpcError | None = None
+        lost: RpcError | ConnectionDrop | None = None
         ran = False
         try:
             try:
@@ -165,7 +187,7 @@ def handler(
                 caller = ADMIN if user is None else user.id
                 world.sync()
                 if faults and (hits := world.engine.take_rpc_faults(path, caller)):
-                    lost = await apply_rpc_faults(world, hits)
+                    lost = await apply_rpc_faults(world, hits, stream)
                 ran = True
                 if streaming and lost is not None:
                     faulty = FaultyStream(stream, lost=lost)
@@ -175,9 +197,11 @@ def handler(
                     await method(Call(world, stream, user, request))
                 else:
                     reply = method(Call(world, stream, user, request))
+                    if inspect.isawaitable(reply):  # a method that waits (WaitFor)
+                        reply = await reply
                     world.kick()
                     if lost is not None:
-                        raise LostAnswer.of(lost)
+                        raise lost_answer(stream, lost)
             except SimError as exc:
                 code, message = exc.code, exc.message
                 raise GRPCError(Status[exc.code], exc.message) from None
@@ -196,7 +220,7 @@ def handler(
         finally:
             if activity is not None:
                 activity.call_ended()
-            if journaled and world is not None:
+            if journaled and world is not None and not (quiet_ok and code == "OK"):
                 world.record_rpc(path, caller, request, code, message)
             if log.isEnabledFor(logging.INFO):
                 suffix = f": {message}" if message else ""

@@ -153,6 +153,11 @@ class Hub:
                 if sub.kind == "status":
                     self._current.pop(sub.instance_id, None)
 
+    def listener_count(self, instance_id: str) -> int:
+        """Listen streams on the instance: status subscriptions of a user (StopWorkspace's own
+        watch has none)."""
+        return sum(1 for sub in self._status.get(instance_id, ()) if sub.user_id is not None)
+
     def subscription_count(self) -> int:
         return sum(len(s) for s in self._status.values()) + sum(len(s) for s in self._logs.values())
 

@@ -22,7 +22,15 @@ from simulator.core.errors import FailedPrecondition, InvalidArgument
 from simulator.core.fault_book import StreamFaults
 from simulator.core.faults import FOLLOW_JOURNAL
 from simulator.core.simtime import SECOND, to_datetime
-from simulator.server.boundary import CONTROL, CONTROL_FOLLOW, CONTROL_SERVICE, Call, handler
+from simulator.core.transitions import Phase
+from simulator.server.boundary import (
+    CONTROL,
+    CONTROL_FOLLOW,
+    CONTROL_READ,
+    CONTROL_SERVICE,
+    Call,
+    handler,
+)
 from simulator.server.clock import ClockMode
 from simulator.server.control_convert import (
     duration_in,
@@ -40,6 +48,7 @@ from simulator.server.control_convert import (
 from simulator.server.convert import instance_pb
 from simulator.server.journal import summarize
 from simulator.server.stream_faults import with_faults
+from simulator.server.waiting import DEFAULT_TIMEOUT, wait_for
 from simulator.server.world import Sessions, SteeredWorld, Worlds
 
 SERVICE_NAME = CONTROL_SERVICE
@@ -88,11 +97,14 @@ class ControlService:
                 spb.ResetCoverageResponse,
             ),
         ]
+        reads = {"GetClock", "ReadJournal", "WaitFor"}  # not journaled: see CONTROL_READ
+        unary.append(("WaitFor", self.wait_for, spb.WaitForRequest, spb.WaitForResponse))
         mapping = {}
         for name, method, req, reply in unary:
             path = f"/{SERVICE_NAME}/{name}"
+            rules = CONTROL_READ if name in reads else CONTROL
             mapping[path] = Handler(
-                handler(self._worlds, path, method, CONTROL, streaming=False),
+                handler(self._worlds, path, method, rules, streaming=False),
                 Cardinality.UNARY_UNARY,
                 req,
                 reply,
@@ -270,13 +282,39 @@ class ControlService:
             entries=[journal_entry_pb(e, call.world.name) for e in entries],
             next_seq=next_seq,
             first_seq=journal.first_seq,
+            last_seq=journal.last_seq,
         )
 
     # ------------------------------------------------------------------ state
 
+    async def wait_for(self, call: Call) -> spb.WaitForResponse:
+        request: spb.WaitForRequest = call.request
+        timeout = (
+            DEFAULT_TIMEOUT
+            if request.timeout is None or not request.timeout.total_seconds()
+            else duration_in(request.timeout, "timeout") / SECOND
+        )
+        seen = await wait_for(
+            call.world,
+            instance_id=request.instance_id,
+            workspace_id=request.workspace_id,
+            listeners=request.listeners,
+            phase=Phase(request.phase) if request.phase else None,
+            timeout=timeout,
+        )
+        return spb.WaitForResponse(
+            instance_id=seen.instance_id,
+            listeners=seen.listeners,
+            phase=pb.WorkspaceInstanceStatusPhase(seen.phase.value),
+        )
+
     def reset(self, call: Call) -> spb.ResetResponse:
         request: spb.ResetRequest = call.request
-        call.world.reset(seed=request.seed, drop_users=request.drop_users)
+        call.world.reset(
+            seed=request.seed,
+            drop_users=request.drop_users,
+            clear_journal=request.clear_journal,
+        )
         return spb.ResetResponse(seed=call.world.seed)
 
     def add_user(self, call: Call) -> spb.AddUserResponse:

@@ -100,6 +100,7 @@ def journal_entry_pb(entry: Entry, session: str = "default") -> spb.JournalEntry
                 request=entry.request,
                 code=entry.code,
                 message=entry.message,
+                idempotency_token=entry.idempotency_token,
             ),
         )
     return spb.JournalEntry(

@@ -19,7 +19,7 @@ from simulator.core.coverage_catalogue import (
     STREAM_METHODS,
 )
 from simulator.core.engine import Engine
-from simulator.core.faults import Fault, RpcError, StreamEnd, effect_name
+from simulator.core.faults import ConnectionDrop, Fault, RpcError, StreamEnd, effect_name
 
 SERVICE_PREFIX = "/gitpod.v1.WorkspacesService/"
 _STREAMS = frozenset(STREAM_METHODS)
@@ -117,6 +117,11 @@ class CoverageFeed:
         for fault, _ in self._faults.values():
             effect = fault.effect
             if isinstance(effect, RpcError) and effect.method == path and effect.code == code:
+                return True
+            if isinstance(effect, ConnectionDrop) and effect.method == path and code in (
+                "UNAVAILABLE",
+                "CANCELLED",
+            ):
                 return True
             if (
                 isinstance(effect, StreamEnd)

@@ -2,7 +2,9 @@
 
 Bounded in entries and in bytes (the oldest entries go first) so a long-running server keeps
 flat memory whatever its callers send; sequence numbers keep counting, so a reader can tell what
-it missed. An RPC is journaled when it ends, with the status code it ended with. A call refused
+it missed (a clear empties it and keeps counting too). An RPC is journaled when it ends, with the
+status code it ended with, its caller and its idempotency token. Reads of the journal and the
+clock are not journaled (see ``boundary.CONTROL_READ``), so reading until empty ends. A call refused
 before its caller was known (no or a wrong token, an oversized message) keeps a short line and
 nothing of its request; a large request is kept as its clipped summary, not its bytes.
 """
@@ -49,6 +51,8 @@ class RpcEntry:
     message: str
     summary: str = ""
     """The clipped summary, for a request too large to keep encoded."""
+    idempotency_token: str = ""
+    """The request's idempotency token (empty when it has none)."""
 
     @property
     def request(self) -> str:
@@ -60,7 +64,13 @@ class RpcEntry:
 
     @property
     def size(self) -> int:
-        return ENTRY_BYTES + len(self.request_bytes) + len(self.summary) + len(self.message)
+        return (
+            ENTRY_BYTES
+            + len(self.request_bytes)
+            + len(self.summary)
+            + len(self.message)
+            + len(self.idempotency_token)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +79,7 @@ class RpcEntry:
             "type": "rpc",
             "method": self.method,
             "caller": self.caller,
+            "idempotency_token": self.idempotency_token,
             "request": self.request,
             "code": self.code,
             "message": self.message,
@@ -129,6 +140,11 @@ class Journal:
         return self._next_seq
 
     @property
+    def last_seq(self) -> int:
+        """The newest sequence number written so far (0: none yet), even when cleared."""
+        return self._next_seq - 1
+
+    @property
     def first_seq(self) -> int:
         """The oldest sequence number still kept (``next_seq`` when empty)."""
         return self._entries[0].seq if self._entries else self._next_seq
@@ -140,15 +156,16 @@ class Journal:
         self, at: SimTime, method: str, caller: str, request: object, code: str, message: str = ""
     ) -> None:
         kind: type[Message] | None = None
-        data, summary = b"", ""
+        data, summary, token = b"", "", ""
         if caller != UNKNOWN_CALLER and isinstance(request, Message):
+            token = str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
             kind, data = type(request), bytes(request)
             if len(data) > REQUEST_BYTES_KEPT or (b"@" in data and b"://" in data):
                 data, summary = b"", summarize(request)
         if len(message) > MESSAGE_LIMIT:
             message = message[: MESSAGE_LIMIT - 1] + "…"
         self._append(
-            RpcEntry(self._next_seq, at, method, caller, kind, data, code, message, summary)
+            RpcEntry(self._next_seq, at, method, caller, kind, data, code, message, summary, token)
         )
 
     def record_transition(self, change: StatusChange) -> None:
@@ -164,6 +181,11 @@ class Journal:
         if self._new is not None:
             self._new.set()
             self._new = None
+
+    def clear(self) -> None:
+        """Forget every entry; sequence numbers go on from where they were."""
+        self._entries.clear()
+        self.bytes = 0
 
     def read(self, from_seq: int = 0, limit: int = 1000) -> list[Entry]:
         """Entries with ``seq >= from_seq``, oldest first, at most ``limit``."""

@@ -370,9 +370,12 @@ class Simulator:
 
     # ------------------------------------------------------------------ state
 
-    def reset(self, seed: int | None = None, *, drop_users: bool = False) -> None:
+    def reset(
+        self, seed: int | None = None, *, drop_users: bool = False, clear_journal: bool = False
+    ) -> None:
         """Empty the simulator without a restart (same or new seed); users stay unless dropped,
-        and the plan given at construction applies again (plans set later are gone).
+        and the plan given at construction applies again (plans set later are gone). The journal
+        is kept unless ``clear_journal`` (its sequence numbers keep counting either way).
 
         Open streams end with ABORTED; the clock goes back to the start time in the same mode.
         """
@@ -388,6 +391,8 @@ class Simulator:
         for user in users:
             engine.add_user(user.id, user.token)
         self._install(engine, RESET_MESSAGE)
+        if clear_journal:
+            self.journal.clear()
 
     def export_state(self) -> dict[str, Any]:
         """The whole state as JSON-ready data (see :mod:`simulator.core.state`)."""

@@ -3,20 +3,24 @@
 ``FaultyStream`` wraps the handler's stream only when a fault hit it, so a stream without faults
 pays nothing. It ends the stream with a status after N messages (``stream-end``), sends the second
 message twice (``stream-duplicate``), or, for ``rpc-error`` with ``after_effect``, answers the
-status at the first send: the handler's command has run, its answer is lost.
+status at the first send: the handler's command has run, its answer is lost. A
+``connection-drop`` fault closes the connection the call came on (after a GOAWAY, if asked),
+before the call runs or, with ``after_effect``, at the point the answer would go out.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from simulator.core.fault_book import StreamFaults
-from simulator.core.faults import RpcError
+from simulator.core.faults import ConnectionDrop, RpcError
 
 _NONE = StreamFaults()
+log = logging.getLogger("gitpod_sim.rpc")
 
 
 class LostAnswer(GRPCError):
@@ -27,11 +31,54 @@ class LostAnswer(GRPCError):
         return cls(Status[error.code], error.message)
 
 
+class ConnectionDropped(GRPCError):
+    """The call's connection was closed by a connection-drop fault: nothing more reaches the
+    client (it sees UNAVAILABLE); the journal keeps UNAVAILABLE and how the connection went."""
+
+    def __init__(self, drop: ConnectionDrop, *, ran: bool) -> None:
+        how = "GOAWAY, then closed" if drop.goaway else "TCP connection closed"
+        when = "after the call ran" if ran else "before the call ran"
+        super().__init__(Status.UNAVAILABLE, f"connection dropped ({how}) {when}")
+        self.ran = ran
+
+
+def drop_connection(stream: Any, drop: ConnectionDrop, *, ran: bool) -> ConnectionDropped:
+    """Close the HTTP/2 connection ``stream`` came on (a GOAWAY naming this stream as the last
+    one processed first, when asked) and answer the error to raise. A stream that is not a
+    grpclib one (the Connect/gRPC-Web gateway) has no connection of its own to drop: its call
+    answers UNAVAILABLE with the same message."""
+    while isinstance(stream, FaultyStream):
+        stream = stream.wrapped
+    h2_stream = getattr(stream, "_stream", None)
+    transport = getattr(h2_stream, "_transport", None)
+    if transport is not None and not transport.is_closing():
+        if drop.goaway:
+            h2 = h2_stream._h2_connection  # type: ignore[union-attr]
+            try:
+                h2.close_connection(last_stream_id=h2_stream.id)  # type: ignore[union-attr]
+                transport.write(h2.data_to_send())
+            except Exception:  # the h2 state machine refused: closing is all that is left
+                log.debug("GOAWAY not sent", exc_info=True)
+        transport.close()
+    return ConnectionDropped(drop, ran=ran)
+
+
+def lost_answer(stream: Any, lost: RpcError | ConnectionDrop) -> GRPCError:
+    """The error to raise once the call ran and its answer is lost (the connection dropped when
+    that is the fault)."""
+    if isinstance(lost, ConnectionDrop):
+        return drop_connection(stream, lost, ran=True)
+    return LostAnswer.of(lost)
+
+
 class FaultyStream:
     """Delegates everything to the grpclib stream but ``send_message``."""
 
     def __init__(
-        self, stream: Any, faults: StreamFaults = _NONE, lost: RpcError | None = None
+        self,
+        stream: Any,
+        faults: StreamFaults = _NONE,
+        lost: RpcError | ConnectionDrop | None = None,
     ) -> None:
         self._stream = stream
         self.faults = faults
@@ -41,6 +88,10 @@ class FaultyStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
+    @property
+    def wrapped(self) -> Any:
+        return self._stream
+
     def arm(self, faults: StreamFaults) -> None:
         self.faults = faults
 
@@ -48,7 +99,7 @@ class FaultyStream:
         """The answer-lost status, when one is pending (the handler ran to its end)."""
         if self.lost is not None:
             lost, self.lost = self.lost, None
-            raise LostAnswer.of(lost)
+            raise lost_answer(self._stream, lost)
 
     async def send_message(self, message: Any) -> None:
         self.raise_lost()

@@ -17,6 +17,7 @@ __all__ = (
     "ClearFaultsResponse",
     "Clock",
     "ClockMode",
+    "ConnectionDrop",
     "CoverageTotal",
     "CreateSessionRequest",
     "CreateSessionResponse",
@@ -82,6 +83,8 @@ __all__ = (
     "Timeouts",
     "Transition",
     "UniformDistribution",
+    "WaitForRequest",
+    "WaitForResponse",
 )
 
 import datetime
@@ -361,6 +364,28 @@ class Clock(betterproto2.Message):
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "Clock", Clock)
+
+
+@dataclass(eq=False, repr=False)
+class ConnectionDrop(betterproto2.Message):
+    """
+    Drop the connection a call came on: the TCP connection closes (after an HTTP/2 GOAWAY naming
+    the call's stream as the last processed when `goaway`), before the call runs or, with
+    `after_effect`, after it ran (its effects stay; the answer is lost). Every call still open on
+    that connection ends with it; clients see UNAVAILABLE. The journal says UNAVAILABLE and how.
+    """
+
+    method: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    As RpcError.method.
+    """
+
+    after_effect: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    goaway: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+
+
+default_message_pool.register_message("gitpod.simulator.v1", "ConnectionDrop", ConnectionDrop)
 
 
 @dataclass(eq=False, repr=False)
@@ -692,6 +717,10 @@ class FaultSpec(betterproto2.Message):
 
     stream_duplicate: "StreamDuplicate | None" = betterproto2.field(
         18, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    connection_drop: "ConnectionDrop | None" = betterproto2.field(
+        19, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
     )
 
 
@@ -1094,6 +1123,11 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class ReadJournalResponse(betterproto2.Message):
+    """
+    ReadJournal, FollowJournal, GetClock and WaitFor are never journaled themselves: reading the
+    journal until it is empty ends.
+    """
+
     entries: "list[JournalEntry]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
     next_seq: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
@@ -1104,6 +1138,12 @@ class ReadJournalResponse(betterproto2.Message):
     first_seq: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
     """
     The oldest sequence number still kept (the journal is bounded).
+    """
+
+    last_seq: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    The newest sequence number written so far (0: nothing yet), whatever range was read:
+    where the journal ends now (the next entry gets last_seq + 1).
     """
 
 
@@ -1146,6 +1186,12 @@ class ResetRequest(betterproto2.Message):
     drop_users: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
     """
     Also remove every user (by default users and their tokens are kept).
+    """
+
+    clear_journal: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    Also empty the journal (by default it is kept, and the Reset itself is its next entry).
+    Sequence numbers keep counting either way, so a follower misses nothing silently.
     """
 
 
@@ -1242,6 +1288,12 @@ class RpcRecord(betterproto2.Message):
     """
 
     message: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+    idempotency_token: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    The request's idempotency_token (CreateAndStartWorkspace, StartWorkspace, StopWorkspace);
+    empty when it had none.
+    """
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "RpcRecord", RpcRecord)
@@ -1525,6 +1577,60 @@ class UniformDistribution(betterproto2.Message):
 default_message_pool.register_message(
     "gitpod.simulator.v1", "UniformDistribution", UniformDistribution
 )
+
+
+@dataclass(eq=False, repr=False)
+class WaitForRequest(betterproto2.Message):
+    """
+    ============================================================================ waiting
+    """
+
+    instance_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The instance waited on; or workspace_id: its active (else latest) instance.
+    """
+
+    workspace_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    listeners: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    Return once at least this many ListenToWorkspaceInstance streams are open on the instance.
+    """
+
+    phase: "__v1__.WorkspaceInstanceStatusPhase" = betterproto2.field(
+        4, betterproto2.TYPE_ENUM, default_factory=lambda: __v1__.WorkspaceInstanceStatusPhase(0)
+    )
+    """
+    Return once the instance is in this phase, or entered it while the call waited; unset:
+    no condition on the phase.
+    """
+
+    timeout: "datetime.timedelta | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
+    )
+    """
+    Real time to wait at most (0: 10 s; at most 5 minutes); then DEADLINE_EXCEEDED.
+    """
+
+
+default_message_pool.register_message("gitpod.simulator.v1", "WaitForRequest", WaitForRequest)
+
+
+@dataclass(eq=False, repr=False)
+class WaitForResponse(betterproto2.Message):
+    instance_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    listeners: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    """
+    What holds when it returns.
+    """
+
+    phase: "__v1__.WorkspaceInstanceStatusPhase" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: __v1__.WorkspaceInstanceStatusPhase(0)
+    )
+
+
+default_message_pool.register_message("gitpod.simulator.v1", "WaitForResponse", WaitForResponse)
 
 
 class SimulatorServiceStub(betterproto2_grpclib.ServiceStub):
@@ -1849,6 +1955,31 @@ class SimulatorServiceStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def wait_for(
+        self,
+        message: "WaitForRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "WaitForResponse":
+        """
+        ---- waiting
+        WaitFor returns once a condition holds on an instance (N listeners open on it, or a phase
+        reached), or DEADLINE_EXCEEDED after `timeout` of real time, saying what it saw. It never
+        moves the clock and does not hold autojump: a manual-clock test waits with it until its
+        client is listening, then advances.
+        """
+
+        return await self._unary_unary(
+            "/gitpod.simulator.v1.SimulatorService/WaitFor",
+            message,
+            WaitForResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def reset(
         self,
         message: "ResetRequest",
@@ -2160,6 +2291,17 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield JournalEntry()
 
+    async def wait_for(self, message: "WaitForRequest") -> "WaitForResponse":
+        """
+        ---- waiting
+        WaitFor returns once a condition holds on an instance (N listeners open on it, or a phase
+        reached), or DEADLINE_EXCEEDED after `timeout` of real time, saying what it saw. It never
+        moves the clock and does not hold autojump: a manual-clock test waits with it until its
+        client is listening, then advances.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def reset(self, message: "ResetRequest") -> "ResetResponse":
         """
         ---- state
@@ -2346,6 +2488,14 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_wait_for(
+        self, stream: "grpclib.server.Stream[WaitForRequest, WaitForResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.wait_for(request)
+        await stream.send_message(response)
+
     async def __rpc_reset(
         self, stream: "grpclib.server.Stream[ResetRequest, ResetResponse]"
     ) -> None:
@@ -2509,6 +2659,12 @@ class SimulatorServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 FollowJournalRequest,
                 JournalEntry,
+            ),
+            "/gitpod.simulator.v1.SimulatorService/WaitFor": grpclib.const.Handler(
+                self.__rpc_wait_for,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                WaitForRequest,
+                WaitForResponse,
             ),
             "/gitpod.simulator.v1.SimulatorService/Reset": grpclib.const.Handler(
                 self.__rpc_reset,
