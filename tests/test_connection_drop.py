@@ -35,7 +35,9 @@ def stubs(grpcio_pb: SimpleNamespace, server: ServerProcess) -> Iterator[SimpleN
     """The client's channel (the one whose connection drops) and, in ``check``, the stubs of a
     second channel the test looks with (a call the client makes the instant its connection
     closed may still go out on it and fail: that is for the client's retry to handle)."""
-    channels = [grpc.insecure_channel(server.address) for _ in range(2)]
+    # a local subchannel pool each: grpcio channels to one address share a connection otherwise
+    local = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.insecure_channel(server.address, options=local) for _ in range(2)]
 
     def on(channel: grpc.Channel) -> SimpleNamespace:
         return SimpleNamespace(
