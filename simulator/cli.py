@@ -17,6 +17,12 @@ import click
 
 from simulator._version import __version__
 from simulator.core import limits
+from simulator.core.quotas import (
+    DEFAULT_IDEMPOTENCY_RECORDS,
+    DEFAULT_PAGE_TOKENS,
+    DEFAULT_WORKSPACES,
+    Quotas,
+)
 from simulator.core.simtime import (
     DEFAULT_START,
     SECOND,
@@ -291,6 +297,27 @@ def main() -> None:
     help="Close a connection after this many streams reset within 1 s of opening (0: never).",
 )
 @click.option(
+    "--max-workspaces-per-user",
+    default=DEFAULT_WORKSPACES,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Workspaces one user may have in a session; more: RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-page-tokens-per-user",
+    default=DEFAULT_PAGE_TOKENS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="ListWorkspaces page tokens kept per user; past it the user's least recently used goes.",
+)
+@click.option(
+    "--max-idempotency-records-per-user",
+    default=DEFAULT_IDEMPOTENCY_RECORDS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Idempotency records one user may hold in a session; more: RESOURCE_EXHAUSTED.",
+)
+@click.option(
     "--max-sessions",
     default=1000,
     show_default=True,
@@ -338,6 +365,9 @@ def serve(
     rapid_reset_streams: int = 200,
     max_sessions: int = 1000,
     session_idle_ttl: int | None = None,
+    max_workspaces_per_user: int = DEFAULT_WORKSPACES,
+    max_page_tokens_per_user: int = DEFAULT_PAGE_TOKENS,
+    max_idempotency_records_per_user: int = DEFAULT_IDEMPOTENCY_RECORDS,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
     # the server stack loads only when it serves
@@ -375,6 +405,11 @@ def serve(
             rapid_reset_streams=rapid_reset_streams,
             journal_bytes=journal_bytes,
             stall_timeout=stall_timeout / SECOND,
+            quotas=Quotas(
+                workspaces=max_workspaces_per_user,
+                page_tokens=max_page_tokens_per_user,
+                idempotency_records=max_idempotency_records_per_user,
+            ),
         ),
     )
     if admin_token is not None and (not admin_token.strip() or admin_token in tokens):

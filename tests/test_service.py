@@ -531,7 +531,10 @@ async def test_list_page_tokens_are_checked(
     page = await alice.list_workspaces(
         pb.ListWorkspacesRequest(pagination=pb.Pagination(page_size=1))
     )
-    message = "invalid page_token: not issued by this server for this caller (or expired)"
+    message = (
+        "invalid page_token: not issued by this server for this caller, or expired"
+        " (each caller keeps their 256 most recently used page tokens)"
+    )
     await expect(
         Status.INVALID_ARGUMENT,
         alice.list_workspaces(

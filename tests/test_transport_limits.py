@@ -29,6 +29,7 @@ from simulator import Simulator
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import ids
+from simulator.core.quotas import Quotas
 from simulator.server.limits import Limits, parse_size
 from simulator.server.runtime import bound_port
 
@@ -448,7 +449,7 @@ async def test_serve_flags_set_the_limits_and_sigterm_ends_follow_journal() -> N
 
     server = ServerProcess(
         "--clock", "autojump", "--user", f"alice={ALICE}", "--admin-token", ADMIN,
-        "--max-request-size", "1KiB", "--idle-timeout", "0",
+        "--max-request-size", "1KiB", "--idle-timeout", "0", "--max-workspaces-per-user", "1",
     )  # fmt: skip
     try:
         host, port = server.address.rsplit(":", 1)
@@ -459,6 +460,11 @@ async def test_serve_flags_set_the_limits_and_sigterm_ends_follow_journal() -> N
             )
         assert err.value.status is Status.RESOURCE_EXHAUSTED
         assert "over the limit of 1 KiB (serve --max-request-size)" in (err.value.message or "")
+        await create(stub_for(channel, ALICE), REPO)
+        with pytest.raises(GRPCError) as err:
+            await create(stub_for(channel, ALICE), REPO)
+        assert err.value.status is Status.RESOURCE_EXHAUSTED
+        assert "(serve --max-workspaces-per-user 1)" in (err.value.message or "")
         ctl = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {ADMIN}"})
         seen: list[object] = []
 
@@ -689,3 +695,90 @@ async def test_two_users_owner_tokens_are_independent() -> None:
     assert again.engine.owner_token(user, ws.id) == ids.owner_token(
         ids.user_key(3, "bob"), again.engine.instances[ws.latest_instance_id or ""].id
     )
+
+
+# ---------------------------------------------------------------------- per-user quotas
+
+
+def _quota_sim(**quotas: int) -> Simulator:
+    return Simulator(
+        seed=3,
+        users={"alice": ALICE, "bob": BOB},
+        admin_token=ADMIN,
+        server_limits=Limits(quotas=Quotas(**quotas)),
+    )
+
+
+async def test_a_user_at_the_workspace_quota_is_refused_and_others_are_not() -> None:
+    sim = _quota_sim(workspaces=3)
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+        for n in range(3):
+            await create(alice, f"{REPO}/tree/b{n}")
+        with pytest.raises(GRPCError) as err:
+            await create(alice, REPO)
+        assert err.value.status is Status.RESOURCE_EXHAUSTED
+        assert err.value.message == (
+            "workspace quota reached: user 'alice' has 3 workspaces, the most one user may have"
+            " (serve --max-workspaces-per-user 3)"
+        )
+        await create(bob, REPO)  # a quota is per user
+    assert len(sim.engine.workspaces) == 4
+    sim.reset()  # a reset keeps the server's quotas
+    assert sim.engine.quotas.workspaces == 3
+
+
+async def test_a_user_at_the_idempotency_quota_is_refused_before_anything_is_done() -> None:
+    sim = _quota_sim(idempotency_records=2)
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+
+        async def create_with(api: pb.WorkspacesServiceStub, token: str) -> str:
+            request = pb.CreateAndStartWorkspaceRequest(context_url=REPO, idempotency_token=token)
+            return str((await api.create_and_start_workspace(request)).workspace_id)
+
+        first = await create_with(alice, "t1")
+        await create_with(alice, "t2")
+        with pytest.raises(GRPCError) as err:
+            await create_with(alice, "t3")
+        assert err.value.status is Status.RESOURCE_EXHAUSTED
+        assert "(serve --max-idempotency-records-per-user 2)" in (err.value.message or "")
+        assert len(sim.engine.workspaces) == 2  # the refused call created nothing
+        assert await create_with(alice, "t1") == first  # a retry still replays
+        await create(alice, REPO)  # a call without a token is still served
+        await create_with(bob, "t3")  # and bob holds his own records
+
+
+async def test_one_user_cannot_evict_anothers_page_tokens() -> None:
+    """The attack: bob opens listing after listing to push alice's page token out mid-listing."""
+    sim = _quota_sim(page_tokens=2)
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+        for n in range(3):
+            await create(alice, f"{REPO}/tree/a{n}")
+            await create(bob, f"{REPO}/tree/b{n}")
+
+        def first_page() -> pb.ListWorkspacesRequest:
+            return pb.ListWorkspacesRequest(pagination=pb.Pagination(page_size=1))
+
+        def next_page(token: str) -> pb.ListWorkspacesRequest:
+            return pb.ListWorkspacesRequest(pagination=pb.Pagination(page_size=1, page_token=token))
+
+        page = await alice.list_workspaces(first_page())
+        seen = [page.result[0].result.workspace_id]  # type: ignore[union-attr]
+        bobs = [(await bob.list_workspaces(first_page())).next_page_token for _ in range(50)]
+        while page.next_page_token:
+            page = await alice.list_workspaces(next_page(page.next_page_token))
+            seen.append(page.result[0].result.workspace_id)  # type: ignore[union-attr]
+        assert sorted(seen) == sorted(
+            ws.id for ws in sim.engine.workspaces.values() if ws.owner_id == "alice"
+        )
+        # Bob's own oldest tokens went (he keeps 2), with a message that says why.
+        with pytest.raises(GRPCError) as err:
+            await bob.list_workspaces(next_page(bobs[0]))
+        assert err.value.status is Status.INVALID_ARGUMENT
+        assert "each caller keeps their 2 most recently used page tokens" in (
+            err.value.message or ""
+        )
+        await bob.list_workspaces(next_page(bobs[-1]))
+    assert sim.engine.cursors.held_by("bob") == 2

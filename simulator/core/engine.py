@@ -56,6 +56,7 @@ from simulator.core.model import (
 from simulator.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Cursors
 from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
 from simulator.core.plan_scopes import PlanScopes
+from simulator.core.quotas import Quotas
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.core.seeds import RandomStreams
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
@@ -122,6 +123,7 @@ class Engine:
         start_time: SimTime = DEFAULT_START,
         plan: LifecyclePlan | None = None,
         observer: Observer | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.seed = seed
         self.now: SimTime = start_time
@@ -144,6 +146,14 @@ class Engine:
         """How many workspaces were ever created (each one's ``seq``)."""
         self._fired: list[StatusChange] | None = None
         self.faults = FaultBook(seed)
+        self.quotas: Quotas = quotas or Quotas()
+        self.set_quotas(self.quotas)
+
+    def set_quotas(self, quotas: Quotas) -> None:
+        """What one user may make this world keep (workspaces, page tokens, idempotency)."""
+        self.quotas = quotas
+        self.cursors.limit = quotas.page_tokens
+        self.idempotency.limit = quotas.idempotency_records
 
     @property
     def plan(self) -> LifecyclePlan:
@@ -197,6 +207,7 @@ class Engine:
         )
         if replayed is not None:
             return self.workspaces[replayed]
+        self.quotas.check_workspaces(caller.id, len(self._by_owner.get(caller.id, ())))
         context, parsed = self.directory.context_for(context_url, prebuild_id)
         workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
         while workspace_id in self.workspaces:

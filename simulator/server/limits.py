@@ -2,7 +2,8 @@
 
 One frozen value, handed to the :class:`~simulator.server.runtime.Simulator` and read by the
 transports (``h2_guard.py`` on the gRPC port, ``connect_gateway.py`` on the HTTP port) and the
-connection accounting (``connections.py``). The defaults follow what trusted gRPC servers do:
+connection accounting (``connections.py``); its per-user ``quotas`` go to every world's engine
+(:mod:`simulator.core.quotas`). The defaults follow what trusted gRPC servers do:
 grpc-go's and Envoy's 4 MiB maximum receive size, h2's 100 concurrent streams, Envoy's rule for
 HTTP/2 rapid reset (CVE-2023-44487: close a connection whose streams are mostly reset within a
 second of opening), and an idle timeout for connections with no open stream (Envoy's
@@ -12,7 +13,9 @@ second of opening), and an idle timeout for connections with no open stream (Env
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from simulator.core.quotas import Quotas
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 4 * MIB
@@ -50,6 +53,8 @@ class Limits:
     autojump clock, nor does a call whose request is still arriving."""
     journal_bytes: int = DEFAULT_JOURNAL_BYTES
     """What the journal may hold, about (besides ``--journal-size`` entries): the oldest go."""
+    quotas: Quotas = field(default_factory=Quotas)
+    """What one user may make each world keep (workspaces, page tokens, idempotency records)."""
 
     def __post_init__(self) -> None:
         for name in (

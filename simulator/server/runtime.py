@@ -135,8 +135,15 @@ class Simulator:
         grace = to_duration(autojump_grace, "autojump_grace") / SECOND
         self.activity = Activity(wall)
         self.hub = Hub(self.activity)
+        self.server_limits = server_limits or Limits()
         self._contents = _Contents(
-            Engine(seed=seed, start_time=start, plan=plan, observer=self._observe)
+            Engine(
+                seed=seed,
+                start_time=start,
+                plan=plan,
+                observer=self._observe,
+                quotas=self.server_limits.quotas,
+            )
         )
         self.clock = SimClock(start, ClockMode(clock), speed, grace, wall)
         self.driver = ClockDriver(self)
@@ -148,7 +155,6 @@ class Simulator:
         )
         self.admin_token = admin_token or new_secret_token(ADMIN_TOKEN_PREFIX)
         self.codec = SimCodec()
-        self.server_limits = server_limits or Limits()
         self.journal = Journal(journal_size, self.server_limits.journal_bytes)
         self.connections = ConnectionGuard(self.server_limits)
         """Client connections of every port served (one cap, one idle timeout)."""
@@ -434,6 +440,7 @@ class Simulator:
     def _install(self, engine: Engine, reason: str) -> None:
         """Replace the world's contents in one step; the Simulator object stays the same."""
         self.hub.close_all(reason, code="ABORTED", final=False)
+        engine.set_quotas(self.server_limits.quotas)
         old, self._contents = self._contents, _Contents(engine)
         for future in old.wakes.values():
             if not future.done():
