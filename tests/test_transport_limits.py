@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import h2.settings
 import pytest
-from grpc_helpers import ALICE, BOB, REPO, create, settle, stub_for
+from grpc_helpers import ALICE, BOB, REPO, active_instance_id, collect, create, settle, stub_for
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -647,6 +647,55 @@ async def test_unsharing_ends_another_users_listen_stream() -> None:
             assert await asyncio.wait_for(owner, 5) is Status.OK
         finally:
             channel.close()
+
+
+async def test_stopping_and_resetting_end_every_viewers_streams() -> None:
+    """A viewer of a shared workspace may read it stopped (their streams end as the owner's do:
+    the listen stream after STOPPED, the log stream with the build); a reset ends every stream,
+    the owner's too, with ABORTED (the instance no longer exists)."""
+    sim = _quota_sim()  # a manual clock
+    async with sim.channel() as channel:
+        alice, bob = stub_for(channel, ALICE), stub_for(channel, BOB)
+
+        async def ends(stream: object) -> tuple[Status, str]:
+            try:
+                await collect(stream)
+            except GRPCError as exc:
+                return exc.status, exc.message or ""
+            return Status.OK, ""
+
+        wsid = await create(alice, REPO)  # the first of its repository: an image build
+        sim.share(wsid)
+        iid = await active_instance_id(bob, wsid)
+        tasks = [
+            asyncio.ensure_future(ends(api.listen_to_workspace_instance(
+                pb.ListenToWorkspaceInstanceRequest(instance_id=iid))))
+            for api in (bob, alice)
+        ] + [
+            asyncio.ensure_future(ends(bob.listen_to_image_build_logs(
+                pb.ListenToImageBuildLogsRequest(instance_id=iid))))
+        ]  # fmt: skip
+        await settle(lambda: sim.activity.waiting == 3)
+        sim.engine.stop_workspace(sim.engine.users["alice"], wsid)
+        sim.run_until_idle()
+        assert [await asyncio.wait_for(t, 5) for t in tasks] == [(Status.OK, "")] * 3
+        # A new instance, then a reset while everyone follows it.
+        await alice.start_workspace(pb.StartWorkspaceRequest(workspace_id=wsid))
+        iid = await active_instance_id(bob, wsid)
+        tasks = [
+            asyncio.ensure_future(ends(api.listen_to_workspace_instance(
+                pb.ListenToWorkspaceInstanceRequest(instance_id=iid))))
+            for api in (bob, alice)
+        ]  # fmt: skip
+        await settle(lambda: sim.activity.waiting == 2)
+        sim.reset()
+        ended = [await asyncio.wait_for(t, 5) for t in tasks]
+        assert ended == [(Status.ABORTED, "the simulator was reset")] * 2
+        with pytest.raises(GRPCError) as err:  # and what a unary call answers now
+            await bob.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=wsid)
+            )
+        assert err.value.status is Status.NOT_FOUND
 
 
 async def test_credentials_in_a_context_url_are_never_stored_or_echoed() -> None:
