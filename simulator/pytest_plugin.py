@@ -2,8 +2,11 @@
 
 Fixtures: ``gitpod_sim`` (a fresh :class:`Simulator` per test, manual clock unless the marker says
 otherwise), ``gitpod`` (domain helpers around it), ``gitpod_channel``/``gitpod_client`` (a ready
-client in memory) and ``gitpod_tcp_client`` (the same over a real TCP port on 127.0.0.1, port 0).
-The marker ``@pytest.mark.gitpod_sim(seed=, clock=, users=, plan=, max_time=)`` configures them.
+client in memory) and ``gitpod_tcp_client`` (the same over a real TCP port on 127.0.0.1, port 0);
+for a client the test cannot import (grpcio, a subprocess in Go or TypeScript), ``gitpod_target``
+(a server on 127.0.0.1 in a thread of its own: host, port, every user's token, the admin token)
+and ``gitpod_control`` (a blocking control-plane client of it). The marker
+``@pytest.mark.gitpod_sim(seed=, clock=, users=, plan=, max_time=)`` configures them.
 
 Nothing is shared between tests (no fixed ports, files or module state), so ``pytest -n auto``
 works. Time only moves in simulated time: helpers advance the clock and never sleep, and a
@@ -33,6 +36,7 @@ from simulator.server.clock import ClockMode
 from simulator.server.runtime import DurationLike, Simulator, bound_port, to_duration
 
 if TYPE_CHECKING:
+    from simulator.harness import ControlClient, ServerThread, Target
     from simulator.server.host import SimServer
 
 DEFAULT_USERS = {"alice": "alice-token", "bob": "bob-token"}
@@ -175,6 +179,8 @@ FIXTURES = frozenset(
     {"gitpod_sim", "gitpod", "gitpod_channel", "gitpod_client", "gitpod_tcp_client",
      "gitpod_session"}
 )  # fmt: skip
+"""The async-capable fixtures: a coroutine test using one is marked for pytest-asyncio.
+(``gitpod_target`` and ``gitpod_control`` are plain: they suit blocking tests too.)"""
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -272,6 +278,27 @@ class GitpodHelper:
                     pytrace=False,
                 )
             self.sim.advance_to_next()
+
+    async def wait_for_listeners(
+        self,
+        instance_id: str,
+        listeners: int = 1,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 (a bound on real time, checked by wait_for)
+    ) -> int:
+        """Return once ``listeners`` ListenToWorkspaceInstance streams are open on the instance
+        (a client of this test's loop has subscribed), without moving the clock: then advance.
+        Fails after ``timeout`` seconds of real time, saying what it saw."""
+        from simulator.core.errors import SimError
+        from simulator.server.waiting import wait_for
+
+        try:
+            seen = await wait_for(
+                self.sim, instance_id=instance_id, listeners=listeners, timeout=timeout
+            )
+        except SimError as exc:
+            pytest.fail(exc.message, pytrace=False)
+        return seen.listeners
 
     async def settle(self) -> None:
         """Let the event loop run (no real waiting) until no handler is busy."""
@@ -428,6 +455,51 @@ if _HAS_ASYNCIO:  # the async fixtures and tests need it
                 yield gitpod.client(channel)
             finally:
                 channel.close()
+
+
+@pytest.fixture
+def gitpod_server_thread(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """The server behind ``gitpod_target``: a fresh simulator per test (the marker's seed,
+    clock, users and plan; default: seed 0, manual clock, alice and bob), served on 127.0.0.1 on
+    a free port by an event loop in a thread of its own."""
+    from simulator.harness import ServerThread
+
+    kwargs = _marker_kwargs(request)
+    kwargs.pop("max_time", None)
+    kwargs.setdefault("users", dict(DEFAULT_USERS))
+    server = ServerThread(**kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    collector = request.config.stash.get(_COVERAGE, None)
+    if collector is not None and server.sim is not None:
+        collector.add(server.sim.coverage())
+
+
+@pytest.fixture
+def gitpod_target(gitpod_server_thread: ServerThread) -> Target:
+    """Where any client finds this test's simulator: ``host`` (127.0.0.1), ``port``,
+    ``address`` (``host:port``), ``tokens`` (user id -> API token), ``admin_token``,
+    ``metadata(user)`` (grpcio's authorization pairs) and ``env(user)`` (the same as
+    ``GITPOD_SIM_*`` environment variables for a subprocess)."""
+    return gitpod_server_thread.target()
+
+
+@pytest.fixture
+def gitpod_control(
+    gitpod_server_thread: ServerThread, gitpod_target: Target
+) -> Iterator[ControlClient]:
+    """The control plane of ``gitpod_target``, blocking (see :class:`simulator.harness.
+    ControlClient`): ``advance``, ``fault``, ``wait_for`` (``await_for`` in an async test),
+    ``journal``, ``rpcs``, ``reset``, ``set_clock``, and ``call`` for any other method."""
+    from simulator.harness import ControlClient
+
+    client = ControlClient(gitpod_server_thread, gitpod_target)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")
