@@ -55,6 +55,9 @@ class Sim:
     def to(self, seconds: float) -> None:
         self.engine.advance_to(t(seconds))
 
+    def changes(self, inst_id: str) -> list[StatusChange]:
+        return [e for e in self.events if isinstance(e, StatusChange) and e.instance_id == inst_id]
+
     def rows(self, inst: Instance) -> list[Row]:
         """(seconds, phase, timeout, cause) of every status change of ``inst``."""
         return [
@@ -135,9 +138,34 @@ def test_startup_timeout_1h_in_creating(make_sim: type[Sim]) -> None:
     assert sim.rows(inst) == [
         (0, PE, "", "start"),
         (2, CR, "", "step"),
-        *timed_out(2 + 3600, CR, text, "startup"),
+        *timed_out(3600, CR, text, "startup"),  # counted from PENDING, at 0
     ]
     assert_not_by_request(inst)
+
+
+def test_startup_timeout_counts_the_time_in_pending(make_sim: type[Sim]) -> None:
+    """BEHAVIOUR.md: the startup limits count from the instance's entry into PENDING, so time
+    spent in PENDING counts toward the 1 h total startup (issue 18: PENDING 1,142 s, then a
+    CREATING that never ends timed out 4,742 s after PENDING began)."""
+    sim = make_sim(LifecyclePlan().with_durations(pending=1142, creating=3 * 3600))
+    _, inst = sim.create()  # IMAGEBUILD 0..60, PENDING from 60
+    sim.to(3 * 3600)
+    text = "workspace timed out after startup (01h00m) took longer than 01h00m"
+    assert sim.rows(inst)[-4:] == [
+        (60 + 1142, CR, "", "step"),
+        *timed_out(60 + 3600, CR, text, "startup"),
+    ]
+
+
+def test_startup_timeout_can_fire_in_pending(make_sim: type[Sim]) -> None:
+    """The startup limit runs in PENDING too: with the initialization limit off, a PENDING
+    that lasts longer than startup times out by startup."""
+    plan = LifecyclePlan(build_policy=BuildPolicy.NEVER, timeouts=Timeouts(initialization=None))
+    sim = make_sim(plan.with_durations(pending=2 * 3600))
+    _, inst = sim.create()
+    sim.to(3 * 3600)
+    text = "workspace timed out after startup (01h00m) took longer than 01h00m"
+    assert sim.rows(inst) == [(0, PE, "", "start"), *timed_out(3600, PE, text, "startup")]
 
 
 def test_startup_timeout_spans_creating_and_initializing(make_sim: type[Sim]) -> None:
@@ -149,7 +177,7 @@ def test_startup_timeout_spans_creating_and_initializing(make_sim: type[Sim]) ->
         (0, PE, "", "start"),
         (2, CR, "", "step"),
         (2 + 3000, IN, "", "step"),
-        *timed_out(2 + 3600, IN, text, "startup"),
+        *timed_out(3600, IN, text, "startup"),
     ]
     assert_not_by_request(inst)
 
@@ -163,7 +191,7 @@ def test_startup_limits_are_configurable(make_sim: type[Sim]) -> None:
     _, inst = sim.create()
     sim.to(3600)
     text = "workspace timed out after startup (00h10m) took longer than 00h10m"
-    assert sim.rows(inst)[-3:] == timed_out(2 + 600, CR, text, "startup")
+    assert sim.rows(inst)[-3:] == timed_out(600, CR, text, "startup")
     sim2 = make_sim(plan.with_durations(pending=3600))
     _, inst2 = sim2.create()
     sim2.to(3600)
@@ -303,7 +331,9 @@ def test_interruption_timeout_5m(make_sim: type[Sim]) -> None:
         (100, IR, "", "interrupted"),
         *timed_out(400, IR, text, "workspace interruption"),
     ]
-    assert inst.status.message == "workspace is temporarily unavailable"
+    interrupted = [c.status for c in sim.changes(inst.id) if c.status.phase is IR]
+    assert {s.message for s in interrupted} == {"workspace is temporarily unavailable"}
+    assert inst.status.message == ""  # cleared on leaving INTERRUPTED
     assert_not_by_request(inst)
 
 
@@ -358,15 +388,100 @@ def test_stopping_timeout_1h_forces_stopped(make_sim: type[Sim]) -> None:
 
 
 def test_stopping_after_a_timeout_can_time_out_too(make_sim: type[Sim]) -> None:
+    """BEHAVIOUR.md: when a second timeout fires later (a STOPPING timeout after an inactivity
+    timeout), `conditions.timeout` keeps the first text: it says why the instance stopped."""
     sim = make_sim(NO_BUILD.with_durations(stopping=2 * 3600))
     _, inst = sim.create()
     sim.to(5 * 3600)
-    phases = [(at, phase) for at, phase, _, _ in sim.rows(inst)]
-    assert phases[-4:] == [(1827, RU), (1827, SG), (1827 + 3600, SG), (1827 + 3600, SD)]
-    assert inst.status.timeout == (
-        "workspace timed out after stopping (01h00m) took longer than 01h00m"
-    )
+    first = "workspace timed out after period of inactivity (00h30m) took longer than 00h30m"
+    assert sim.rows(inst)[-3:] == [
+        (1827, RU, first, "timeout:period of inactivity"),
+        (1827, SG, first, "timeout:period of inactivity"),
+        (1827 + 3600, SD, first, "timeout:stopping"),  # the phase changes, the text stays
+    ]
     assert_not_by_request(inst)
+
+
+def test_a_stopping_timeout_after_a_stop_request_sets_its_text(make_sim: type[Sim]) -> None:
+    sim = make_sim(NO_BUILD.with_durations(stopping=2 * 3600))
+    ws, inst = sim.create()
+    sim.to(100)
+    sim.engine.stop_workspace(sim.alice, ws.id)
+    sim.to(5 * 3600)
+    text = "workspace timed out after stopping (01h00m) took longer than 01h00m"
+    assert sim.rows(inst)[-2:] == [
+        (3700, SG, text, "timeout:stopping"),
+        (3700, SD, text, "timeout:stopping"),
+    ]
+
+
+# ---------------------------------------------------------------------------------- image build
+
+
+def test_an_image_build_still_running_after_1h_is_stopped(make_sim: type[Sim]) -> None:
+    """BEHAVIOUR.md: an instance still in IMAGEBUILD 1 h after its creation is stopped, with no
+    failed condition; it goes to STOPPED with its own timeout text."""
+    sim = make_sim(LifecyclePlan().with_durations(imagebuild=2 * 3600))
+    ws, inst = sim.create()
+    sim.to(3 * 3600)
+    text = "workspace timed out after image build (01h00m) took longer than 01h00m"
+    assert sim.rows(inst) == [
+        (0, Phase.IMAGEBUILD, "", "start"),
+        (3600, Phase.IMAGEBUILD, text, "timeout:image build"),
+        (3600, SD, text, "timeout:image build"),
+    ]
+    assert_not_by_request(inst)
+    assert inst.status.message == ""
+    assert inst.build is not None and inst.build.finished and not inst.build.failed
+    assert not any(line.startswith("Successfully built") for line in inst.build.lines)
+    assert inst.repository not in sim.engine.image_cache
+    assert ws.active_instance_id is None and len(sim.engine.scheduler) == 0
+
+
+def test_the_image_build_limit_is_configurable(make_sim: type[Sim]) -> None:
+    plan = LifecyclePlan(timeouts=Timeouts(image_build=10 * MINUTE)).with_durations(imagebuild=3600)
+    sim = make_sim(plan)
+    _, inst = sim.create()
+    sim.to(3600)
+    text = "workspace timed out after image build (00h10m) took longer than 00h10m"
+    assert sim.rows(inst)[-2:] == [
+        (600, Phase.IMAGEBUILD, text, "timeout:image build"),
+        (600, SD, text, "timeout:image build"),
+    ]
+    off = make_sim(
+        LifecyclePlan(timeouts=Timeouts(image_build=None)).with_durations(imagebuild=3 * 3600)
+    )
+    _, built = off.create()
+    off.to(2 * 3600)
+    assert built.phase is Phase.IMAGEBUILD
+
+
+# ---------------------------------------------------------------------- the interruption message
+
+
+@pytest.mark.parametrize("how", ["recovered", "stopped", "failed", "timed out"])
+def test_leaving_interrupted_clears_its_message(make_sim: type[Sim], how: str) -> None:
+    """BEHAVIOUR.md: `message = "workspace is temporarily unavailable"` set by an interruption
+    is cleared when the instance leaves INTERRUPTED, whichever way it leaves (a failure's own
+    message replaces it)."""
+    sim = make_sim()
+    ws, inst = sim.create()
+    sim.to(100)
+    sim.engine.interrupt(inst.id)
+    assert inst.status.message == "workspace is temporarily unavailable"
+    if how == "recovered":
+        sim.engine.recover(inst.id)
+    elif how == "stopped":
+        sim.engine.stop_workspace(sim.alice, ws.id)
+    elif how == "failed":
+        sim.engine.fail(inst.id, "node lost")
+    sim.to(3600)
+    after = [c.status for c in sim.changes(inst.id) if c.previous is not None
+             and c.previous.phase is IR and c.status.phase is not IR]  # fmt: skip
+    assert len(after) == 1
+    expected = "node lost" if how == "failed" else ""
+    assert after[0].message == expected
+    assert inst.status.message == expected
 
 
 # ----------------------------------------------------------------------------- no limits at all
@@ -380,6 +495,7 @@ def test_disabled_limits_never_fire(make_sim: type[Sim]) -> None:
         max_lifetime=None,
         interruption=None,
         stopping=None,
+        image_build=None,
     )
     sim = make_sim(LifecyclePlan(build_policy=BuildPolicy.NEVER, timeouts=off))
     _, running = sim.create()

@@ -267,3 +267,120 @@ def test_a_successful_image_build_ends_with_its_success_line(client: Client) -> 
     lines = client.build_log(instance_id)
     assert lines[-1].startswith("Successfully built ")
     assert sum(line.startswith("Successfully built") for line in lines) == 1
+
+
+# ------------------------------------------------------------ timeouts (item 3, spec additions)
+
+
+def _transitions(client: Client, advanced: Any, since: float) -> list[tuple[float, str, str, str]]:
+    """(seconds after ``since``, from, to, cause) of an Advance answer's transitions."""
+    name = client.phase.Phase.Name
+    return [
+        (
+            t.at.ToMicroseconds() / 1e6 - since,
+            name(t.from_phase).removeprefix("PHASE_"),
+            name(t.to_phase).removeprefix("PHASE_"),
+            t.cause,
+        )
+        for t in advanced.transitions
+    ]
+
+
+def test_the_startup_limit_counts_from_entering_pending(client: Client) -> None:
+    """BEHAVIOUR.md: the startup limits count from the instance's entry into PENDING, so time
+    spent in PENDING counts toward the 1 h total startup as well as the 30 min initialization
+    limit. (PENDING held 1,142 s, then CREATING stalled: the timeout at 3,600 s, not 4,742 s.)"""
+    pending = client.spb.PhaseDuration(
+        phase=client.phase.PHASE_PENDING, duration=client.spb.Distribution(fixed=seconds(1142))
+    )
+    client.plan(build_policy=client.spb.BUILD_POLICY_NEVER, durations=[pending])
+    client.fault(stall_phase=client.spb.StallPhase(phase=client.phase.PHASE_CREATING))
+    start = client.now()
+    workspace_id = client.create()
+    rows = _transitions(client, client.advance(3 * 3600), start)
+    assert rows == [
+        (1142, "PENDING", "CREATING", "step"),
+        (3600, "CREATING", "CREATING", "timeout:startup"),
+        (3600, "CREATING", "STOPPING", "timeout:startup"),
+        (3605, "STOPPING", "STOPPED", "step"),
+    ]
+    status = client.latest(workspace_id).status
+    assert status.conditions.timeout == (
+        "workspace timed out after startup (01h00m) took longer than 01h00m"
+    )
+
+
+def test_an_image_build_still_running_after_1h_goes_to_stopped(client: Client) -> None:
+    """BEHAVIOUR.md: an instance still in IMAGEBUILD 1 h after its creation is stopped (with no
+    failed condition); it goes to STOPPED with `conditions.timeout = "workspace timed out after
+    image build (01h00m) took longer than 01h00m"`."""
+    client.fault(stall_phase=client.spb.StallPhase(phase=client.phase.PHASE_IMAGEBUILD))
+    start = client.now()
+    workspace_id = client.create()
+    instance_id = client.latest(workspace_id).instance_id
+    listen = client.listen(instance_id)
+    rows = _transitions(client, client.advance(2 * 3600), start)
+    assert rows == [
+        (3600, "IMAGEBUILD", "IMAGEBUILD", "timeout:image build"),
+        (3600, "IMAGEBUILD", "STOPPED", "timeout:image build"),
+    ]
+    seen = [m.instance_status for m in listen]  # the stream ends after STOPPED
+    assert [client.phase_name(s) for s in seen] == ["IMAGEBUILD", "IMAGEBUILD", "STOPPED"]
+    text = "workspace timed out after image build (01h00m) took longer than 01h00m"
+    final = seen[-1]
+    assert final.conditions.timeout == text
+    assert final.conditions.failed == ""
+    assert not final.conditions.stopped_by_request
+    assert client.latest(workspace_id).status.conditions.timeout == text
+
+
+def test_a_second_timeout_keeps_the_first_text(client: Client) -> None:
+    """BEHAVIOUR.md: when a second timeout fires later (a STOPPING timeout after an inactivity
+    timeout), `conditions.timeout` keeps the first text: it says why the instance stopped."""
+    client.no_builds()
+    client.fault(stall_phase=client.spb.StallPhase(phase=client.phase.PHASE_STOPPING))
+    start = client.now()
+    workspace_id = client.create()
+    rows = _transitions(client, client.advance(3 * 3600), start)
+    assert [row[1:] for row in rows[-3:]] == [
+        ("RUNNING", "RUNNING", "timeout:period of inactivity"),
+        ("RUNNING", "STOPPING", "timeout:period of inactivity"),
+        ("STOPPING", "STOPPED", "timeout:stopping"),
+    ]
+    assert rows[-1][0] - rows[-2][0] == 3600  # the stopping limit did fire
+    status = client.latest(workspace_id).status
+    assert status.phase == client.phase.PHASE_STOPPED
+    assert status.conditions.timeout == (
+        "workspace timed out after period of inactivity (00h30m) took longer than 00h30m"
+    )
+
+
+@pytest.mark.parametrize("leaves_by", ["recovery", "stop", "interruption timeout"])
+def test_the_interruption_message_is_cleared_on_leaving_interrupted(
+    client: Client, leaves_by: str
+) -> None:
+    """BEHAVIOUR.md: `message = "workspace is temporarily unavailable"` set by an interruption
+    is cleared when the instance leaves INTERRUPTED, whichever way it leaves."""
+    client.no_builds()
+    workspace_id = client.running()
+    listen = client.listen(client.latest(workspace_id).instance_id)
+    duration = seconds(60) if leaves_by == "recovery" else None
+    client.fault(
+        target=client.spb.FaultTarget(workspace_id=workspace_id),
+        interrupt=client.spb.Interrupt(after=seconds(0), duration=duration),
+    )
+    client.advance(1)
+    if leaves_by == "stop":
+        client.stop(workspace_id)
+    else:
+        client.advance(600)  # recovers after 60 s, or times out after 5 min
+        if leaves_by == "recovery":
+            client.stop(workspace_id)
+    seen = [(client.phase_name(m.instance_status), m.instance_status.message) for m in listen]
+    unavailable = "workspace is temporarily unavailable"
+    assert [message for phase, message in seen if phase == "INTERRUPTED"]
+    assert all(message == unavailable for phase, message in seen if phase == "INTERRUPTED")
+    left = next(i for i, (phase, _) in enumerate(seen) if i and seen[i - 1][0] == "INTERRUPTED"
+                and phase != "INTERRUPTED")  # fmt: skip
+    assert all(message == "" for _, message in seen[left:]), seen
+    assert seen[-1][0] == "STOPPED"

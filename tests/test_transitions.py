@@ -17,6 +17,7 @@ from simulator.core.transitions import (
     Timeout,
     Timer,
     Trigger,
+    next_phase,
 )
 
 
@@ -57,11 +58,22 @@ def test_the_own_timeouts_run_only_where_a_timeout_applies() -> None:
     }
 
 
-def test_startup_spans_creating_and_initializing() -> None:
-    assert TIMERS[Phase.CREATING].timeout is TIMERS[Phase.INITIALIZING].timeout is Timeout.STARTUP
-    assert Timer.PHASE_TIMEOUT in TIMERS[Phase.CREATING].starts
-    assert Timer.PHASE_TIMEOUT in TIMERS[Phase.INITIALIZING].keeps
-    assert Timer.PHASE_TIMEOUT not in CANCELS[Phase.INITIALIZING]
+def test_startup_counts_from_pending_through_initializing() -> None:
+    """BEHAVIOUR.md: the startup limits count from the instance's entry into PENDING."""
+    assert TIMER_TIMEOUT[Timer.STARTUP] is Timeout.STARTUP
+    assert Timer.STARTUP in TIMERS[Phase.PENDING].starts
+    assert Timer.STARTUP in TIMERS[Phase.CREATING].keeps
+    assert Timer.STARTUP in TIMERS[Phase.INITIALIZING].keeps
+    assert Timer.STARTUP not in CANCELS[Phase.CREATING]
+    assert Timer.STARTUP not in CANCELS[Phase.INITIALIZING]
+    assert Timer.STARTUP in CANCELS[Phase.RUNNING]
+    assert TIMERS[Phase.PENDING].timeout is Timeout.INITIALIZATION
+
+
+def test_an_image_build_times_out_straight_to_stopped() -> None:
+    assert TIMERS[Phase.IMAGEBUILD].timeout is Timeout.IMAGE_BUILD
+    assert Timer.PHASE_TIMEOUT in TIMERS[Phase.IMAGEBUILD].starts
+    assert next_phase(Phase.IMAGEBUILD, Trigger.TIMED_OUT) is Phase.STOPPED
 
 
 def test_stopped_leaves_nothing_pending() -> None:

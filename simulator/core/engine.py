@@ -698,6 +698,14 @@ class Engine:
                 sched.cancel(event)
                 setattr(inst, slot, None)
         inst.phase_started_at = now
+        old = inst.status
+        if (
+            message is None
+            and old.phase is Phase.INTERRUPTED
+            and phase is not Phase.INTERRUPTED
+            and old.message == INTERRUPTED_MESSAGE
+        ):
+            message = ""  # rule 14: leaving INTERRUPTED, whichever way, clears its message
         build = inst.build
         if build is not None and not build.finished and phase is not Phase.IMAGEBUILD:
             self._end_build(inst, success=phase is Phase.PENDING)  # rule 13
@@ -713,7 +721,6 @@ class Engine:
         rule = TIMERS[phase]
         for timer in rule.starts:
             self._start_timer(inst, timer, phase, rule)
-        old = inst.status
         status = _new_status(
             InstanceStatus,
             (
@@ -754,6 +761,12 @@ class Engine:
                 inst.timeout_ref = now
                 inst.phase_timeout = self.scheduler.schedule(
                     now + limit, EventKind.PHASE_TIMEOUT, inst.id
+                )
+        elif timer is Timer.STARTUP:
+            limit = inst.plan.timeouts.startup
+            if limit is not None:  # from entering PENDING, kept through CREATING, INITIALIZING
+                inst.startup = self.scheduler.schedule(
+                    now + limit, EventKind.STARTUP_TIMEOUT, inst.id
                 )
         elif timer is Timer.INACTIVITY:
             self._schedule_inactivity(inst)
@@ -877,6 +890,10 @@ class Engine:
             timeout = TIMERS[inst.phase].timeout
             assert timeout is not None, f"a phase timeout fired in {inst.phase.name}"
             self._time_out(inst, timeout, self.now - inst.timeout_ref)
+        elif kind is EventKind.STARTUP_TIMEOUT:
+            inst.startup = None
+            # Scheduled on entering PENDING, ``limit`` ahead: it fires when that much has passed.
+            self._time_out(inst, Timeout.STARTUP, inst.plan.timeouts.startup or 0)
         elif kind is EventKind.INACTIVITY_TIMEOUT:
             inst.inactivity = None
             since = inst.last_activity if inst.last_activity is not None else inst.running_at
@@ -889,8 +906,14 @@ class Engine:
     def _time_out(self, inst: Instance, timeout: Timeout, took: Duration) -> None:
         limit: Duration = getattr(inst.plan.timeouts, timeout.value) or 0
         activity = TIMEOUT_ACTIVITY[timeout]
+        cause = f"timeout:{activity}"
+        if inst.status.timeout:  # rule 7: the first timeout's text says why it stopped
+            target = next_phase(inst.phase, Trigger.TIMED_OUT)
+            assert target is not None, f"a timeout fired in {inst.phase.name}"
+            self._enter(inst, target, cause)
+            return
         text = timeout_text(activity, took, limit)
-        self._condition_then(inst, Trigger.TIMED_OUT, f"timeout:{activity}", timeout=text)
+        self._condition_then(inst, Trigger.TIMED_OUT, cause, timeout=text)
 
 
 __all__ = [

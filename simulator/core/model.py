@@ -125,6 +125,7 @@ class Instance:
     recover: ScheduledEvent | None = field(default=None, repr=False)
     log: ScheduledEvent | None = field(default=None, repr=False)
     interrupt: ScheduledEvent | None = field(default=None, repr=False)
+    startup: ScheduledEvent | None = field(default=None, repr=False)
     faults: list[str] = field(default_factory=list, repr=False)
     """Ids of the lifecycle faults bound to this instance and not yet spent."""
 

@@ -92,7 +92,8 @@ class Timeouts:
     initialization: Duration | None = 30 * MINUTE
     """PENDING too long."""
     startup: Duration | None = 1 * HOUR
-    """CREATING + INITIALIZING together too long."""
+    """From entering PENDING (the pod's creation) to RUNNING too long: PENDING, CREATING and
+    INITIALIZING together."""
     inactivity: Duration | None = 30 * MINUTE
     """RUNNING since the last activity (or since RUNNING when never marked active)."""
     max_lifetime: Duration | None = 36 * HOUR
@@ -101,6 +102,9 @@ class Timeouts:
     """INTERRUPTED too long."""
     stopping: Duration | None = 1 * HOUR
     """STOPPING too long: forced to STOPPED."""
+    image_build: Duration | None = 1 * HOUR
+    """Still in IMAGEBUILD this long after the instance's creation: stopped (straight to
+    STOPPED, nothing runs on the cluster yet)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

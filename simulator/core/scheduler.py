@@ -26,7 +26,9 @@ class EventKind(enum.Enum):
     RECOVER = "recover"
     """A timed interruption ends."""
     PHASE_TIMEOUT = "phase-timeout"
-    """A limit on the current phase (initialization, startup, interruption, stopping)."""
+    """A limit on the current phase (image build, initialization, interruption, stopping)."""
+    STARTUP_TIMEOUT = "startup-timeout"
+    """The startup limit, counted from entering PENDING."""
     INACTIVITY_TIMEOUT = "inactivity-timeout"
     LIFETIME_TIMEOUT = "lifetime-timeout"
     INTERRUPT = "interrupt"
@@ -41,7 +43,12 @@ class EventKind(enum.Enum):
 
 
 _TIMEOUTS = frozenset(
-    {EventKind.PHASE_TIMEOUT, EventKind.INACTIVITY_TIMEOUT, EventKind.LIFETIME_TIMEOUT}
+    {
+        EventKind.PHASE_TIMEOUT,
+        EventKind.STARTUP_TIMEOUT,
+        EventKind.INACTIVITY_TIMEOUT,
+        EventKind.LIFETIME_TIMEOUT,
+    }
 )
 
 
@@ -53,6 +60,7 @@ TIMER_EVENTS: dict[Timer, EventKind] = {
     Timer.LIFETIME: EventKind.LIFETIME_TIMEOUT,
     Timer.INTERRUPT: EventKind.INTERRUPT,
     Timer.RECOVER: EventKind.RECOVER,
+    Timer.STARTUP: EventKind.STARTUP_TIMEOUT,
 }
 """The event each instance timer schedules (every kind but WAKE, which belongs to no instance)."""
 

@@ -40,7 +40,9 @@ from simulator.core.state_check import check_document
 from simulator.core.transitions import Phase, Timer
 
 FORMAT = "gitpod-sim-state"
-VERSION = 1
+VERSION = 2
+"""2 added the image_build limit and the startup timer of its own (counted from PENDING); a
+version-1 document is upgraded on import (:func:`_upgrade_v1`)."""
 _EVENT_SLOTS = tuple(timer.value for timer in Timer)
 
 Json = dict[str, Any]
@@ -205,6 +207,8 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
     """A new engine holding ``data`` (from :func:`export_state`); bad data is INVALID_ARGUMENT."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InvalidArgument(f"not a {FORMAT} document")
+    if data.get("version") == 1:
+        data = _upgrade_v1(data)
     if data.get("version") != VERSION:
         raise InvalidArgument(f"unsupported state version {data.get('version')!r}")
     check_document(data, tuple(Engine(seed=0).random.save()))  # the whole document first
@@ -216,6 +220,44 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
         raise InvalidArgument(f"malformed state: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InvalidArgument(f"malformed state: {type(exc).__name__}: {exc}") from None
+
+
+def _upgrade_v1(data: Json) -> Json:
+    """A version-1 document as version 2 (a copy where it differs; what is malformed is left for
+    the check to name). Every plan gets the image_build limit's default; a CREATING or
+    INITIALIZING instance's phase timeout (the startup limit in version 1, counted from CREATING)
+    becomes its startup timer. Pending events are not added: an instance saved in IMAGEBUILD or
+    PENDING keeps the timers it had."""
+    out = {**data, "version": 2}
+    plans = data.get("plans")
+    if isinstance(plans, list):
+        out["plans"] = [
+            {**p, "timeouts": {**p["timeouts"], "image_build": Timeouts().image_build}}
+            if isinstance(p, dict)
+            and isinstance(p.get("timeouts"), dict)
+            and "image_build" not in p["timeouts"]
+            else p
+            for p in plans
+        ]
+    instances = data.get("instances")
+    if isinstance(instances, list):
+        upgraded = []
+        for inst in instances:
+            status, events = (
+                (inst.get("status"), inst.get("events")) if isinstance(inst, dict) else (None, None)
+            )
+            if (
+                isinstance(status, dict)
+                and status.get("phase") in ("CREATING", "INITIALIZING")
+                and isinstance(events, dict)
+                and "phase_timeout" in events
+                and "startup" not in events
+            ):
+                events = {k: v for k, v in events.items() if k != "phase_timeout"}
+                inst = {**inst, "events": {**events, "startup": inst["events"]["phase_timeout"]}}
+            upgraded.append(inst)
+        out["instances"] = upgraded
+    return out
 
 
 def _import(data: Json, observer: Observer | None) -> Engine:

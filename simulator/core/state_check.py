@@ -27,7 +27,16 @@ from simulator.core.patterns import compile_pattern
 from simulator.core.plan import TIMED_PHASES, TIMEOUT_NAMES, BuildPolicy
 from simulator.core.transitions import Phase
 
-EVENT_SLOTS = ("step", "phase_timeout", "inactivity", "lifetime", "recover", "log", "interrupt")
+EVENT_SLOTS = (
+    "step",
+    "phase_timeout",
+    "inactivity",
+    "lifetime",
+    "recover",
+    "log",
+    "interrupt",
+    "startup",
+)
 _STATUS_KEYS = (
     "version",
     "phase",

@@ -16,7 +16,10 @@ Rules (BEHAVIOUR.md, "Lifecycle of an instance"):
 6. A failure before the cluster runs anything (IMAGEBUILD, PENDING) or while pulling the image
    (CREATING) goes straight to STOPPED; later (INITIALIZING, RUNNING, INTERRUPTED) it goes through
    STOPPING. ``conditions.failed`` is never cleared.
-7. A timeout goes to STOPPING, except a STOPPING timeout, which forces STOPPED.
+7. A timeout goes to STOPPING, except a STOPPING timeout, which forces STOPPED, and an IMAGEBUILD
+   timeout, which goes straight to STOPPED (upstream's bridge marked it stopped: nothing runs on
+   the cluster yet). When an earlier timeout set ``conditions.timeout``, a later one keeps that
+   text (it says why the instance stopped) and only changes the phase.
 8. INTERRUPTED is entered only from RUNNING; it goes back to RUNNING when it recovers, or to
    STOPPING when its timeout hits.
 9. Same-phase status changes (rule 4, first user activity, admission) are legal in every active
@@ -28,12 +31,15 @@ Timers (BEHAVIOUR.md, "Timeouts"), in :data:`TIMERS`:
     then starts the new phase's timers, in the table's order.
 11. STEP ends a phase that has a duration of its own (IMAGEBUILD, PENDING, CREATING, INITIALIZING,
     STOPPING). RUNNING and INTERRUPTED end only by an event.
-12. Limits: PENDING by *initialization*; CREATING and INITIALIZING together by *startup* (the timer
-    CREATING starts, INITIALIZING keeps); INTERRUPTED by *interruption*; STOPPING by *stopping*;
+12. Limits: IMAGEBUILD by *image build* (from the instance's creation, which is its entry into
+    IMAGEBUILD); PENDING by *initialization*; PENDING, CREATING and INITIALIZING together by
+    *startup*, counted from entering PENDING (the timer PENDING starts, CREATING and INITIALIZING
+    keep); INTERRUPTED by *interruption*; STOPPING by *stopping*;
     RUNNING by *inactivity* (since the last user activity, or since RUNNING; each activity
     restarts it); RUNNING and INTERRUPTED by *max_lifetime*, counted from the instance's creation.
     A disabled limit starts no timer. The text names the activity (:data:`TIMEOUT_ACTIVITY`).
 13. Leaving IMAGEBUILD ends the image build: successful when the next phase is PENDING.
+14. Leaving INTERRUPTED, whichever way, clears the message the interruption set.
 
 Everything the engine does, and everything the contract tests check, comes from the tables below.
 The engine has no rule of its own about which phase follows which, or which timer runs when.
@@ -115,7 +121,7 @@ EVENT_TRIGGERED_TRANSITIONS: Mapping[Phase, Mapping[Trigger, Phase]] = {
         Trigger.STEP_DONE: Phase.PENDING,
         Trigger.STOP_REQUESTED: Phase.STOPPING,
         Trigger.FAILED: Phase.STOPPED,
-        Trigger.TIMED_OUT: Phase.STOPPING,
+        Trigger.TIMED_OUT: Phase.STOPPED,
     },
     Phase.PENDING: {
         Trigger.STEP_DONE: Phase.CREATING,
@@ -187,6 +193,8 @@ class Timer(enum.Enum):
     """The image build writes its next log line."""
     INTERRUPT = "interrupt"
     """An interrupt fault's scheduled effect."""
+    STARTUP = "startup"
+    """The startup limit, from entering PENDING until RUNNING."""
 
 
 class Timeout(enum.Enum):
@@ -199,6 +207,7 @@ class Timeout(enum.Enum):
     MAX_LIFETIME = "max_lifetime"
     INTERRUPTION = "interruption"
     STOPPING = "stopping"
+    IMAGE_BUILD = "image_build"
 
 
 TIMEOUT_ACTIVITY: Mapping[Timeout, str] = {
@@ -208,6 +217,7 @@ TIMEOUT_ACTIVITY: Mapping[Timeout, str] = {
     Timeout.MAX_LIFETIME: "maximum lifetime",
     Timeout.INTERRUPTION: "workspace interruption",
     Timeout.STOPPING: "stopping",
+    Timeout.IMAGE_BUILD: "image build",
 }
 """What upstream's ``conditions.timeout`` text says took too long (``workspace timed out after
 <activity> (<took>) took longer than <limit>``); ``timeout:<activity>`` is the change's cause."""
@@ -229,14 +239,16 @@ class PhaseTimers:
 
 
 TIMERS: Mapping[Phase, PhaseTimers] = {
-    Phase.IMAGEBUILD: PhaseTimers(starts=(Timer.STEP,), during=frozenset({Timer.BUILD_LOG})),
+    Phase.IMAGEBUILD: PhaseTimers(
+        starts=(Timer.STEP, Timer.PHASE_TIMEOUT),
+        during=frozenset({Timer.BUILD_LOG}),
+        timeout=Timeout.IMAGE_BUILD,
+    ),
     Phase.PENDING: PhaseTimers(
-        starts=(Timer.STEP, Timer.PHASE_TIMEOUT), timeout=Timeout.INITIALIZATION
+        starts=(Timer.STEP, Timer.PHASE_TIMEOUT, Timer.STARTUP), timeout=Timeout.INITIALIZATION
     ),
-    Phase.CREATING: PhaseTimers(starts=(Timer.STEP, Timer.PHASE_TIMEOUT), timeout=Timeout.STARTUP),
-    Phase.INITIALIZING: PhaseTimers(
-        starts=(Timer.STEP,), keeps=frozenset({Timer.PHASE_TIMEOUT}), timeout=Timeout.STARTUP
-    ),
+    Phase.CREATING: PhaseTimers(starts=(Timer.STEP,), keeps=frozenset({Timer.STARTUP})),
+    Phase.INITIALIZING: PhaseTimers(starts=(Timer.STEP,), keeps=frozenset({Timer.STARTUP})),
     Phase.RUNNING: PhaseTimers(
         starts=(Timer.LIFETIME, Timer.INACTIVITY, Timer.INTERRUPT),
         keeps=frozenset({Timer.LIFETIME, Timer.INTERRUPT}),
@@ -257,6 +269,7 @@ PHASE_TIMEOUT the phase's :attr:`PhaseTimers.timeout`, INACTIVITY and LIFETIME t
 TIMER_TIMEOUT: Mapping[Timer, Timeout] = {
     Timer.INACTIVITY: Timeout.INACTIVITY,
     Timer.LIFETIME: Timeout.MAX_LIFETIME,
+    Timer.STARTUP: Timeout.STARTUP,
 }
 """The timers that are a timeout of their own, whatever the phase."""
 

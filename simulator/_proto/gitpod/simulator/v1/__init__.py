@@ -1499,6 +1499,9 @@ class Timeouts(betterproto2.Message):
     startup: "datetime.timedelta | None" = betterproto2.field(
         2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
     )
+    """
+    From entering PENDING (the pod's creation) to RUNNING: PENDING, CREATING, INITIALIZING.
+    """
 
     inactivity: "datetime.timedelta | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
@@ -1515,6 +1518,13 @@ class Timeouts(betterproto2.Message):
     stopping: "datetime.timedelta | None" = betterproto2.field(
         6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
     )
+
+    image_build: "datetime.timedelta | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
+    )
+    """
+    Still in IMAGEBUILD this long after the instance's creation: straight to STOPPED.
+    """
 
 
 default_message_pool.register_message("gitpod.simulator.v1", "Timeouts", Timeouts)
