@@ -63,9 +63,9 @@ class SimCodec(ProtoCodec):
         except GRPCError:
             raise
         except Exception as exc:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, f"malformed {name}: {type(exc).__name__}: {exc}"
-            ) from None
+            wrong = _wrong_wire_type(checker, data)
+            reason = wrong or f"{type(exc).__name__}: {exc}"
+            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {reason}") from None
         return message
 
     def _checker(self, message_type: Any) -> Any:
@@ -94,9 +94,48 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "string": str,
     "bytes": bytes,
     "bool": bool,
-    "float": (float, int),
-    "double": (float, int),
+    "float": float,  # a varint sent for a double arrives as an int
+    "double": float,
 }
+
+
+def _wrong_wire_type(checker: Any, data: bytes) -> str:
+    """Which known field came with the wrong wire type (Google's parser keeps such a field as
+    an unknown one), for the error message; "" when none did. Only on the error path."""
+    if checker is None:
+        return ""
+    from google.protobuf.unknown_fields import UnknownFieldSet  # type: ignore[import-untyped]
+
+    def find(message: Any, path: str, depth: int) -> str:
+        fields = message.DESCRIPTOR.fields_by_number
+        for unknown in UnknownFieldSet(message):
+            if unknown.field_number in fields:
+                field = fields[unknown.field_number]
+                return f"field {path + field.name!r} came with the wrong wire type"
+        if depth < 32:
+            for field, value in message.ListFields():
+                if field.message_type is None or field.message_type.GetOptions().map_entry:
+                    continue
+                for item in value if field.is_repeated else [value]:
+                    if found := find(item, f"{path}{field.name}.", depth + 1):
+                        return found
+        return ""
+
+    try:
+        return find(checker.FromString(data), "", 0)
+    except Exception:
+        return ""
+
+
+_WRAPPED: dict[Any, type] = {}
+"""The Python type each unwrapped well-known message decodes to (Duration: timedelta)."""
+
+
+def _wrapped_type(unwrap: Any) -> type:
+    kind = _WRAPPED.get(unwrap)
+    if kind is None:
+        kind = _WRAPPED[unwrap] = type(unwrap()().to_wrapped())
+    return kind
 
 
 def _check_types(message: Any, where: str, depth: int = 0) -> None:
@@ -114,7 +153,11 @@ def _check_types(message: Any, where: str, depth: int = 0) -> None:
         values = value if field.repeated and isinstance(value, list) else [value]
         for item in values:
             kind = field.proto_type
-            if kind == "message" and field.unwrap is None and field.map_meta is None:
+            if kind == "message" and field.unwrap is not None:
+                # a Duration or Timestamp sent as a varint arrives as a bare int
+                if not isinstance(item, _wrapped_type(field.unwrap)):
+                    _refuse(where, field_name, field.unwrap().__name__)
+            elif kind == "message" and field.map_meta is None:
                 if not isinstance(item, Message):
                     _refuse(where, field_name, kind)
                 _check_types(item, f"{where}.{field_name}", depth + 1)

@@ -1,0 +1,87 @@
+"""A field sent with the wrong wire type is INVALID_ARGUMENT naming the field, on every method of
+both services, for every field of every request, nested ones included: a Duration or Timestamp
+sent as a varint, a fixed64 or a fixed32 (before: a varint Duration was accepted as the integer 5
+and the call answered UNKNOWN; a fixed64 one said "KeyError: 'message'"), a string sent as a
+varint, a number sent as bytes. WorkspacesService's requests carry no Duration or Timestamp; the
+control plane's carry 24 (21 Durations, 3 Timestamps, nested ones included)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from grpc_helpers import ALICE
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from test_hardening import _call_raw
+
+from simulator import Simulator
+
+ADMIN = "adm-wire"
+VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+_WIRE = {"double": FIXED64, "fixed64": FIXED64, "sfixed64": FIXED64,
+         "float": FIXED32, "fixed32": FIXED32, "sfixed32": FIXED32,
+         "string": LEN, "bytes": LEN, "message": LEN, "map": LEN}  # fmt: skip
+_PAYLOAD = {VARINT: b"\x05", FIXED64: b"\0" * 8, LEN: b"\x01x", FIXED32: b"\0" * 4}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _tag(number: int, wire: int) -> bytes:
+    return _varint(number << 3 | wire)
+
+
+def _wrong_fields(message_type: Any, depth: int = 0) -> Iterator[tuple[str, str, bytes]]:
+    """(dotted field path, the field's type, bytes of a request with that field mistyped)."""
+    meta = message_type._betterproto
+    for name, field in meta.meta_by_field_name.items():
+        kind = field.proto_type
+        right = _WIRE.get(kind, VARINT)
+        label = field.unwrap().__name__ if field.unwrap is not None else kind
+        wrong = {VARINT, FIXED64, LEN, FIXED32} - {right}
+        if field.repeated and right != LEN:
+            wrong.discard(LEN)  # packed: bytes are right too
+        for wire in sorted(wrong):
+            yield name, label, _tag(field.number, wire) + _PAYLOAD[wire]
+        if kind == "message" and field.unwrap is None and field.map_meta is None and depth < 3:
+            inner_type = meta.cls_by_field[name]
+            for path, inner_label, inner in _wrong_fields(inner_type, depth + 1):
+                yield (f"{name}.{path}", inner_label,
+                       _tag(field.number, LEN) + _varint(len(inner)) + inner)  # fmt: skip
+
+
+async def test_every_field_sent_with_the_wrong_wire_type_is_invalid_argument() -> None:
+    sim = Simulator(seed=6, users={"alice": ALICE}, admin_token=ADMIN)
+    before = json.dumps(sim.export_state(), sort_keys=True)
+    tried: dict[str, int] = {}
+    async with sim.channel() as channel:
+        for service in sim.services():
+            for path, handler in service.__mapping__().items():
+                if not path.startswith(("/gitpod.v1.", "/gitpod.simulator.v1.")):
+                    continue
+                token = ADMIN if "/gitpod.simulator.v1." in path else ALICE
+                for field, label, payload in _wrong_fields(handler.request_type):
+                    try:
+                        await _call_raw(channel, path, handler, payload, token)
+                    except GRPCError as exc:
+                        where = (path, field, label, payload)
+                        assert exc.status is Status.INVALID_ARGUMENT, (*where, exc.message)
+                        assert "malformed" in (exc.message or ""), (*where, exc.message)
+                        assert field.rsplit(".", 1)[-1].rstrip("_") in (exc.message or ""), (
+                            *where,
+                            exc.message,
+                        )
+                    else:
+                        raise AssertionError(f"{path}: {field} ({label}) mistyped was accepted")
+                    tried[label] = tried.get(label, 0) + 1
+    assert tried["Duration"] == 3 * 21 and tried["Timestamp"] == 3 * 3, tried
+    assert len(tried) >= 8, tried
+    assert json.dumps(sim.export_state(), sort_keys=True) == before  # nothing changed
