@@ -43,6 +43,11 @@ CONTROL_SERVICE = "gitpod.simulator.v1.SimulatorService"
 ADMIN = "admin"
 log = logging.getLogger("gitpod_sim.rpc")
 
+REPLACED_WHILE_WAITING = (
+    "the simulator was reset or its state replaced while the call waited on a latency fault;"
+    " it did not run"
+)
+
 RawHandler = Callable[[Stream[Any, Any]], Awaitable[None]]
 
 
@@ -118,11 +123,14 @@ async def apply_rpc_faults(
     that hit this call (decided in the core). Answers what to do after the call ran (the answer
     lost: a status, or the connection dropped)."""
     decided = CallFaults.of(faults)
+    engine = world.engine
     for latency in decided.latencies:
         if latency.simulated:
-            await world.sleep_simulated(latency.latency)
+            await world.sleep_simulated(latency.latency)  # a reset ends it with Closed
         else:
             await asyncio.sleep(latency.latency / SECOND)
+        if world.engine is not engine:  # nothing outlives a reset or an import
+            raise Closed(REPLACED_WHILE_WAITING, code="ABORTED")
         world.sync()
     before = decided.before
     if isinstance(before, ConnectionDrop):
@@ -145,10 +153,16 @@ def _journal_message(exc: GRPCError) -> str:
     return f"{message} (after the call ran)" if isinstance(exc, LostAnswer) else message
 
 
+DEADLINE_SLACK = 0.25
+"""Seconds before its deadline within which a client going away is its deadline passing: the
+client's clock started first, so its deadline ends the call a network latency before ours."""
+
+
 def _sent_code(stream: Stream[Any, Any]) -> str:
-    """What grpclib sends for a cancelled handler: DEADLINE_EXCEEDED once the deadline passed."""
+    """What the client saw of a cancelled handler: DEADLINE_EXCEEDED once (about) the deadline
+    passed, else CANCELLED."""
     deadline = getattr(stream, "deadline", None)
-    if deadline is not None and deadline.time_remaining() <= 0:
+    if deadline is not None and deadline.time_remaining() <= DEADLINE_SLACK:
         return "DEADLINE_EXCEEDED"
     return "CANCELLED"
 

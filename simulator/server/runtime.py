@@ -60,7 +60,7 @@ from simulator.core.simtime import (
 from simulator.core.state import export_state, import_state
 from simulator.core.transitions import Phase
 from simulator.server.activity import Activity
-from simulator.server.broadcast import Hub
+from simulator.server.broadcast import Closed, Hub
 from simulator.server.clock import DEFAULT_AUTOJUMP_GRACE, ClockMode, SimClock
 from simulator.server.codec import SimCodec
 from simulator.server.connections import ConnectionGuard
@@ -442,9 +442,7 @@ class Simulator:
         self.hub.close_all(reason, code="ABORTED", final=False)
         engine.set_quotas(self.server_limits.quotas)
         old, self._contents = self._contents, _Contents(engine)
-        for future in old.wakes.values():
-            if not future.done():
-                future.set_result(None)
+        _abort_waits(old, f"{reason} while the call waited on a latency fault; it did not run")
         self.coverage_feed.engine_replaced()
         self.clock.reset(engine.now)
         self.kick()
@@ -537,9 +535,7 @@ class Simulator:
         self._driving = False
         self.hub.close_all(reason, code="ABORTED")
         self.journal.close(reason, code="ABORTED")
-        for future in self._contents.wakes.values():
-            if not future.done():
-                future.set_result(None)
+        _abort_waits(self._contents, reason)
         task, self._driver_task = self._driver_task, None
         if task is not None:
             task.cancel()
@@ -655,6 +651,14 @@ class _Contents:
         """Encoded GetWorkspace answers (a workspace never changes after creation)."""
         self.wakes: dict[str, asyncio.Future[None]] = {}
         """Simulated sleeps (latency faults) waiting for their Wake event."""
+
+
+def _abort_waits(contents: _Contents, reason: str) -> None:
+    """End every call waiting on a simulated latency with ABORTED: it must not act on the world
+    that replaced its own (the boundary answers the ``Closed``)."""
+    for future in contents.wakes.values():
+        if not future.done():
+            future.set_exception(Closed(reason, code="ABORTED"))
 
 
 @dataclass(frozen=True, slots=True)
