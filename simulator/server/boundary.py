@@ -104,12 +104,15 @@ class Rules:
     journal: bool
     quiet_ok: bool = False
     """A call that answers OK is not journaled (reads: see CONTROL_READ); a refused one is."""
+    quiet_ran: bool = False
+    """A call is journaled only when it was refused before its method ran (FollowJournal)."""
 
 
 API = Rules(admit_api_user, faults=True, activity=True, journal=True)
 CONTROL = Rules(admit_admin, faults=False, activity=False, journal=True)
-CONTROL_FOLLOW = Rules(admit_admin, faults=False, activity=False, journal=False)
-"""FollowJournal: never journaled (it would journal itself) and never counted for autojump."""
+CONTROL_FOLLOW = Rules(admit_admin, faults=False, activity=False, journal=True, quiet_ran=True)
+"""FollowJournal: a follow that ran is not journaled (it would journal itself), a refused one (a
+wrong token, a malformed request) is; never counted for autojump."""
 CONTROL_READ = Rules(admit_admin, faults=False, activity=False, journal=True, quiet_ok=True)
 """ReadJournal, GetClock and WaitFor: reads that change nothing. Answered OK they are not
 journaled (reading the journal until it is empty would never end); refused (a wrong token, a
@@ -178,7 +181,7 @@ def handler(
     """The raw grpclib handler for ``method``: unary methods answer the reply, streaming ones
     send their own messages through ``call.stream``."""
     admit, faults, counted, journaled = rules.admit, rules.faults, rules.activity, rules.journal
-    quiet_ok = rules.quiet_ok
+    quiet_ok, quiet_ran = rules.quiet_ok, rules.quiet_ran
 
     async def handle(stream: Stream[Any, Any]) -> None:
         world: SteeredWorld | None = None
@@ -234,7 +237,8 @@ def handler(
         finally:
             if activity is not None:
                 activity.call_ended()
-            if journaled and world is not None and not (quiet_ok and code == "OK"):
+            quiet = (quiet_ok and code == "OK") or (quiet_ran and ran)
+            if journaled and world is not None and not quiet:
                 world.record_rpc(path, caller, request, code, message)
             if log.isEnabledFor(logging.INFO):
                 suffix = f": {message}" if message else ""
