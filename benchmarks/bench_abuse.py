@@ -6,12 +6,18 @@ Each attack gets a fresh server (``python -m simulator.cli serve`` from ``--root
 checkout, so an older commit can be measured the same way) and reports the server's resident
 memory (VmRSS) growth or peak (VmHWM) from /proc, and what the attacker observed. Loopback only;
 every loop is bounded. Not run in CI: the figures go in the report and the README.
+
+The raw attacks speak HTTP/2 through the h2 library (grpclib's client refuses to misbehave); the
+honest clients next to them (the victim whose lifecycle must still move, the owner of a listing)
+are grpclib clients with this checkout's generated code, which an older server speaks as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -30,6 +36,14 @@ import h2.exceptions
 import h2.settings
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the clients' generated code, from this checkout
+
+from grpclib.client import Channel  # noqa: E402
+from grpclib.exceptions import GRPCError, StreamTerminatedError  # noqa: E402
+
+from simulator._proto.gitpod import v1 as pb  # noqa: E402
+from simulator._proto.gitpod.simulator import v1 as spb  # noqa: E402
+
 TOKEN_A, TOKEN_B, ADMIN = "tok-a", "tok-b", "adm"
 MIB = 1024 * 1024
 GET = "/gitpod.v1.WorkspacesService/GetWorkspace"
@@ -73,6 +87,12 @@ class Server:
         self.proc.kill()
         self.proc.wait(10)
 
+    def api(self, token: str) -> tuple[Channel, pb.WorkspacesServiceStub]:
+        channel = Channel("127.0.0.1", self.port)
+        return channel, pb.WorkspacesServiceStub(
+            channel, metadata={"authorization": f"Bearer {token}"}
+        )
+
 
 class Raw:
     """A blocking HTTP/2 client from the h2 library: does what an attacker does."""
@@ -97,7 +117,7 @@ class Raw:
             except OSError:
                 self.closed = True
 
-    def open(self, path: str, token: str | None, body: bytes | None, extra=()) -> int:  # type: ignore[no-untyped-def]
+    def open(self, path: str, token: str | None, body: bytes | None, extra=(), end=True) -> int:  # type: ignore[no-untyped-def]
         sid = self.conn.get_next_available_stream_id()
         headers = [
             (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
@@ -105,7 +125,7 @@ class Raw:
         ]  # fmt: skip
         if token:
             headers.append(("authorization", f"Bearer {token}"))
-        self.conn.send_headers(sid, [*headers, *extra], end_stream=body is None)
+        self.conn.send_headers(sid, [*headers, *extra], end_stream=body is None and end)
         if body is not None:
             self.conn.send_data(sid, struct.pack(">?I", False, len(body)) + body, end_stream=True)
         self.flush()
@@ -140,6 +160,9 @@ class Raw:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.goaway = ev
+            elif isinstance(ev, h2.events.StreamReset):
+                code = ev.error_code
+                self.ended[ev.stream_id] = {"rst": f"RST_STREAM {getattr(code, 'name', code)}"}
         self.flush()
 
     def wait(self, sid: int, seconds: float = 5.0) -> dict[str, str] | None:
@@ -321,6 +344,270 @@ def non_ascii_header(root: Path) -> str:
         return f"healthy stream grpc-status {outcome[healthy]}, bad stream {outcome[bad]}; {state}"
 
 
+async def _to_running(srv: Server, token: str, limit: float = 15.0) -> str:
+    """Seconds of real time a fresh workspace takes to reach RUNNING, watched (autojump)."""
+    channel, api = srv.api(token)
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(limit):
+            created = await api.create_and_start_workspace(
+                pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/acme/victim")
+            )
+            active = await api.get_active_workspace_instance(
+                pb.GetActiveWorkspaceInstanceRequest(workspace_id=created.workspace_id)
+            )
+            assert active.instance is not None
+            request = pb.ListenToWorkspaceInstanceRequest(instance_id=active.instance.instance_id)
+            async for update in api.listen_to_workspace_instance(request):
+                status = update.instance_status
+                if status and status.phase == pb.WorkspaceInstanceStatusPhase.RUNNING:
+                    break
+        return f"{(time.monotonic() - start) * 1000:.0f} ms"
+    except TimeoutError:
+        return f"not within {limit:g} s (clock frozen)"
+    finally:
+        channel.close()
+
+
+def half_open(root: Path) -> str:
+    """An unauthenticated stream that sends its headers and never its body, then another user's
+    watched lifecycle (autojump): how long until it reaches RUNNING."""
+    with server(root) as srv:
+        raw = Raw(srv.port)
+        raw.open(GET, None, None, end=False)
+        time.sleep(0.2)
+        took = asyncio.run(_to_running(srv, TOKEN_B))
+        return f"another user's lifecycle RUNNING after {took}"
+
+
+def non_reading(root: Path) -> str:
+    """A listener with a 1-byte window that never reads, then another user's lifecycle."""
+    with server(root) as srv:
+
+        async def own_workspace() -> str:
+            channel, api = srv.api(TOKEN_A)
+            try:
+                created = await api.create_and_start_workspace(
+                    pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/acme/stuck")
+                )
+                active = await api.get_active_workspace_instance(
+                    pb.GetActiveWorkspaceInstanceRequest(workspace_id=created.workspace_id)
+                )
+                assert active.instance is not None
+                return active.instance.instance_id
+            finally:
+                channel.close()
+
+        iid = asyncio.run(own_workspace())
+        raw = Raw(srv.port, window=1)
+        raw.pump(0.2, ack=False)
+        raw.open(LISTEN, TOKEN_A, _string_field(1, iid))
+        time.sleep(0.2)
+        took = asyncio.run(_to_running(srv, TOKEN_B))
+        return f"another user's lifecycle RUNNING after {took}"
+
+
+def over_stream_cap(root: Path) -> str:
+    """100 half-open streams on one connection (the advertised cap), then one more."""
+    with server(root) as srv:
+        raw = Raw(srv.port)
+        raw.pump(0.3)
+        raw.conn.remote_settings = h2.settings.Settings(
+            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000}
+        )
+        held = [raw.open(GET, TOKEN_A, None, end=False) for _ in range(100)]
+        extra = raw.open(GET, TOKEN_A, _string_field(1, "nope"))
+        raw.wait(extra, 2)
+        for sid in held[:5]:
+            raw.conn.send_data(
+                sid, struct.pack(">?I", False, 6) + _string_field(1, "nope"), end_stream=True
+            )
+        raw.flush()
+        for sid in held[:5]:
+            raw.wait(sid, 2)
+        answered = sum(1 for sid in held[:5] if "grpc-status" in raw.ended.get(sid, {}))
+        extra_end = raw.ended.get(extra, {})
+        how = extra_end.get("rst") or extra_end.get("grpc-status") or "nothing"
+        state = "connection closed" if raw.closed or raw.goaway else "connection open"
+        return f"extra stream: {how}; {answered}/5 of the others answered afterwards; {state}"
+
+
+def page_tokens(root: Path) -> str:
+    """Alice starts a listing of 500 workspaces; bob opens 5,000 listings meanwhile. Alice's next
+    page, and the memory 4,096 of her own abandoned first pages keep."""
+    with server(root) as srv:
+
+        async def attack() -> str:
+            a_channel, alice = srv.api(TOKEN_A)
+            b_channel, bob = srv.api(TOKEN_B)
+            try:
+                for batch in range(10):
+                    await asyncio.gather(*(
+                        alice.create_and_start_workspace(pb.CreateAndStartWorkspaceRequest(
+                            context_url=f"https://github.com/acme/r{batch}x{n}"))
+                        for n in range(50)
+                    ))  # fmt: skip
+                for n in range(2):
+                    await bob.create_and_start_workspace(
+                        pb.CreateAndStartWorkspaceRequest(context_url=f"https://github.com/b/r{n}")
+                    )
+                page = pb.Pagination(page_size=1)
+                first = await alice.list_workspaces(pb.ListWorkspacesRequest(pagination=page))
+                for _ in range(50):
+                    await asyncio.gather(*(
+                        bob.list_workspaces(pb.ListWorkspacesRequest(pagination=page))
+                        for _ in range(100)
+                    ))  # fmt: skip
+                try:
+                    token = first.next_page_token
+                    await alice.list_workspaces(
+                        pb.ListWorkspacesRequest(
+                            pagination=pb.Pagination(page_size=1, page_token=token)
+                        )
+                    )
+                    continued = "alice's next page served"
+                except GRPCError as exc:
+                    continued = f"alice's next page {exc.status.name}"
+                before = srv.status("VmRSS")
+                for _ in range(41):
+                    await asyncio.gather(*(
+                        alice.list_workspaces(pb.ListWorkspacesRequest(pagination=page))
+                        for _ in range(100)
+                    ))  # fmt: skip
+                grown = srv.status("VmRSS") - before
+                return f"{continued}; RSS +{grown / MIB:.1f} MiB for 4,100 abandoned listings"
+            finally:
+                a_channel.close()
+                b_channel.close()
+
+        return asyncio.run(attack())
+
+
+def quotas(root: Path) -> str:
+    """One user creates workspaces, each with a new idempotency token, 10,200 times."""
+    with server(root) as srv:
+
+        async def attack() -> str:
+            channel, alice = srv.api(TOKEN_A)
+            before = srv.status("VmRSS")
+            codes: dict[str, int] = {}
+            message = ""
+
+            async def one(n: int) -> None:
+                nonlocal message
+                try:
+                    request = pb.CreateAndStartWorkspaceRequest(
+                        context_url="https://github.com/acme/q", idempotency_token=f"t{n}"
+                    )
+                    await alice.create_and_start_workspace(request)
+                    codes["OK"] = codes.get("OK", 0) + 1
+                except GRPCError as exc:
+                    codes[exc.status.name] = codes.get(exc.status.name, 0) + 1
+                    message = exc.message or ""
+
+            try:
+                for batch in range(102):
+                    await asyncio.gather(*(one(batch * 100 + n) for n in range(100)))
+            finally:
+                channel.close()
+            grown = srv.status("VmRSS") - before
+            said = f'; "{message[:60]}..."' if message else ""
+            return f"{codes}; RSS +{grown / MIB:.0f} MiB{said}"
+
+        return asyncio.run(attack())
+
+
+def unshare(root: Path) -> str:
+    """Bob follows alice's shared workspace; alice's admin unshares it. Does bob's stream end?"""
+    with server(root, "--clock", "realtime", "--speed", "10") as srv:
+
+        async def attack() -> str:
+            a_channel, alice = srv.api(TOKEN_A)
+            b_channel, bob = srv.api(TOKEN_B)
+            ctl = spb.SimulatorServiceStub(a_channel, metadata={"authorization": f"Bearer {ADMIN}"})
+            try:
+                created = await alice.create_and_start_workspace(
+                    pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/acme/shared")
+                )
+                wsid = created.workspace_id
+                await ctl.set_admission(spb.SetAdmissionRequest(
+                    workspace_id=wsid, admission=pb.AdmissionLevel.EVERYONE))  # fmt: skip
+                active = await bob.get_active_workspace_instance(
+                    pb.GetActiveWorkspaceInstanceRequest(workspace_id=wsid)
+                )
+                assert active.instance is not None
+                request = pb.ListenToWorkspaceInstanceRequest(
+                    instance_id=active.instance.instance_id
+                )
+                after: list[object] = []
+                unshared = asyncio.Event()
+
+                async def follow() -> str:
+                    try:
+                        async for update in bob.listen_to_workspace_instance(request):
+                            if unshared.is_set():
+                                after.append(update)
+                    except GRPCError as exc:
+                        return exc.status.name
+                    return "OK"
+
+                task = asyncio.ensure_future(follow())
+                await asyncio.sleep(0.3)
+                await ctl.set_admission(spb.SetAdmissionRequest(
+                    workspace_id=wsid, admission=pb.AdmissionLevel.OWNER_ONLY))  # fmt: skip
+                unshared.set()
+                try:
+                    ended = await asyncio.wait_for(task, 12)
+                except TimeoutError:
+                    ended = "still open after 12 s"
+                return f"bob's stream after unsharing: {ended}, {len(after)} updates received after"
+            finally:
+                a_channel.close()
+                b_channel.close()
+
+        return asyncio.run(attack())
+
+
+def sigterm_follow(root: Path) -> str:
+    """A FollowJournal stream open when the server gets SIGTERM."""
+    srv = Server(root)
+    try:
+
+        async def attack() -> str:
+            channel = Channel("127.0.0.1", srv.port)
+            ctl = spb.SimulatorServiceStub(channel, metadata={"authorization": f"Bearer {ADMIN}"})
+            seen = asyncio.Event()
+
+            async def follow() -> str:
+                try:
+                    async for _ in ctl.follow_journal(spb.FollowJournalRequest(from_seq=1)):
+                        seen.set()
+                except GRPCError as exc:
+                    return f"{exc.status.name}: {exc.message}"
+                except (StreamTerminatedError, ConnectionError) as exc:
+                    return f"dropped ({type(exc).__name__})"
+                return "OK"
+
+            task = asyncio.ensure_future(follow())
+            await stub_call(channel)
+            await asyncio.wait_for(seen.wait(), 5)
+            srv.proc.send_signal(signal.SIGTERM)
+            try:
+                return await asyncio.wait_for(task, 10)
+            finally:
+                channel.close()
+
+        return f"FollowJournal at SIGTERM: {asyncio.run(attack())}"
+    finally:
+        srv.stop()
+
+
+async def stub_call(channel: Channel) -> None:
+    """One journaled call, so a follower has an entry to see."""
+    api = pb.WorkspacesServiceStub(channel, metadata={"authorization": f"Bearer {TOKEN_A}"})
+    await api.list_workspaces(pb.ListWorkspacesRequest())
+
+
 ATTACKS: dict[str, Callable[[Path], str]] = {
     "refused": refused_calls,
     "oversized": oversized_calls,
@@ -328,6 +615,13 @@ ATTACKS: dict[str, Callable[[Path], str]] = {
     "gzip-bomb": gzip_bomb,
     "idle": idle_connections,
     "non-ascii": non_ascii_header,
+    "over-stream-cap": over_stream_cap,
+    "half-open": half_open,
+    "non-reading": non_reading,
+    "page-tokens": page_tokens,
+    "quotas": quotas,
+    "unshare": unshare,
+    "sigterm-follow": sigterm_follow,
 }
 
 
