@@ -8,12 +8,11 @@ branch to the same commit.
 
 from __future__ import annotations
 
-import random
-
 from simulator.core import ids, limits
 from simulator.core.context_urls import ContextParseError, ParsedContext, parse_context_url
 from simulator.core.errors import AlreadyExists, InvalidArgument, NotFound
 from simulator.core.model import Prebuild, User, WorkspaceContext
+from simulator.core.seeds import RandomStreams
 
 
 def parse_context(context_url: str) -> ParsedContext:
@@ -27,11 +26,11 @@ def parse_context(context_url: str) -> ParsedContext:
 class Directory:
     """Users by id and by token, and finished prebuilds by id."""
 
-    __slots__ = ("_by_token", "_tokens", "prebuilds", "seed", "users")
+    __slots__ = ("_by_token", "_streams", "prebuilds", "seed", "users")
 
-    def __init__(self, seed: int, tokens: random.Random) -> None:
+    def __init__(self, seed: int, streams: RandomStreams) -> None:
         self.seed = seed
-        self._tokens = tokens
+        self._streams = streams
         self.users: dict[str, User] = {}
         self._by_token: dict[str, User] = {}
         self.prebuilds: dict[str, Prebuild] = {}
@@ -44,7 +43,7 @@ class Directory:
         if user_id in self.users:
             raise AlreadyExists(f"user {user_id!r} already exists")
         if token is None:
-            token = ids.user_token(self._tokens)
+            token = ids.user_token(self._streams.tokens)
         if not token or any(c.isspace() for c in token):
             raise InvalidArgument(
                 f"invalid token for user {user_id!r}: must be non-empty, no whitespace"

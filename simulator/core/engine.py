@@ -135,7 +135,7 @@ class Engine:
         self.idempotency = IdempotencyRecords()
         self.cursors = Cursors(self.random.pages)
         self.wakes = Wakes(self.scheduler)
-        self.directory = Directory(seed, self.random.tokens)
+        self.directory = Directory(seed, self.random)
         self.users = self.directory.users
         self.prebuilds = self.directory.prebuilds
         self.workspaces: dict[str, Workspace] = {}

@@ -61,7 +61,14 @@ class FaultBook:
     def __init__(self, seed: int) -> None:
         self._faults: dict[str, Fault] = {}
         self._seq = 0
-        self._rng = random.Random(f"gitpod-sim:{seed}:faults")
+        self._seed = seed
+        self._stream: random.Random | None = None
+
+    def _rng(self) -> random.Random:
+        """The book's seeded stream (probabilities), made on its first use."""
+        if self._stream is None:
+            self._stream = random.Random(f"gitpod-sim:{self._seed}:faults")
+        return self._stream
 
     def __iter__(self) -> Iterator[Fault]:
         return iter(list(self._faults.values()))
@@ -134,7 +141,7 @@ class FaultBook:
             if (
                 isinstance(effect, RpcError)
                 and effect.probability > 0
-                and self._rng.random() >= effect.probability
+                and self._rng().random() >= effect.probability
             ):
                 continue
             fault.take()
@@ -218,7 +225,7 @@ class FaultBook:
     # ------------------------------------------------------------------ state
 
     def to_json(self) -> Json:
-        version, internal, gauss = self._rng.getstate()
+        version, internal, gauss = self._rng().getstate()
         return {
             "seq": self._seq,
             "rng": [version, list(internal), gauss],
@@ -244,7 +251,7 @@ class FaultBook:
         book = cls(seed)
         book._seq = int(data["seq"])
         version, internal, gauss = data["rng"]
-        book._rng.setstate((version, tuple(internal), gauss))
+        book._rng().setstate((version, tuple(internal), gauss))
         for f in data["items"]:
             fault = Fault(
                 f["id"],

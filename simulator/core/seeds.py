@@ -19,14 +19,26 @@ class RandomStreams:
     (phase durations), ``logs`` (build log text), ``pages`` (page tokens). The fault book keeps
     its own stream (the probability of RPC error faults)."""
 
-    __slots__ = STREAMS
+    __slots__ = (*STREAMS, "_seed")
+
+    ids: random.Random
+    tokens: random.Random
+    durations: random.Random
+    logs: random.Random
+    pages: random.Random
 
     def __init__(self, seed: int) -> None:
-        self.ids = random.Random(f"gitpod-sim:{seed}:ids")
-        self.tokens = random.Random(f"gitpod-sim:{seed}:tokens")
-        self.durations = random.Random(f"gitpod-sim:{seed}:durations")
-        self.logs = random.Random(f"gitpod-sim:{seed}:logs")
-        self.pages = random.Random(f"gitpod-sim:{seed}:pages")
+        # Each stream is seeded on its first use (about 30 us apiece): a new world, e.g. a
+        # session, pays only for the streams it draws from. The draws are the same either way.
+        self._seed = seed
+
+    def __getattr__(self, name: str) -> random.Random:
+        """Called only for a stream not made yet (a set slot never comes here)."""
+        if name not in STREAMS:
+            raise AttributeError(name)
+        stream = random.Random(f"gitpod-sim:{self._seed}:{name}")
+        setattr(self, name, stream)
+        return stream
 
     def save(self) -> dict[str, list[Any]]:
         """Every stream's state, JSON-ready (keys as state files have always named them)."""

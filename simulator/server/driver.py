@@ -21,15 +21,26 @@ class ClockDriver:
 
     def __init__(self, world: World) -> None:
         self._sim = world
-        self._wake = anyio.Event()
+        # made by the task itself (an anyio.Event costs more than the rest of a world's set-up,
+        # and a manual-clock session never runs the task); a kick before then is kept as a flag
+        self._wake: anyio.Event | None = None
+        self._kicked = False
 
     def kick(self, *, force: bool = False) -> None:
         """Something changed (schedule, activity): look again. In manual mode nothing moves on
         its own, so only a ``force`` (a mode change) wakes the task: RPCs stay cheap."""
         if force or self._sim.clock.mode is not ClockMode.MANUAL:
-            self._wake.set()
+            if self._wake is None:
+                self._kicked = True
+            else:
+                self._wake.set()
 
     async def _sleep(self, seconds: float | None) -> None:
+        if self._wake is None:
+            self._wake = anyio.Event()
+            if self._kicked:
+                self._kicked = False
+                self._wake.set()
         with anyio.move_on_after(math.inf if seconds is None else seconds):
             await self._wake.wait()
         if self._wake.is_set():
