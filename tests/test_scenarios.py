@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -203,6 +204,15 @@ def test_serve_loads_a_scenario_as_seed_data(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         text = state.read_text()
         assert "acme/secret-project" in text and "bob/dotfiles" in text
+        # the scenario seeds the default session only: a new session starts empty
+        ctl = ["ctl", "--target", server.address, "--admin-token", "adm"]
+        made = CliRunner().invoke(main, [*ctl, "session", "create", "fresh", "--user", "x=y"])
+        assert made.exit_code == 0, made.output
+        fresh = tmp_path / "fresh.json"
+        result = CliRunner().invoke(main, [*ctl, "--session", "fresh", "export", str(fresh)])
+        assert result.exit_code == 0, result.output
+        assert "acme/secret-project" not in fresh.read_text()
+        assert json.loads(fresh.read_text())["workspaces"] == []
     finally:
         server.close()
 
