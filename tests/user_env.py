@@ -16,11 +16,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 INSTALL_DIRECTIVE = "<!-- test: install -->"
+STALE = 3 * 3600
 
 
 def cache_root() -> Path:
@@ -58,9 +60,14 @@ def user_venv() -> Path:
     with open(root / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (home / "ok").exists():
+            os.utime(home / "ok")  # in use: another tree's run must not delete it
             return home / ".venv"
-        for old in root.glob("user-*"):  # keep one build: the cache does not grow
-            shutil.rmtree(old, ignore_errors=True)
+        for old in root.glob("user-*"):
+            # the cache does not grow: a build goes when no run used it for STALE seconds (not
+            # at once: several checkouts of one machine may be testing at the same time)
+            used = old / "ok"
+            if not used.exists() or time.time() - used.stat().st_mtime > STALE:
+                shutil.rmtree(old, ignore_errors=True)
         dist = home / "dist"
         _run(
             [
