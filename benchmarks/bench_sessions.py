@@ -146,11 +146,16 @@ async def lifecycle_with_neighbours(others: int, rounds: int) -> tuple[float, fl
         host.create_session("me", clock="autojump", users={"alice": TOKEN})
         alone = [await watched_lifecycle(channel, "me") for _ in range(rounds)]
         # 999 sessions, each with a running workspace and a listener that holds its stream open
+        # (on channels of 50 streams each: a connection takes at most 100 streams at once)
         streams: list[Any] = []
+        channels = contextlib.AsyncExitStack()
+        await channels.__aenter__()
         for i in range(others):
             name = f"n{i}"
             host.create_session(name, clock="manual", users={"alice": TOKEN})
-            stub = api(channel, name)
+            if i % 50 == 0:
+                crowd = await channels.enter_async_context(host.channel())
+            stub = api(crowd, name)
             ws = await stub.create_and_start_workspace(
                 pb.CreateAndStartWorkspaceRequest(context_url=REPO)
             )
@@ -165,6 +170,7 @@ async def lifecycle_with_neighbours(others: int, rounds: int) -> tuple[float, fl
         crowded = [await watched_lifecycle(channel, "me") for _ in range(rounds)]
         for stream in streams:
             await stream.aclose()
+        await channels.aclose()
     return statistics.median(alone), statistics.median(crowded)
 
 
