@@ -28,17 +28,14 @@ from simulator.core.errors import (
     PermissionDenied,
 )
 from simulator.core.fault_book import FaultBook
+from simulator.core.fault_effects import FaultEffects
 from simulator.core.faults import (
     Effect,
     FailPhase,
-    Family,
     Fault,
     InterruptRunning,
     StallPhase,
     Target,
-    TargetKind,
-    kind_of,
-    validate_effect,
 )
 from simulator.core.idempotency import IdempotencyRecords
 from simulator.core.model import (
@@ -54,7 +51,7 @@ from simulator.core.model import (
     Workspace,
 )
 from simulator.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Cursors
-from simulator.core.plan import TIMED_PHASES, BuildPolicy, LifecyclePlan, ScopedPlan
+from simulator.core.plan import BuildPolicy, LifecyclePlan, ScopedPlan
 from simulator.core.plan_scopes import PlanScopes
 from simulator.core.quotas import Quotas
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
@@ -146,6 +143,14 @@ class Engine:
         """How many workspaces were ever created (each one's ``seq``)."""
         self._fired: list[StatusChange] | None = None
         self.faults = FaultBook(seed)
+        self.fault_effects = FaultEffects(
+            self.faults,
+            self.scheduler,
+            workspaces=self.workspaces,
+            instances=self.instances,
+            users=self.users,
+            schedule_step=self._schedule_step,
+        )
         self.quotas: Quotas = quotas or Quotas()
         self.set_quotas(self.quotas)
 
@@ -376,40 +381,23 @@ class Engine:
         skip: int = 0,
     ) -> Fault:
         """Register a fault; one aimed at a workspace or instance binds to its active one now."""
-        validate_effect(effect)
-        if target.kind is TargetKind.USER and target.value not in self.users:
-            raise NotFound(f"user {target.value!r} does not exist")
-        if target.kind is TargetKind.WORKSPACE:
-            self._workspace(target.value)
-        elif target.kind is TargetKind.INSTANCE:
-            inst = self._instance(target.value)
-            if kind_of(effect).family is Family.LIFECYCLE and not inst.status.is_active:
-                raise FailedPrecondition(f"instance {target.value} is STOPPED")
-        fault = self.faults.add(
+        return self.fault_effects.add(
             effect,
             target,
+            now=self.now,
             count=count,
             active_from=active_from,
             active_until=active_until,
             skip=skip,
-            now=self.now,
         )
-        if fault.is_lifecycle and fault.applies_at(self.now):
-            current = self._active_target(target)
-            if current is not None and not fault.passes():
-                self._bind(fault, current, apply_now=True)
-        return fault
 
     def clear_faults(self, fault_ids: list[str] | None = None) -> int:
         """Remove faults (all when ``fault_ids`` is None); stalled phases they caused go on."""
-        chosen = self.faults.select(fault_ids)
-        for fault in chosen:
-            self.faults.remove(fault)
-            for instance_id in fault.instances:
-                inst = self.instances[instance_id]
-                if self.faults.unbind(fault, inst):
-                    self._resume(inst, fault)
-        return len(chosen)
+        return self.fault_effects.clear(fault_ids, self.now)
+
+    def replace_faults(self, book: FaultBook) -> None:
+        """Hold ``book`` instead (a state import)."""
+        self.faults = self.fault_effects.book = book
 
     def take_rpc_faults(self, method: str, user_id: str = "") -> list[Fault]:
         """The RPC faults that hit this call of ``method`` (a full path), consuming them."""
@@ -426,60 +414,6 @@ class Engine:
             workspace_id=inst.workspace_id if inst is not None else "",
             instance_id=inst.id if inst is not None else "",
         )
-
-    def _active_target(self, target: Target) -> Instance | None:
-        if target.kind is TargetKind.INSTANCE:
-            inst = self.instances[target.value]
-            return inst if inst.status.is_active else None
-        if target.kind is TargetKind.WORKSPACE:
-            ws = self.workspaces[target.value]
-            return self.instances[ws.active_instance_id] if ws.active_instance_id else None
-        return None
-
-    def _bind(self, fault: Fault, inst: Instance, *, apply_now: bool) -> None:
-        """Attach a lifecycle fault to an instance; ``apply_now`` acts on its current phase."""
-        self.faults.bind(fault, inst)
-        if not apply_now:
-            return
-        effect = fault.effect
-        if isinstance(effect, StallPhase) and inst.phase is effect.phase:
-            self.scheduler.cancel(inst.step)
-            inst.step = None
-        elif isinstance(effect, InterruptRunning) and inst.phase is Phase.RUNNING:
-            self._schedule_interrupt(inst)
-
-    def _schedule_interrupt(self, inst: Instance) -> None:
-        fault = self.faults.bound(inst, InterruptRunning, None)
-        if fault is None or inst.interrupt is not None:
-            return
-        effect = fault.effect
-        assert isinstance(effect, InterruptRunning)
-        inst.interrupt = self.scheduler.schedule(
-            self.now + effect.after, EventKind.INTERRUPT, inst.id
-        )
-
-    def _resume(self, inst: Instance, cleared: Fault) -> None:
-        """Undo what a cleared fault was doing to an active instance."""
-        if not inst.status.is_active:
-            return
-        phase = inst.phase
-        if (
-            isinstance(cleared.effect, StallPhase)
-            and inst.step is None
-            and phase in TIMED_PHASES
-            and phase is cleared.effect.phase
-            and self.faults.bound(inst, StallPhase, phase) is None
-        ):
-            if phase is Phase.IMAGEBUILD and inst.build is not None:
-                inst.build.started_at, inst.build.duration = self.now, 0
-            inst.step = self._schedule_step(inst, phase)
-        elif (
-            isinstance(cleared.effect, InterruptRunning)
-            and inst.interrupt is not None
-            and self.faults.bound(inst, InterruptRunning, None) is None
-        ):
-            self.scheduler.cancel(inst.interrupt)
-            inst.interrupt = None
 
     # ------------------------------------------------------------------ runtime timers
 
@@ -665,7 +599,7 @@ class Engine:
         ws.active_instance_id = inst.id
         self._touch(ws, self.now)
         for fault in self.faults.for_start(ws, self.now):
-            self._bind(fault, inst, apply_now=False)
+            self.fault_effects.bind(fault, inst, self.now, apply_now=False)
         self._enter(inst, phase, "start", first=True)
         return inst
 
@@ -777,7 +711,7 @@ class Engine:
                 at = max(inst.created_at + limit, now)
                 inst.lifetime = self.scheduler.schedule(at, EventKind.LIFETIME_TIMEOUT, inst.id)
         elif timer is Timer.INTERRUPT:
-            self._schedule_interrupt(inst)
+            self.fault_effects.schedule_interrupt(inst, now)
         else:  # pragma: no cover - the table starts no other timer on entry
             raise AssertionError(f"{phase.name} cannot start {timer.name} on entry")
 

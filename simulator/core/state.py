@@ -325,7 +325,7 @@ def _import(data: Json, observer: Observer | None) -> Engine:
     engine.scheduler.restore(int(counters["scheduler_seq"]))
     engine.image_cache = set(data["image_cache"])
     engine.idempotency.restore(data["idempotency"])
-    engine.faults = FaultBook.from_json(data["faults"], engine.seed)
+    engine.replace_faults(FaultBook.from_json(data["faults"], engine.seed))
     engine.observer = observer
     return engine
 
