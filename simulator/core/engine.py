@@ -16,16 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator.core import ids
+from simulator.core import access, ids
 from simulator.core.build_logs import build_log, failure_tail
 from simulator.core.directory import Directory
 from simulator.core.errors import (
-    INSUFFICIENT_PERMISSION,
-    WORKSPACE_NOT_FOUND,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from simulator.core.fault_book import FaultBook
 from simulator.core.fault_effects import FaultEffects
@@ -59,7 +56,6 @@ from simulator.core.seeds import RandomStreams
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
 from simulator.core.transitions import (
     CANCELS,
-    MAY_RUN,
     TIMEOUT_ACTIVITY,
     TIMERS,
     Phase,
@@ -470,24 +466,13 @@ class Engine:
 
     def instance_for(self, caller: User, instance_id: str, *, owner_only: bool = False) -> Instance:
         """An instance the caller may see (owner, or anyone when shared and not owner_only)."""
-        if not instance_id:
-            raise InvalidArgument("instance_id is required")
-        if not ids.is_instance_id(instance_id):
-            raise InvalidArgument(f"invalid instance id {instance_id!r}: expected a UUID")
-        inst = self.instances.get(instance_id)
-        if inst is None:
-            raise NotFound(f"workspace instance {instance_id} does not exist")
-        if inst.owner_id != caller.id:
-            ws = self.workspaces[inst.workspace_id]
-            if not ws.shared:
-                raise NotFound(f"workspace instance {instance_id} does not exist")
-            if owner_only:
-                raise PermissionDenied(INSUFFICIENT_PERMISSION)
-        return inst
+        return access.instance_for(
+            self.workspaces, self.instances, caller, instance_id, owner_only=owner_only
+        )
 
     def list_workspaces(self, caller: User, page_size: int = 0, page_token: str = "") -> Page:
         """ListWorkspaces: active first, then latest activity, newest first; stable paging."""
-        listing = None if page_token else tuple(ws.id for ws in self._sorted(caller.id))
+        listing = None if page_token else access.listing(self._by_owner.get(caller.id, ()))
         chosen, next_token = self.cursors.page(caller.id, page_size, page_token, listing)
         items: list[tuple[Workspace, Instance | None]] = []
         for wsid in chosen:
@@ -501,23 +486,7 @@ class Engine:
 
     def check_invariants(self) -> None:
         """Raise AssertionError when the state breaks a rule (for tests; O(n))."""
-        active: dict[str, list[str]] = {}
-        for inst in self.instances.values():
-            if inst.status.is_active:
-                active.setdefault(inst.workspace_id, []).append(inst.id)
-        for ws in self.workspaces.values():
-            ids_ = active.get(ws.id, [])
-            assert len(ids_) <= 1, f"{ws.id} has {len(ids_)} active instances"
-            assert (ids_[0] if ids_ else None) == ws.active_instance_id, ws.id
-            if ws.latest_instance_id is not None:
-                assert self.instances[ws.latest_instance_id].workspace_id == ws.id
-        for inst in self.instances.values():
-            pending = {t for t in Timer if getattr(inst, t.value) is not None}
-            stray = pending - MAY_RUN[inst.phase]
-            assert not stray, f"{inst.id} in {inst.phase.name} has timers {stray}"
-            assert all(not getattr(inst, t.value).cancelled for t in pending), inst.id
-        for owner, owned in self._by_owner.items():
-            assert all(ws.owner_id == owner for ws in owned)
+        access.check_invariants(self.workspaces, self.instances, self._by_owner)
 
     # ------------------------------------------------------------------ internals: lookups
 
@@ -535,32 +504,12 @@ class Engine:
         return inst
 
     def _workspace_for(self, caller: User, workspace_id: str, *, owner_only: bool) -> Workspace:
-        if not workspace_id:
-            raise InvalidArgument("workspace_id is required")
-        if not ids.is_workspace_id(workspace_id):
-            raise InvalidArgument(
-                f"invalid workspace id {workspace_id!r}: expected e.g. gitpodio-gitpod-isq6xj458lj"
-            )
-        ws = self.workspaces.get(workspace_id)
-        if ws is None:
-            raise NotFound(WORKSPACE_NOT_FOUND)
-        if ws.owner_id != caller.id:
-            if not ws.shared:
-                raise NotFound(WORKSPACE_NOT_FOUND)
-            if owner_only:
-                raise PermissionDenied(INSUFFICIENT_PERMISSION)
-        return ws
+        return access.workspace_for(self.workspaces, caller, workspace_id, owner_only=owner_only)
 
     def _active(self, ws: Workspace) -> Instance:
         if ws.active_instance_id is None:
             raise FailedPrecondition(f"workspace {ws.id} has no active instance")
         return self.instances[ws.active_instance_id]
-
-    def _sorted(self, user_id: str) -> list[Workspace]:
-        return sorted(
-            self._by_owner.get(user_id, ()),
-            key=lambda ws: (ws.active_instance_id is None, -ws.last_activity_at, -ws.seq),
-        )
 
     # ------------------------------------------------------------------ internals: lifecycle
 
