@@ -1,6 +1,6 @@
 """Sessions (issue 15): what one more world on a server costs.
 
-    python benchmarks/bench_sessions.py
+    python benchmarks/bench_sessions.py [--json]
 
 - CreateSession + a first call (ListWorkspaces in the new session), in process (the in-memory
   channel) and over TCP (127.0.0.1), both through the control plane as a client sees it; and
@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -220,6 +222,9 @@ def rows(figures: dict[str, float]) -> list[list[str]]:
 
 if __name__ == "__main__":
     figures = run()
+    if "--json" in sys.argv:  # for run_all.py
+        print(json.dumps(figures))
+        sys.exit(0)
     width = [48, 12, 24, 6, 10, 7]
     for row in rows(figures):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)))

@@ -1,6 +1,6 @@
 """Run every benchmark and print one table: figure, baseline, ratio, target, verdict.
 
-    .venv/bin/python benchmarks/run_all.py            # about 3 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py            # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/run_all.py --suite    # also times the test suite under -n 2
 
 Not part of CI: the figures depend on the machine. Ratios against a baseline measured in the same
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_fanout
 import bench_misc
+import bench_sessions
 import bench_unary
 import engine_scale
 from common import ROOT, table
@@ -117,6 +119,12 @@ def main() -> None:
         "lifecycle over TCP, autojump, grpcio", f"{life['median_ms']:.1f} ms", "-", "-",
         "<= 40 ms", _verdict(life["median_ms"] <= 40),
     ])  # fmt: skip
+
+    sessions = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "bench_sessions.py"), "--json"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    rows += bench_sessions.rows(json.loads(sessions.stdout.strip().splitlines()[-1]))
 
     if args.suite:
         rows += _suite()
