@@ -550,6 +550,7 @@ if _HAS_ASYNCIO:
             ):
                 session.sim = gitpod_server.session(name)
                 yield session
+                await _collect_session_coverage(request, session)
             return
         target = request.config.getoption("--gitpod-target")
         admin = request.config.getoption("--gitpod-admin-token", None)
@@ -560,5 +561,28 @@ if _HAS_ASYNCIO:
         try:
             async with open_session(channel, admin, name, **settings) as session:
                 yield session
+                await _collect_session_coverage(request, session)
         finally:
             channel.close()
+
+    async def _collect_session_coverage(request: pytest.FixtureRequest, session: Session) -> None:
+        """With ``--gitpod-coverage``: the session's coverage, read through its control plane
+        (``GetCoverage`` with the session key) before the session is deleted."""
+        collector = request.config.stash.get(_COVERAGE, None)
+        if collector is None:
+            return
+        from grpclib.exceptions import GRPCError
+
+        from simulator._proto.gitpod.simulator import v1 as spb
+
+        try:
+            answer = await session.control().get_coverage(spb.GetCoverageRequest())
+        except GRPCError as exc:
+            request.node.warn(
+                pytest.PytestWarning(
+                    f"gitpod-sim coverage of session {session.name} not read: "
+                    f"{exc.status.name} {exc.message}"
+                )
+            )
+            return
+        collector.add(CoverageReport.from_json(json.loads(answer.coverage_json)))

@@ -164,3 +164,40 @@ def test_coverage_of_every_simulator_merged_across_xdist_workers(project: pytest
     )
     ok = project.runpytest_subprocess("-p", "no:cacheprovider", "--gitpod-coverage-fail-under=10")
     assert ok.ret == pytest.ExitCode.OK
+
+
+SESSION_COVERAGE_TESTS = """
+import datetime as dt
+import pytest
+from simulator._proto.gitpod import v1 as pb
+from simulator._proto.gitpod.simulator import v1 as spb
+
+@pytest.mark.parametrize("n", range(4))
+async def test_session_creates(n, gitpod_session):
+    api = gitpod_session.client("alice")
+    for _ in range(n + 1):
+        await api.create_and_start_workspace(
+            pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/a/b"))
+    await gitpod_session.control().advance(spb.AdvanceRequest(by=dt.timedelta(minutes=2)))
+"""
+
+
+def test_coverage_of_every_session_merged_across_xdist_workers(project: pytest.Pytester) -> None:
+    """Issue 16 on sessions: coverage is per session (each session a world of its own, read
+    through its control plane before it is deleted), and --gitpod-coverage merges the sessions
+    of every test and every xdist worker."""
+    import json
+
+    pytest.importorskip("xdist")
+    project.makepyfile(test_session_cov=SESSION_COVERAGE_TESTS)
+    out = project.path / "coverage.json"
+    result = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", f"--gitpod-coverage={out}"
+    )  # fmt: skip
+    result.assert_outcomes(passed=4)
+    data = json.loads(out.read_text())
+    rpcs = {(r["method"], r["code"]): r["count"] for r in data["rpcs"]}
+    assert rpcs["CreateAndStartWorkspace", "OK"] == 10  # 1 + 2 + 3 + 4, no more, no less
+    counts = {(t["from"], t["to"]): t["count"] for t in data["transitions"]}
+    assert counts[None, "IMAGEBUILD"] == 10
+    result.stdout.fnmatch_lines(["*gitpod-sim coverage of 4 simulator(s)*"])
