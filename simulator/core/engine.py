@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulator.core import access, ids
-from simulator.core.build_logs import build_log, failure_tail
 from simulator.core.directory import Directory
 from simulator.core.errors import (
     FailedPrecondition,
@@ -35,8 +34,8 @@ from simulator.core.faults import (
     Target,
 )
 from simulator.core.idempotency import IdempotencyRecords
+from simulator.core.image_builds import ImageBuilds
 from simulator.core.model import (
-    Build,
     BuildLogLine,
     EngineEvent,
     Instance,
@@ -134,7 +133,8 @@ class Engine:
         self.workspaces: dict[str, Workspace] = {}
         self.instances: dict[str, Instance] = {}
         self._by_owner: dict[str, list[Workspace]] = {}
-        self.image_cache: set[str] = set()
+        self.builds = ImageBuilds(self.scheduler, self._write_log)
+        self.image_cache = self.builds.image_cache
         self.workspace_seq = 0
         """How many workspaces were ever created (each one's ``seq``)."""
         self._fired: list[StatusChange] | None = None
@@ -313,11 +313,8 @@ class Engine:
             raise FailedPrecondition(f"instance {instance_id} is STOPPED and cannot fail")
         if inst.phase is Phase.STOPPING:
             raise FailedPrecondition(f"instance {instance_id} is already STOPPING")
-        if inst.phase is Phase.IMAGEBUILD and inst.build is not None:
-            for line in log_tail if log_tail is not None else failure_tail(reason):
-                self._write_log(inst, line)
-            inst.build.failed = True
-            inst.build.finished = True
+        if inst.phase is Phase.IMAGEBUILD:
+            self.builds.fail(inst, reason, log_tail)
         message = (
             f"Workspace cannot be started: {reason}"
             if inst.phase in (Phase.IMAGEBUILD, Phase.PENDING)
@@ -591,7 +588,7 @@ class Engine:
             message = ""  # rule 14: leaving INTERRUPTED, whichever way, clears its message
         build = inst.build
         if build is not None and not build.finished and phase is not Phase.IMAGEBUILD:
-            self._end_build(inst, success=phase is Phase.PENDING)  # rule 13
+            self.builds.end(inst, success=phase is Phase.PENDING)  # rule 13
         if phase is Phase.RUNNING:
             if inst.running_at is None:
                 inst.running_at = now
@@ -619,10 +616,8 @@ class Engine:
             ),
         )
         self._set_status(inst, status, cause, first=first)
-        if phase is Phase.IMAGEBUILD and inst.build is not None:
-            if len(inst.build.pending) > 1:  # a build speaks at once (not its success line)
-                self._write_log(inst, inst.build.pending.pop(0))
-            self._schedule_next_log_line(inst)
+        if phase is Phase.IMAGEBUILD:
+            self.builds.begin(inst, self.now)
 
     def _start_timer(self, inst: Instance, timer: Timer, phase: Phase, rule: PhaseTimers) -> None:
         """Schedule one of the timers ``phase`` starts (a kept one still pending is left alone)."""
@@ -633,8 +628,7 @@ class Engine:
                 duration = plan.duration_of(phase, self.random.durations)
                 if self.faults.bound(inst, StallPhase, phase) is None:
                     inst.step = self.scheduler.schedule(now + duration, EventKind.STEP, inst.id)
-                lines = build_log(self.random.logs, inst.repository, plan.build_log_lines)
-                inst.build = Build(lines=[], pending=lines, started_at=now, duration=duration)
+                self.builds.prepare(inst, self.random.logs, plan.build_log_lines, now, duration)
             else:
                 inst.step = self._schedule_step(inst, phase)
         elif timer is Timer.PHASE_TIMEOUT:
@@ -680,35 +674,11 @@ class Engine:
             at = max(since + limit, self.now)
             inst.inactivity = self.scheduler.schedule(at, EventKind.INACTIVITY_TIMEOUT, inst.id)
 
-    def _end_build(self, inst: Instance, *, success: bool) -> None:
-        build = inst.build
-        if build is None or build.finished:
-            return
-        if success:
-            for line in build.pending:
-                self._write_log(inst, line)
-            self.image_cache.add(inst.repository)
-        build.pending = []
-        build.finished = True
-        self.scheduler.cancel(inst.log)
-        inst.log = None
-
     def _write_log(self, inst: Instance, line: str) -> None:
         assert inst.build is not None
         inst.build.lines.append(line)
         if self.observer is not None:
             self.observer(BuildLogLine(self.now, inst.id, line))
-
-    def _schedule_next_log_line(self, inst: Instance) -> None:
-        """The next line on the build's clock. The last pending line reports success: it is
-        written only when the build succeeds (``_end_build``), never by a failed or stalled one."""
-        build = inst.build
-        if build is None or len(build.pending) <= 1:
-            return
-        written = len(build.lines)
-        total = written + len(build.pending)
-        at = build.started_at + build.duration * written // total
-        inst.log = self.scheduler.schedule(max(at, self.now), EventKind.BUILD_LOG, inst.id)
 
     def _touch(self, ws: Workspace, at: SimTime) -> None:
         if at > ws.last_activity_at:
@@ -752,10 +722,7 @@ class Engine:
             if target is not None:
                 self._enter(inst, target, "step")
         elif kind is EventKind.BUILD_LOG:
-            inst.log = None
-            if inst.build is not None and inst.build.pending:
-                self._write_log(inst, inst.build.pending.pop(0))
-                self._schedule_next_log_line(inst)
+            self.builds.next_line(inst, self.now)
         elif kind is EventKind.INTERRUPT:
             inst.interrupt = None
             fault = self.faults.bound(inst, InterruptRunning, None)

@@ -323,7 +323,8 @@ def _import(data: Json, observer: Observer | None) -> Engine:
     for seq, at, kind, inst, slot in sorted(pending, key=lambda p: p[0]):
         setattr(inst, slot, engine.scheduler.schedule_as(at, seq, kind, inst.id))
     engine.scheduler.restore(int(counters["scheduler_seq"]))
-    engine.image_cache = set(data["image_cache"])
+    engine.image_cache.clear()  # the builds part holds the same set
+    engine.image_cache.update(data["image_cache"])
     engine.idempotency.restore(data["idempotency"])
     engine.replace_faults(FaultBook.from_json(data["faults"], engine.seed))
     engine.observer = observer
