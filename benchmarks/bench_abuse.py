@@ -253,9 +253,9 @@ def oversized_calls(root: Path) -> str:
         return f"RSS +{grown / MIB:.1f} MiB after 30 x 6 MiB calls; grpc-status {statuses}"
 
 
-def rapid_reset(root: Path) -> str:
+def rapid_reset(root: Path, *extra: str) -> str:
     """20,000 streams opened and reset at once on one connection, without a token."""
-    with server(root) as srv:
+    with server(root, *extra) as srv:
         raw = Raw(srv.port)
         before = srv.status("VmRSS")
         sent = 0
@@ -637,10 +637,34 @@ async def stub_call(channel: Channel) -> None:
     await api.list_workspaces(pb.ListWorkspacesRequest())
 
 
+def rapid_reset_never_closed(root: Path) -> str:
+    """Six connections in turn, each 20,000 resets, none closed for it (``--rapid-reset-streams
+    0``, a flag of this checkout): what reset streams keep once their connection is gone. RSS
+    is a high-water mark (freed memory stays with the allocator): it grows with every round
+    when something is kept, and levels off when nothing is."""
+    with server(root, "--rapid-reset-streams", "0") as srv:
+        before = srv.status("VmRSS")
+        figures = []
+        for _ in range(6):
+            raw = Raw(srv.port)
+            for sent in range(1, 20_001):
+                sid = raw.open(GET, None, None)
+                raw.conn.reset_stream(sid)
+                raw.flush()
+                if sent % 200 == 0:
+                    raw.pump(0.001)
+            time.sleep(1.0)
+            raw.sock.close()
+            time.sleep(1.0)
+            figures.append(f"+{(srv.status('VmRSS') - before) / MIB:.0f}")
+        return f"RSS after each of 6 x 20,000 resets (MiB): {' '.join(figures)}"
+
+
 ATTACKS: dict[str, Callable[[Path], str]] = {
     "refused": refused_calls,
     "oversized": oversized_calls,
     "rapid-reset": rapid_reset,
+    "rapid-reset-kept-open": rapid_reset_never_closed,
     "gzip-bomb": gzip_bomb,
     "idle": idle_connections,
     "non-ascii": non_ascii_header,

@@ -7,7 +7,8 @@ What plain grpclib 0.4 does, and what this module changes:
   the server advertises no compression, so there is no gzip bomb on this port).
 - A stream the client opens and resets in the same breath (HTTP/2 rapid reset) was kept for the
   connection's life (about 8 KB each: its handler task never ran, so it never released the
-  stream): here a reset stream is dropped at once, and a connection whose streams are mostly
+  stream): here a reset stream is dropped at once (and its request task as soon as it is done,
+  not when grpclib next tidies up), and a connection whose streams are mostly
   reset within a second of opening is closed with GOAWAY ENHANCE_YOUR_CALM (Envoy's rule after
   CVE-2023-44487).
 - A header value that is not ASCII (legal in HTTP/2) raised out of h2 and closed the whole
@@ -499,6 +500,34 @@ class GuardedProtocol(H2Protocol):
         return "?"
 
 
+class GuardedHandler(Handler):
+    """grpclib's per-connection handler, forgetting each request task as soon as it is done.
+
+    grpclib drops finished and cancelled tasks only every 10th new stream, and a closed
+    connection's handler only when later connections come: the tasks of a connection that
+    reset thousands of streams, each with its stream and frames (about 3 KB), stayed in memory
+    well after the connection was gone."""
+
+    def accept(
+        self, stream: H2Stream, headers: _Headers, release_stream: Callable[[], Any]
+    ) -> None:
+        super().accept(stream, headers, release_stream)
+        task = self._tasks[stream]
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(stream) is done:
+                del self._tasks[stream]
+            self._cancelled.discard(done)
+
+        task.add_done_callback(forget)
+
+    def cancel(self, stream: H2Stream) -> None:
+        task = self._tasks.pop(stream, None)
+        if task is not None and not task.done():  # a finished one is forgotten already
+            task.cancel()
+            self._cancelled.add(task)
+
+
 class GuardedServer(Server):
     """grpclib's ``Server`` speaking through :class:`GuardedProtocol`."""
 
@@ -532,7 +561,9 @@ class GuardedServer(Server):
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
-        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        handler = GuardedHandler(
+            self._mapping, self._codec, self._status_details_codec, self.__dispatch__
+        )
         self._handlers.add(handler)
         protocol = GuardedProtocol(
             handler,
