@@ -167,6 +167,13 @@ async def test_create_list_delete(host: SimServer, channel: Channel) -> None:
         "user 'eve': the admin token cannot be a user's",
     )
     assert "t2" not in host
+    two_with_one_token = [spb.SessionUser("eve", "same"), spb.SessionUser("mallory", "same")]
+    await expect(
+        Status.INVALID_ARGUMENT,
+        admin.create_session(spb.CreateSessionRequest(name="t3", users=two_with_one_token)),
+        "user 'mallory': another user has the same token",
+    )
+    assert "t3" not in host
 
     await create(api(channel, "t1", "tok-bob"))
     listed = await admin.list_sessions(spb.ListSessionsRequest())

@@ -384,6 +384,8 @@ class ControlService:
         for user in request.users:
             if user.user_id in users:
                 raise InvalidArgument(f"user {user.user_id!r} is given twice")
+            if user.token and user.token in users.values():
+                raise InvalidArgument(f"user {user.user_id!r}: another user has the same token")
             users[user.user_id] = user.token or None
         options: dict[str, Any] = {}
         if request.autojump_grace is not None:
