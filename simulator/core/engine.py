@@ -125,7 +125,7 @@ class Engine:
         # The parts with a job (and a state) of their own; each saves and restores itself.
         self.plans = PlanScopes(plan or LifecyclePlan())
         self.idempotency = IdempotencyRecords()
-        self.cursors = Cursors(self.random.pages)
+        self.cursors = Cursors(self.random)
         self.wakes = Wakes(self.scheduler)
         self.directory = Directory(seed, self.random)
         self.users = self.directory.users

@@ -10,13 +10,13 @@ an import is INVALID_ARGUMENT after it; the stream's state is saved.
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from simulator.core import ids
 from simulator.core.errors import InvalidArgument
 from simulator.core.quotas import DEFAULT_PAGE_TOKENS
+from simulator.core.seeds import RandomStreams
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -33,11 +33,12 @@ class Cursor:
 class Cursors:
     """Issued page tokens -> (frozen listing, offset of the next page), kept per caller."""
 
-    __slots__ = ("_by_user", "_cursors", "limit", "rng")
+    __slots__ = ("_by_user", "_cursors", "_streams", "limit")
 
-    def __init__(self, rng: random.Random, limit: int = DEFAULT_PAGE_TOKENS) -> None:
-        self.rng = rng
-        """The seeded stream tokens come from (saved with the engine state)."""
+    def __init__(self, streams: RandomStreams, limit: int = DEFAULT_PAGE_TOKENS) -> None:
+        self._streams = streams
+        """Tokens come from its ``pages`` stream (saved with the engine state), read at each
+        draw: the stream is made on its first use."""
         self.limit = limit
         """Page tokens kept per caller (the per-user quota)."""
         self._cursors: dict[str, tuple[Cursor, int]] = {}
@@ -77,7 +78,7 @@ class Cursors:
         chosen = cursor.workspace_ids[offset : offset + size]
         next_token = ""
         if offset + size < len(cursor.workspace_ids):
-            next_token = ids.page_token(self.rng)
+            next_token = ids.page_token(self._streams.pages)
             self._cursors[next_token] = (cursor, offset + size)
             mine[next_token] = None
             while len(mine) > self.limit:
