@@ -125,7 +125,7 @@ def page_repeats_an_item() -> Simulator:
             return chosen, token
 
     sim = _fresh()
-    sim.engine.cursors = OneEarly(sim.engine.random.pages)
+    sim.engine.cursors = OneEarly(sim.engine.random)
     return sim
 
 
