@@ -68,8 +68,15 @@ class ControlService:
     def __init__(self, worlds: Worlds, sessions: Sessions | None = None) -> None:
         self._worlds = worlds
         self._sessions = sessions
+        self._mapping: dict[str, Handler] | None = None
 
     def __mapping__(self) -> dict[str, Handler]:
+        """Built once: grpclib asks on every server, and each in-memory channel is one."""
+        if self._mapping is None:
+            self._mapping = self._build_mapping()
+        return self._mapping
+
+    def _build_mapping(self) -> dict[str, Handler]:
         unary: list[tuple[str, Callable[[Call], Any], type[Any], type[Any]]] = [
             ("GetClock", self.get_clock, spb.GetClockRequest, spb.GetClockResponse),
             ("SetClock", self.set_clock, spb.SetClockRequest, spb.SetClockResponse),

@@ -51,8 +51,15 @@ class WorkspacesService:
 
     def __init__(self, worlds: Worlds) -> None:
         self._worlds = worlds
+        self._mapping: dict[str, Handler] | None = None
 
     def __mapping__(self) -> dict[str, Handler]:
+        """Built once: grpclib asks on every server, and each in-memory channel is one."""
+        if self._mapping is None:
+            self._mapping = self._build_mapping()
+        return self._mapping
+
+    def _build_mapping(self) -> dict[str, Handler]:
         table: list[tuple[str, bool, Callable[[Call], Any], type[Any], type[Any]]] = [
             ("ListWorkspaces", False, self.list_workspaces,
              pb.ListWorkspacesRequest, pb.ListWorkspacesResponse),
