@@ -53,8 +53,13 @@ CONTEXTS = (
     "https://github.com/gitpod-io/gitpod",
     "github.com/gitpod-io/website/tree/main",
     "https://gitlab.com/acme/widgets",
+    # Forms "Open in Gitpod" sends from a file or a release page (BEHAVIOUR.md: accepted).
+    "https://github.com/gitpod-io/gitpod/blob/main/README.md",
+    "https://github.com/gitpod-io/website/releases/tag/v1.0",
 )
 BAD_CONTEXT = "not a context url"
+SHORT_SHA_CONTEXT = "https://github.com/gitpod-io/gitpod/commit/0123456"
+"""A commit sha that is not 40 hex characters: a context parse error (INVALID_ARGUMENT)."""
 TOKENS = ("", "", "k1", "k2")
 MALFORMED_WORKSPACE = "Not/A-Workspace"
 UNKNOWN_WORKSPACE = "gitpodio-gitpod-aaaaaaaaaaa"
@@ -151,7 +156,7 @@ class GitpodContract(RuleBasedStateMachine):
     @rule(
         target=workspaces,
         user=st.sampled_from(("user1", "user2")),
-        context=st.sampled_from((*CONTEXTS, BAD_CONTEXT)),
+        context=st.sampled_from((*CONTEXTS, BAD_CONTEXT, SHORT_SHA_CONTEXT)),
         token=st.sampled_from(TOKENS),
     )
     def create_and_start_workspace(self, user: str, context: str, token: str) -> Any:
@@ -161,7 +166,8 @@ class GitpodContract(RuleBasedStateMachine):
         key = (user, "create", token)
         recorded = self.model.idempotency.get(key) if token else None
         expect = None
-        if context == BAD_CONTEXT or (recorded is not None and recorded[0] != context):
+        bad = context in (BAD_CONTEXT, SHORT_SHA_CONTEXT)
+        if bad or (recorded is not None and recorded[0] != context):
             expect = Status.INVALID_ARGUMENT
         what = f"CreateAndStartWorkspace({context!r}, token {token!r}) by {user}"
         request = pb.CreateAndStartWorkspaceRequest(context_url=context, idempotency_token=token)
