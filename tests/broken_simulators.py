@@ -1,13 +1,20 @@
 """Deliberately broken simulators: each breaks one rule of the contract, only inside the tests.
 
-Every factory builds a real :class:`Simulator` and then patches one method of that instance's
-engine or service (never the classes), so nothing leaks into other tests. The contract suite must
-fail on every one of them (tests/test_contract.py).
+Every factory builds a real :class:`Simulator` (keyword arguments: the clock, speed, admin token
+it is served with) and then patches one method of that instance's engine or service (never the
+classes), so nothing leaks into other tests. The contract suite must fail on every one of them,
+in process and served over TCP (tests/test_contract.py); :func:`served` serves one from a thread
+of its own. The last four break rules only the causal checks and the foreign workspaces of a
+shared target see (:data:`CAUSAL_AND_FOREIGN`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from simulator import Phase, Simulator
@@ -20,15 +27,19 @@ from simulator.core.simtime import SECOND
 from simulator.server.boundary import Call
 from simulator.server.broadcast import Delivery
 from simulator.server.codec import Preencoded
+from simulator.server.convert import listen_payload
+from simulator.server.runtime import bound_port
+
+Factory = Callable[..., Simulator]
 
 
-def _fresh() -> Simulator:
-    return Simulator(seed=0, users=IN_PROCESS_USERS)
+def _fresh(**options: Any) -> Simulator:
+    return Simulator(seed=0, users=IN_PROCESS_USERS, **options)
 
 
-def skipped_phase() -> Simulator:
+def skipped_phase(**options: Any) -> Simulator:
     """CREATING goes straight to RUNNING: INITIALIZING never happens."""
-    sim = _fresh()
+    sim = _fresh(**options)
     engine = sim.engine
     enter = engine._enter
 
@@ -39,9 +50,9 @@ def skipped_phase() -> Simulator:
     return sim
 
 
-def repeated_status_version() -> Simulator:
+def repeated_status_version(**options: Any) -> Simulator:
     """Two changes in the same second share a status_version (no '+1')."""
-    sim = _fresh()
+    sim = _fresh(**options)
     engine = sim.engine
 
     def _set_status(
@@ -62,9 +73,9 @@ def repeated_status_version() -> Simulator:
     return sim
 
 
-def stream_never_ends() -> Simulator:
+def stream_never_ends(**options: Any) -> Simulator:
     """ListenToWorkspaceInstance keeps waiting after STOPPED."""
-    sim = _fresh()
+    sim = _fresh(**options)
     service = sim.service
 
     async def listen(call: Call) -> None:
@@ -83,9 +94,9 @@ def stream_never_ends() -> Simulator:
     return sim
 
 
-def cross_user_leak() -> Simulator:
+def cross_user_leak(**options: Any) -> Simulator:
     """Reads of another user's workspace succeed instead of answering NOT_FOUND."""
-    sim = _fresh()
+    sim = _fresh(**options)
     engine = sim.engine
     workspace_for = engine._workspace_for
 
@@ -99,19 +110,19 @@ def cross_user_leak() -> Simulator:
     return sim
 
 
-def idempotency_ignored() -> Simulator:
+def idempotency_ignored(**options: Any) -> Simulator:
     """Idempotency tokens are accepted and then ignored: every retry acts again."""
 
     class Forgetful(IdempotencyRecords):
         def replay(self, *args: Any) -> None:
             return None
 
-    sim = _fresh()
+    sim = _fresh(**options)
     sim.engine.idempotency = Forgetful()
     return sim
 
 
-def page_repeats_an_item() -> Simulator:
+def page_repeats_an_item(**options: Any) -> Simulator:
     """Each next page starts one item early, so the last item of a page comes again."""
 
     class OneEarly(Cursors):
@@ -124,14 +135,14 @@ def page_repeats_an_item() -> Simulator:
                 self._cursors[token] = (cursor, offset - 1)
             return chosen, token
 
-    sim = _fresh()
+    sim = _fresh(**options)
     sim.engine.cursors = OneEarly(sim.engine.random)
     return sim
 
 
-def wrong_code_when_inactive() -> Simulator:
+def wrong_code_when_inactive(**options: Any) -> Simulator:
     """GetActiveWorkspaceInstance on a workspace with no active instance answers NOT_FOUND."""
-    sim = _fresh()
+    sim = _fresh(**options)
     engine = sim.engine
     active = engine._active
 
@@ -144,7 +155,127 @@ def wrong_code_when_inactive() -> Simulator:
     return sim
 
 
-BROKEN: dict[str, Callable[[], Simulator]] = {
+def _previous_statuses(sim: Simulator) -> dict[str, InstanceStatus]:
+    """instance id -> the status it had before its current one (kept up to date)."""
+    previous: dict[str, InstanceStatus] = {}
+    engine = sim.engine
+    observe = engine.observer
+    assert observe is not None
+
+    def observer(event: Any) -> None:
+        if type(event) is StatusChange and event.previous is not None:
+            previous[event.instance_id] = event.previous
+        observe(event)
+
+    engine.observer = observer
+    return previous
+
+
+def stale_first_message(**options: Any) -> Simulator:
+    """ListenToWorkspaceInstance starts with the status before the current one, then catches up:
+    each message follows the one before it, but the first is older than what a unary call had
+    already answered before the stream was opened."""
+    sim = _fresh(**options)
+    previous = _previous_statuses(sim)
+
+    listen_now = sim.service.listen_to_workspace_instance
+
+    async def listen(call: Call) -> None:
+        inst = sim.engine.instance_for(call.caller, call.request.instance_id)
+        older = previous.get(inst.id)
+        if older is not None:
+            await call.stream.send_message(Preencoded(listen_payload(older)))
+        await listen_now(call)
+
+    sim.service.listen_to_workspace_instance = listen  # type: ignore[method-assign]
+    return sim
+
+
+def listing_lags_a_change(**options: Any) -> Simulator:
+    """ListWorkspaces shows each instance's status before its current one (a stale read
+    replica): every listing is self-consistent, only older than what was answered before."""
+    sim = _fresh(**options)
+    previous = _previous_statuses(sim)
+    engine = sim.engine
+    list_workspaces = engine.list_workspaces
+
+    def lagging(caller: User, page_size: int = 0, page_token: str = "") -> Any:
+        page = list_workspaces(caller, page_size, page_token)
+        items = []
+        for ws, inst in page.items:
+            if inst is not None and inst.id in previous:
+                inst = copy.copy(inst)
+                inst.status = previous[inst.id]
+            items.append((ws, inst))
+        page.items[:] = items
+        return page
+
+    engine.list_workspaces = lagging  # type: ignore[method-assign]
+    return sim
+
+
+def idempotency_shared_between_users(**options: Any) -> Simulator:
+    """Idempotency records are kept per token, not per caller: one user's retry token answers
+    what another user's call with the same token made."""
+
+    class Shared(IdempotencyRecords):
+        def replay(self, caller_id: str, *args: Any) -> str | None:
+            return super().replay("everyone", *args)
+
+        def record(self, caller_id: str, *args: Any) -> None:
+            super().record("everyone", *args)
+
+    sim = _fresh(**options)
+    sim.engine.idempotency = Shared()
+    return sim
+
+
+def listing_leaks_a_third_user(**options: Any) -> Simulator:
+    """ListWorkspaces also lists the workspaces of a third user (carol, not one of the suite's
+    callers): the model never made them, so only the rule that every listed workspace, foreign
+    or not, is the caller's own can see it."""
+    sim = _fresh(**options)
+    carol = sim.add_user("carol", "contract-carol")
+    engine = sim.engine
+    for repo in ("acme/one", "acme/two"):
+        engine.create_workspace(carol, context_url=f"https://github.com/{repo}")
+    sorted_for = engine._sorted
+
+    def _sorted(user_id: str) -> list[Any]:
+        own = sorted_for(user_id)
+        return own if user_id == carol.id else [*own, *sorted_for(carol.id)]
+
+    engine._sorted = _sorted  # type: ignore[method-assign]
+    return sim
+
+
+@contextmanager
+def served(sim: Simulator) -> Iterator[str]:
+    """``sim`` served over TCP on 127.0.0.1 from a thread with its own event loop: the address."""
+    ready = threading.Event()
+    address: list[str] = []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async with sim.serve("127.0.0.1", 0) as server:
+            address.append(f"127.0.0.1:{bound_port(server)}")
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(20):
+            raise RuntimeError("the broken simulator did not start serving")
+        yield address[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+        loop.close()
+
+
+BROKEN: dict[str, Factory] = {
     "skipped_phase": skipped_phase,
     "repeated_status_version": repeated_status_version,
     "stream_never_ends": stream_never_ends,
@@ -152,4 +283,15 @@ BROKEN: dict[str, Callable[[], Simulator]] = {
     "idempotency_ignored": idempotency_ignored,
     "page_repeats_an_item": page_repeats_an_item,
     "wrong_code_when_inactive": wrong_code_when_inactive,
+    "stale_first_message": stale_first_message,
+    "listing_lags_a_change": listing_lags_a_change,
+    "idempotency_shared_between_users": idempotency_shared_between_users,
+    "listing_leaks_a_third_user": listing_leaks_a_third_user,
 }
+
+CAUSAL_AND_FOREIGN = (
+    "stale_first_message",
+    "listing_lags_a_change",
+    "idempotency_shared_between_users",
+    "listing_leaks_a_third_user",
+)

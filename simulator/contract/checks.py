@@ -4,11 +4,16 @@ The rules (:mod:`simulator.contract.machine`) check their own answers; these che
 target as a whole after each step (every caller's listing, every open stream, the inactive rule),
 so a bug shows on the step that caused it even when no rule looks at that part of the API.
 They read and teach the expected-answer model (:mod:`simulator.contract.model`).
+
+Listings hold more than the model's workspaces: everything else a caller owns on the target
+(earlier examples, earlier runs, other clients) is *foreign*. A foreign item must keep the paging
+rules (once per listing, page sizes, the order within one answer) and belong to the caller; the
+model claims nothing else of it. Listings are paged in small pages and only until every workspace
+the model expects has been seen: decoding a long foreign listing every step would dominate a run.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -18,6 +23,7 @@ from grpclib.exceptions import GRPCError
 from simulator._proto.gitpod import v1 as pb
 from simulator._proto.gitpod.v1 import WorkspaceInstanceStatusPhase as Phase
 from simulator.contract.model import (
+    Causality,
     ContractViolation,
     InstanceModel,
     Model,
@@ -26,7 +32,7 @@ from simulator.contract.model import (
     require,
 )
 from simulator.contract.streams import StreamRecord, Streams
-from simulator.contract.target import Target
+from simulator.contract.target import STREAM_WAIT, Target, micros
 
 _T = TypeVar("_T")
 
@@ -34,20 +40,14 @@ LIST_PAGES_LIMIT = 200
 REFRESH_PAGE_SIZE = 3
 """The listing after every step pages in threes: paging is checked on every step, cheaply."""
 
+__all__ = ["LIST_PAGES_LIMIT", "PostStepChecks", "checked_call", "micros", "present"]
+
 
 def present(value: _T | None, what: str) -> _T:
     """A message field the API always sets; its absence is a violation."""
     require(value is not None, f"{what}: a required field of the answer is unset")
     assert value is not None
     return value
-
-
-def micros(value: dt.datetime | None) -> int | None:
-    """A wire timestamp as microseconds since the epoch."""
-    if value is None:
-        return None
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 async def checked_call(what: str, awaitable: Awaitable[_T], expect: Status | None) -> _T | None:
@@ -68,25 +68,35 @@ async def checked_call(what: str, awaitable: Awaitable[_T], expect: Status | Non
 class PostStepChecks:
     """The whole-target checks, run after every step on the machine's event loop."""
 
-    def __init__(self, target: Target, model: Model, streams: Streams) -> None:
+    def __init__(
+        self, target: Target, model: Model, streams: Streams, causality: Causality, marker: str
+    ) -> None:
         self.target = target
-        self.exact = target.exact
         self.model = model
         self.streams = streams
+        self.causality = causality
+        self.marker = marker
+        """The context URL prefix of this example's workspaces."""
         self.inactive_checked: set[str] = set()
+        self.steps = 0
 
     def stub(self, user: str) -> pb.WorkspacesServiceStub:
         return self.target.stubs[user]
 
     def now(self) -> int | None:
-        return self.target.now() if self.exact else None
+        return self.target.now()
 
     async def after_step(self) -> None:
         """Every check that holds after any step: listings, the inactive rule, open streams."""
         await self.target.settle()
-        for user in self.target.users:
+        self.steps += 1
+        users = self.target.users
+        if not self.target.still:
+            # Nothing the model expects depends on it being current: one caller per step.
+            users = (users[self.steps % len(users)],)
+        for user in users:
             await self.refresh(user)
-        if self.exact:
+        if self.target.still:
             await self.check_inactive()
         await self.target.settle()
         for record in self.streams:
@@ -107,60 +117,111 @@ class PostStepChecks:
                 Status.FAILED_PRECONDITION,
             )
 
-    async def list_all(self, user: str, page_size: int) -> list[Any]:
-        items: list[Any] = []
+    async def page(
+        self, user: str, page_size: int, token: str
+    ) -> tuple[pb.ListWorkspacesResponse, int, int]:
+        """One ListWorkspaces page with the client's counter at its send and its receipt."""
+        request = pb.ListWorkspacesRequest(
+            pagination=pb.Pagination(page_size=page_size, page_token=token)
+        )
+        sent = self.causality.tick()
+        response = await self.stub(user).list_workspaces(request)
+        received = self.causality.tick()
+        require(
+            len(response.result) <= (page_size or 20),
+            f"ListWorkspaces(page_size={page_size}) by {user} answered "
+            f"{len(response.result)} items",
+        )
+        return response, sent, received
+
+    async def refresh(self, user: str, page_size: int = REFRESH_PAGE_SIZE) -> None:
+        """Page through the caller's listing until every workspace of the model's is seen (or
+        the end): each item once, the caller's own, in order; learn statuses."""
+        await self.listing(user, page_size, until_all_seen=True)
+
+    async def listing(
+        self,
+        user: str,
+        page_size: int,
+        *,
+        until_all_seen: bool,
+        min_pages: int = 0,
+        between: Any = None,
+    ) -> None:
+        """Page the caller's listing, checking every page. ``between`` (a coroutine function)
+        runs after the first page when the listing goes on: what it changes is not claimed."""
+        mine = {ws.id for ws in self.model.owned_by(user)}
+        seen: list[str] = []
+        ours: list[Any] = []
         token = ""
-        for _ in range(LIST_PAGES_LIMIT):
-            response = await self.stub(user).list_workspaces(
-                pb.ListWorkspacesRequest(
-                    pagination=pb.Pagination(page_size=page_size, page_token=token)
+        changed = False
+        for number in range(LIST_PAGES_LIMIT):
+            response, sent, received = await self.page(user, page_size, token)
+            for item in response.result:
+                wsid = item.result.workspace_id if item.result is not None else ""
+                require(
+                    wsid not in seen,
+                    f"paging ListWorkspaces(page_size={page_size}) for {user} repeated {wsid}",
                 )
-            )
-            items.extend(response.result)
-            listed = [item.result.workspace_id for item in items]
-            require(
-                len(set(listed)) == len(listed),
-                f"paging ListWorkspaces(page_size={page_size}) for {user} repeated "
-                f"{sorted({w for w in listed if listed.count(w) > 1})}",
-            )
+                seen.append(wsid)
+            ours.extend(self.check_page(user, response.result, sent, received, first=number == 0))
             token = response.next_page_token
             if not token:
-                return items
-        raise ContractViolation(f"ListWorkspaces for {user} never reached an empty next_page_token")
+                break
+            if until_all_seen and number + 1 >= min_pages and mine <= set(seen):
+                break  # the rest is foreign: not worth decoding every step
+            if between is not None and number == 0:
+                await between()
+                changed = True
+        else:
+            raise ContractViolation(
+                f"ListWorkspaces(page_size={page_size}) for {user} never reached an empty"
+                " next_page_token"
+            )
+        missing = mine - set(seen)
+        require(
+            not missing,
+            f"paging ListWorkspaces(page_size={page_size}) for {user} left out {sorted(missing)}",
+        )
+        if self.target.still and not changed:
+            self.check_order(user, ours, "across pages")
 
-    async def refresh(self, user: str) -> None:
-        """List the caller's workspaces: exactly its own, once each, in order; learn statuses."""
-        items = await self.list_all(user, REFRESH_PAGE_SIZE if self.exact else 100)
-        self.check_listing(user, items, complete=True)
-
-    def check_listing(self, user: str, items: list[Any], *, complete: bool) -> None:
+    def check_page(
+        self, user: str, items: list[Any], sent: int, received: int, *, first: bool
+    ) -> list[Any]:
+        """One page: the model's items checked and learnt, foreign ones kept to the rules that
+        hold of any workspace; the model's items are answered."""
         model = self.model
-        seen: set[str] = set()
-        preexisting = model.preexisting.get(user, set())
+        ours: list[Any] = []
+        foreign: list[Any] = []
         for item in items:
             ws_pb = item.result
             require(ws_pb is not None, f"ListWorkspaces for {user}: an item without its workspace")
             wsid = ws_pb.workspace_id
-            require(wsid not in seen, f"ListWorkspaces for {user} listed {wsid} twice")
-            seen.add(wsid)
-            if wsid in preexisting:
-                continue
             ws = model.workspaces.get(wsid)
-            require(
-                ws is not None,
-                f"ListWorkspaces for {user} listed {wsid}, which {user} never created"
-                " (a leak, or a create that should have been de-duplicated)",
-            )
-            assert ws is not None
+            if ws is None:
+                context = ws_pb.context.context_url if ws_pb.context is not None else ""
+                require(
+                    not context.startswith(self.marker),
+                    f"ListWorkspaces for {user} listed {wsid} ({context}), which no call of this"
+                    " example answered (a leak, or a create that should have been de-duplicated)",
+                )
+                foreign.append(item)
+                continue
             require(
                 ws.owner == user,
                 f"ListWorkspaces for {user} listed {wsid}, which belongs to {ws.owner}",
             )
             model.learn_owner_id(user, ws_pb.owner_id)
-            latest = model.latest(ws)
+            ours.append(item)
             inst_pb = item.last_active_instances
+            latest = model.latest(ws)
             if latest is None:
-                continue
+                if inst_pb is not None and inst_pb.instance_id:
+                    # Its start was never seen (it stopped before the suite could ask): adopt.
+                    latest = model.add_instance(ws, inst_pb.instance_id, None, exact=False)
+                else:
+                    continue
             require(
                 inst_pb is not None and inst_pb.instance_id == latest.id,
                 f"ListWorkspaces for {user}: {wsid} reports instance "
@@ -168,14 +229,28 @@ class PostStepChecks:
             )
             assert inst_pb is not None
             latest.created_at = micros(inst_pb.created_at)
-            model.observe(latest, inst_pb.status, f"ListWorkspaces for {user}", self.now())
-        if complete:
-            mine = {ws.id for ws in model.owned_by(user)}
-            missing = mine - seen
-            require(not missing, f"ListWorkspaces for {user} left out {sorted(missing)}")
-        self.check_order(user, [i for i in items if i.result.workspace_id not in preexisting])
+            model.observe(
+                latest,
+                present(inst_pb.status, f"ListWorkspaces for {user}"),
+                f"ListWorkspaces for {user}",
+                sent,
+                received,
+                self.now(),
+            )
+        owner_id = model.owner_ids.get(user)
+        for item in foreign:
+            model.foreign.setdefault(user, set()).add(item.result.workspace_id)
+            require(
+                owner_id is None or item.result.owner_id == owner_id,
+                f"ListWorkspaces for {user} listed {item.result.workspace_id}, owned by "
+                f"{item.result.owner_id!r}; {user} is {owner_id!r} (only the caller's own)",
+            )
+        if first:
+            # One answer is one instant: its order is the order of the statuses it shows.
+            self.check_order(user, list(items), "in one page")
+        return ours
 
-    def check_order(self, user: str, items: list[Any]) -> None:
+    def check_order(self, user: str, items: list[Any], where: str) -> None:
         """Active first; then latest activity, newest first (checked where the model knows)."""
         seen_inactive = False
         bounds: list[tuple[int, int] | None] = []
@@ -185,7 +260,7 @@ class PostStepChecks:
             require(
                 not (active and seen_inactive),
                 f"ListWorkspaces for {user}: {item.result.workspace_id} is active but listed after"
-                " an inactive workspace (active ones come first)",
+                f" an inactive workspace ({where}; active ones come first)",
             )
             seen_inactive = seen_inactive or not active
             bounds.append(self.activity_bounds(item) if not active else None)
@@ -204,6 +279,8 @@ class PostStepChecks:
                 )
 
     def activity_bounds(self, item: Any) -> tuple[int, int] | None:
+        if item.last_active_instances is None:
+            return None
         inst = self.model.instances.get(item.last_active_instances.instance_id)
         if inst is None or inst.created_at is None or inst.stopped_seen_at is None:
             return None
@@ -211,8 +288,12 @@ class PostStepChecks:
 
     async def check_stream(self, record: StreamRecord) -> None:
         inst = self.model.instances.get(record.instance_id)
+        require(
+            not record.terminated,
+            f"{record.label()} was cut off without a gRPC status ({record.terminated})",
+        )
         if record.expect_code is not None:
-            await self.target.wait_briefly(lambda: record.done)
+            await self.target.wait_briefly(lambda: record.done, STREAM_WAIT)
             require(
                 record.done and record.error is not None,
                 f"{record.label()}: expected {record.expect_code.name}, got "
@@ -227,20 +308,38 @@ class PostStepChecks:
             )
             self.streams.remove(record)
             return
+        if record.error is not None and record.error.status in record.allowed:
+            require(
+                not record.messages,
+                f"{record.label()}: answered {record.error.status.name} after"
+                f" {len(record.messages)} messages",
+            )
+            self.streams.remove(record)
+            return
         require(
             record.error is None,
             f"{record.label()} failed: {record.error.status.name if record.error else ''} "
             f"({record.error.message if record.error else ''!r})",
         )
         if record.kind == "listen":
-            self.check_listen(record, inst)
+            await self.check_listen(record, inst)
         elif record.kind == "logs":
             await self.check_logs(record, inst)
         else:
             await self.check_stop(record, inst)
 
-    def check_listen(self, record: StreamRecord, inst: InstanceModel | None) -> None:
+    async def check_listen(self, record: StreamRecord, inst: InstanceModel | None) -> None:
         statuses: list[pb.WorkspaceInstanceStatus] = record.messages
+        if inst is not None and self.target.still and not self.target.settled:
+            # A still clock: the stream owes what the model already saw; give it time to come.
+            def caught_up() -> bool:
+                last = inst.last
+                if not statuses or last is None:
+                    return bool(statuses)
+                behind = statuses[-1].status_version < last.status_version
+                return not behind and (record.done or last.phase is not Phase.STOPPED)
+
+            await self.target.wait_briefly(caught_up)
         check_sequence(record.instance_id, statuses)
         if record.expected_first is not None and statuses:
             first = statuses[0]
@@ -250,18 +349,16 @@ class PostStepChecks:
                 f"{record.label()} started with {describe(first)}; the current status was "
                 f"{describe(record.expected_first)}",
             )
-        if inst is None or inst.last is None:
+        if inst is None:
             return
-        if statuses and self.exact:
-            # Only a still clock orders the two: elsewhere the stream may have received a change
-            # after the unary answer that the check compares it with was sent.
-            last = statuses[-1]
-            require(
-                last.status_version <= inst.last.status_version,
-                f"{record.label()} sent {describe(last)}, newer than the status the API answers"
-                f" ({describe(inst.last)})",
-            )
-        if not self.exact:
+        for status in statuses:
+            # Its first message is sent after the stream was opened: not older than anything
+            # received before that; later messages follow the first (check_sequence).
+            self.model.check_after(inst, status, record.label(), record.opened)
+        last = inst.last
+        if last is None:
+            return
+        if not self.target.still:
             if record.done:
                 require(
                     bool(statuses) and statuses[-1].phase is Phase.STOPPED,
@@ -269,7 +366,7 @@ class PostStepChecks:
                 )
                 self.streams.remove(record)
             return
-        if inst.last.phase is Phase.STOPPED:
+        if last.phase is Phase.STOPPED:
             require(
                 record.done,
                 f"{record.label()} is still open after its instance reached STOPPED"
@@ -277,9 +374,9 @@ class PostStepChecks:
             )
         require(bool(statuses), f"{record.label()} sent nothing, not even the current status")
         require(
-            statuses[-1].status_version == inst.last.status_version,
+            statuses[-1].status_version == last.status_version,
             f"{record.label()} is at {describe(statuses[-1])} but the instance is at "
-            f"{describe(inst.last)}: the stream missed a change",
+            f"{describe(last)}: the stream missed a change",
         )
         if record.done:
             require(
@@ -292,14 +389,15 @@ class PostStepChecks:
         if inst is None:
             return
         if inst.built is False:
-            await self.target.wait_briefly(lambda: record.done)
+            await self.target.wait_briefly(lambda: record.done, STREAM_WAIT)
             require(
                 not record.messages,
                 f"{record.label()}: {len(record.messages)} build log lines for an instance that"
                 " started without an image build",
             )
             require(record.done, f"{record.label()}: no build, but the stream did not end")
-        if self.exact and inst.phase is not Phase.IMAGEBUILD:
+        if self.target.still and inst.phase not in (Phase.IMAGEBUILD, None):
+            await self.target.wait_briefly(lambda: record.done)
             require(record.done, f"{record.label()}: the build is over but the stream goes on")
         if record.done:
             self.streams.remove(record)
@@ -307,11 +405,14 @@ class PostStepChecks:
     async def check_stop(self, record: StreamRecord, inst: InstanceModel | None) -> None:
         if inst is None:
             return
+        still = self.target.still
+        if still and inst.phase is Phase.STOPPED:
+            await self.target.wait_briefly(lambda: record.done)
         count = len(record.messages)
         require(count <= 2, f"{record.label()}: {count} messages; at most STOPPING and STOPPED")
         if record.done:
             require(
-                inst.phase is Phase.STOPPED or not self.exact,
+                inst.phase is Phase.STOPPED or not still,
                 f"{record.label()} ended while the instance is {inst.phase}; it ends at STOPPED",
             )
             if record.expected_messages is not None:
@@ -321,7 +422,7 @@ class PostStepChecks:
                     " (one per phase change after the request)",
                 )
             self.streams.remove(record)
-        elif self.exact and inst.phase is Phase.STOPPED:
+        elif still and inst.phase is Phase.STOPPED:
             raise ContractViolation(
                 f"{record.label()}: the instance is STOPPED, the stream goes on"
             )

@@ -85,6 +85,33 @@ def check_sequence(instance_id: str, statuses: list[pb.WorkspaceInstanceStatus])
         previous = status
 
 
+class Causality:
+    """The client's own order of events: one counter, ticked at every send and every receipt.
+
+    An observation is (sent, received): the counter just before its request left and just after
+    its answer (or stream message) was taken. ``a.received < b.sent`` is the only "happened
+    before" the suite relies on; two calls in flight at the same time are never compared.
+    """
+
+    __slots__ = ("seq",)
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def tick(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+@dataclass(slots=True)
+class Seen:
+    """One status of an instance as the client received it."""
+
+    received: int
+    status: pb.WorkspaceInstanceStatus
+    where: str
+
+
 @dataclass(slots=True)
 class InstanceModel:
     id: str
@@ -93,20 +120,40 @@ class InstanceModel:
     """The caller label that owns it."""
     built: bool | None = None
     """Whether it started in IMAGEBUILD (None: not seen at its start)."""
-    last: pb.WorkspaceInstanceStatus | None = None
+    history: list[Seen] = field(default_factory=list)
+    """Every status received (unary answers, listings, stream messages), in receipt order."""
+    by_version: dict[int, pb.WorkspaceInstanceStatus] = field(default_factory=dict)
     owner_token: str | None = None
     created_at: int | None = None
     """Microseconds since the epoch, from the wire."""
     stopped_seen_at: int | None = None
-    """The target's clock when STOPPED was first seen (exact targets only)."""
+    """The target's clock when STOPPED was first seen (targets whose clock is known only)."""
+
+    @property
+    def last(self) -> pb.WorkspaceInstanceStatus | None:
+        """The newest status received so far (by status_version)."""
+        best = self.best_before(None)
+        return None if best is None else best.status
+
+    def best_before(self, sent: int | None) -> Seen | None:
+        """The newest status received before ``sent`` (None: ever)."""
+        best: Seen | None = None
+        for seen in self.history:
+            if sent is not None and seen.received >= sent:
+                continue
+            if best is None or seen.status.status_version > best.status.status_version:
+                best = seen
+        return best
 
     @property
     def phase(self) -> Phase | None:
-        return None if self.last is None else self.last.phase
+        last = self.last
+        return None if last is None else last.phase
 
     @property
     def active(self) -> bool:
-        return self.last is not None and self.last.phase is not Phase.STOPPED
+        last = self.last
+        return last is not None and last.phase is not Phase.STOPPED
 
 
 @dataclass(slots=True)
@@ -127,10 +174,14 @@ class Model:
     """Caller label -> the owner_id the target reports for it (learnt from its workspaces)."""
     idempotency: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
     """(caller, rpc, token) -> (request fingerprint, answer id)."""
+    uncertain: set[tuple[str, str, str]] = field(default_factory=set)
+    """Idempotency keys whose first call's outcome the suite could not learn in time (a
+    moving clock): the target may or may not hold a record for them."""
     owner_tokens: dict[str, str] = field(default_factory=dict)
     """Owner token -> the caller label it belongs to."""
-    preexisting: dict[str, set[str]] = field(default_factory=dict)
-    """Workspaces a remote target already had for each caller before this run (ignored)."""
+    foreign: dict[str, set[str]] = field(default_factory=dict)
+    """Workspaces each caller's listings showed that this example did not create (earlier
+    examples, earlier runs, other clients): they must keep the paging rules, nothing else."""
 
     def owned_by(self, user: str) -> list[WorkspaceModel]:
         return [ws for ws in self.workspaces.values() if ws.owner == user]
@@ -204,14 +255,63 @@ class Model:
             inst.built = status.phase is Phase.IMAGEBUILD
         return inst
 
-    def observe(
-        self, inst: InstanceModel, status: pb.WorkspaceInstanceStatus, where: str, now: int | None
+    def check_after(
+        self, inst: InstanceModel, status: pb.WorkspaceInstanceStatus, where: str, sent: int
     ) -> None:
-        """A status seen now by a unary call or a listing; it must follow the last one seen."""
+        """A status whose request was sent at ``sent`` must not be older than any status of the
+        instance received before that (the API serves one history per instance: monotonic
+        reads), and one status_version names one status wherever it is seen."""
         require(
             status.phase is not Phase.UNSPECIFIED,
             f"{where}: instance {inst.id} reported PHASE_UNSPECIFIED",
         )
+        same = inst.by_version.get(status.status_version)
+        # Admission is read from the workspace, not a status change of a STOPPED one.
+        require(
+            same is None or _without_admission(same) == _without_admission(status),
+            f"{where}: instance {inst.id} answered {describe(status)}, but that status_version"
+            f" was {describe(same) if same else ''} elsewhere (one version, one status)",
+        )
+        before = inst.best_before(sent)
+        if before is None:
+            return
+        last = before.status
+        require(
+            status.status_version >= last.status_version,
+            f"{where}: instance {inst.id} answered {describe(status)}, older than "
+            f"{describe(last)} which {before.where} had answered before this call was sent",
+        )
+        if status.status_version == last.status_version:
+            return
+        require(
+            last.phase is not Phase.STOPPED,
+            f"{where}: instance {inst.id} changed after STOPPED (seen by {before.where}) to "
+            f"{describe(status)} (STOPPED is final)",
+        )
+        require(
+            status.phase in REACHABLE[last.phase],
+            f"{where}: instance {inst.id} went from {last.phase.name} (seen by {before.where}) "
+            f"to {status.phase.name}, which the transition table cannot reach",
+        )
+
+    def record(
+        self, inst: InstanceModel, status: pb.WorkspaceInstanceStatus, where: str, received: int
+    ) -> None:
+        """Remember a status received at ``received`` (no check: see :meth:`check_after`)."""
+        inst.history.append(Seen(received, status, where))
+        inst.by_version.setdefault(status.status_version, status)
+
+    def observe(
+        self,
+        inst: InstanceModel,
+        status: pb.WorkspaceInstanceStatus,
+        where: str,
+        sent: int,
+        received: int,
+        now: int | None,
+    ) -> None:
+        """A unary answer or a listing item: checked against what came before it, then kept.
+        Its admission follows the workspace's sharing now (a stream message may predate it)."""
         shared = self.workspaces[inst.workspace_id].shared
         admission = pb.AdmissionLevel.EVERYONE if shared else pb.AdmissionLevel.OWNER_ONLY
         require(
@@ -220,31 +320,7 @@ class Model:
             f", its workspace is {'shared' if shared else 'not shared'} (admission follows the"
             " workspace's sharing on every read, a STOPPED instance's too)",
         )
-        last = inst.last
-        if last is not None:
-            require(
-                status.status_version >= last.status_version,
-                f"{where}: instance {inst.id} went back from {describe(last)} "
-                f"to {describe(status)}",
-            )
-            if status.status_version == last.status_version:
-                # Admission is read from the workspace, not a status change of a STOPPED one.
-                require(
-                    _without_admission(status) == _without_admission(last),
-                    f"{where}: instance {inst.id} changed its status without a new status_version:"
-                    f" {describe(last)} then {describe(status)} (messages differ)",
-                )
-                return
-            require(
-                last.phase is not Phase.STOPPED,
-                f"{where}: instance {inst.id} changed after STOPPED to {describe(status)}"
-                " (STOPPED is final)",
-            )
-            require(
-                status.phase in REACHABLE[last.phase],
-                f"{where}: instance {inst.id} went from {last.phase.name} to {status.phase.name},"
-                " which the transition table cannot reach",
-            )
-        inst.last = status
+        self.check_after(inst, status, where, sent)
+        self.record(inst, status, where, received)
         if status.phase is Phase.STOPPED and inst.stopped_seen_at is None:
             inst.stopped_seen_at = now

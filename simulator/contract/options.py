@@ -7,14 +7,16 @@ team run longer searches, or point the suite at a server with ``--gitpod-target`
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from hypothesis import HealthCheck, settings
 from hypothesis import Phase as HypothesisPhase
 from hypothesis.stateful import run_state_machine_as_test
 
-from simulator.contract.machine import GitpodContract
+from simulator.contract.machine import GitpodContract, RunStats
 from simulator.contract.target import (
     InProcessTarget,
     RemoteOptions,
@@ -79,9 +81,42 @@ def remote(options: RemoteOptions) -> type[GitpodContract]:
     return machine_for(lambda: RemoteTarget(options), "RemoteGitpodContract")
 
 
-def run_contract(machine: type[GitpodContract], config: settings | None = None) -> None:
-    """Run the state machine; raises (with Hypothesis' falsifying example) when it fails."""
-    run_state_machine_as_test(machine, settings=config or contract_settings())
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one run did: examples, steps (rule calls) and wall time."""
+
+    examples: int
+    steps: int
+    seconds: float
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"contract: {self.examples} examples, {self.steps} steps in {self.seconds:.1f} s"
+            f" ({self.steps_per_second:.0f} steps/s)"
+        )
+
+
+LAST_RUN: list[RunReport] = []
+"""The report of the latest run in this process (also when it failed)."""
+
+
+def run_contract(machine: type[GitpodContract], config: settings | None = None) -> RunReport:
+    """Run the state machine; raises (with Hypothesis' falsifying example) when it fails.
+    Answers how many examples and steps ran, and how long it took."""
+    steps, examples = RunStats.steps, RunStats.examples
+    started = time.monotonic()
+    try:
+        run_state_machine_as_test(machine, settings=config or contract_settings())
+    finally:
+        report = RunReport(
+            RunStats.examples - examples, RunStats.steps - steps, time.monotonic() - started
+        )
+        LAST_RUN[:] = [report]
+    return report
 
 
 def remote_control_note(options: RemoteOptions) -> str:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from simulator._proto.gitpod import v1 as pb
+from simulator.contract.model import Causality
 
 STREAM_LIMIT = 500
 """A stream that sends more than this is cut off (the checks then see a runaway stream)."""
@@ -34,8 +35,16 @@ class StreamRecord:
     expect_code: Status | None = None
     expected_first: pb.WorkspaceInstanceStatus | None = None
     expected_messages: int | None = None
+    allowed: frozenset[Status] = frozenset()
+    """Codes the stream may also end with at once (what a moving clock makes possible)."""
     messages: list[Any] = field(default_factory=list)
+    received: list[int] = field(default_factory=list)
+    """The client's counter when each message was taken (see :class:`Causality`)."""
+    opened: int = 0
+    """The client's counter just before the request was sent."""
     error: GRPCError | None = None
+    terminated: str = ""
+    """Set when the HTTP/2 stream was reset or the connection lost without a gRPC status."""
     done: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -46,8 +55,9 @@ class StreamRecord:
 class Streams:
     """Every stream an example opened and has not yet judged finished."""
 
-    def __init__(self) -> None:
+    def __init__(self, causality: Causality) -> None:
         self.records: list[StreamRecord] = []
+        self.causality = causality
 
     def __iter__(self) -> Any:
         return iter(list(self.records))
@@ -56,19 +66,33 @@ class Streams:
         self.records.remove(record)
 
     def open(
-        self, record: StreamRecord, stream: AsyncIterator[Any], keep: Callable[[Any], Any]
+        self,
+        record: StreamRecord,
+        stream: AsyncIterator[Any],
+        keep: Callable[[Any], Any],
+        heard: Callable[[Any, int], None] | None = None,
     ) -> None:
-        """Collect ``keep(message)`` of every message of ``stream`` into ``record``."""
+        """Collect ``keep(message)`` of every message of ``stream`` into ``record``, with the
+        counter at its receipt; ``heard(kept, received)`` is told of each one as it comes."""
+        tick = self.causality.tick
+        record.opened = tick()
 
         async def consume() -> None:
             try:
                 async with contextlib.aclosing(cast(AsyncGenerator[Any, None], stream)) as it:
                     async for message in it:
-                        record.messages.append(keep(message))
+                        kept = keep(message)
+                        received = tick()
+                        record.messages.append(kept)
+                        record.received.append(received)
+                        if heard is not None:
+                            heard(kept, received)
                         if len(record.messages) > STREAM_LIMIT:
                             return
             except GRPCError as exc:
                 record.error = exc
+            except (StreamTerminatedError, ConnectionError) as exc:
+                record.terminated = f"{type(exc).__name__}: {exc}"
             finally:
                 record.done = True
 

@@ -1,17 +1,25 @@
 """What the contract suite talks to: a simulator in this process, or any server over TCP.
 
-A target gives the state machine authenticated stubs for two callers and, when it can, control of
-time and faults. In process that control is the :class:`~simulator.Simulator` API and the
-clock is manual, so the suite knows exactly when anything may change ("exact" mode). A remote
-target gets control only from the control plane (``gitpod.simulator.v1.SimulatorService``, with
-``--gitpod-admin-token``); without it, clock and fault rules skip themselves. Remote checks that
-need a still clock relax to what holds whatever the clock does.
+A target gives the state machine authenticated stubs for two callers, says what its clock does,
+and, when it can, gives control of time and faults.
+
+- In process the control is the :class:`~simulator.Simulator` API and the clock is manual:
+  nothing changes between steps unless a rule makes it (``still``), and after :meth:`settle`
+  every stream has delivered what the server sent (``settled``).
+- A remote target gets control only from the control plane (``gitpod.simulator.v1.
+  SimulatorService``, with ``--gitpod-admin-token``). Its ``GetClock`` says which clock runs: a
+  manual clock is ``still`` (time moves only by the suite's Advance calls); realtime (any speed)
+  and autojump move on their own. Without the control plane the clock is judged from the
+  timestamps the API answers (instance ``created_at``), which can show that time moves but
+  never that it stands still, so the suite assumes it moves. Remote streams are never
+  ``settled``: a claim that needs a stream to have caught up waits for it, bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -31,6 +39,9 @@ CONTROL_PROBE = f"/{CONTROL_SERVICE}/GetClock"
 
 IN_PROCESS_USERS = {"alice": "contract-alice", "bob": "contract-bob"}
 
+STREAM_WAIT = 5.0
+"""Seconds a remote stream may take to deliver what the suite already knows happened."""
+
 SimFactory = Callable[[], Simulator]
 
 
@@ -43,19 +54,66 @@ def stub(channel: Channel, token: str) -> pb.WorkspacesServiceStub:
     return pb.WorkspacesServiceStub(channel, metadata={"authorization": f"Bearer {token}"})
 
 
+def micros(value: dt.datetime | None) -> int | None:
+    """A wire timestamp as microseconds since the epoch."""
+    if value is None:
+        return None
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class ClockWatch:
+    """What the API's timestamps say about the target's clock: (wall, simulated) pairs taken
+    from the ``created_at`` of the instances the suite started."""
+
+    def __init__(self) -> None:
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
+        self.moved = False
+
+    def saw(self, created_at: int | None) -> None:
+        if created_at is None:
+            return
+        point = (time.monotonic(), created_at)
+        if self.first is None:
+            self.first = point
+        elif created_at != self.first[1]:
+            self.moved = True
+        self.last = point
+
+    def describe(self) -> str:
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return "too few timestamps to judge it"
+        wall = self.last[0] - self.first[0]
+        simulated = (self.last[1] - self.first[1]) / 1_000_000
+        if not self.moved:
+            return f"its timestamps stood still over {wall:.1f} s"
+        return f"its timestamps moved {simulated:.0f} s in {wall:.1f} s of wall time"
+
+
 class Target:
     """The base: stubs for each caller, and no control of time or faults."""
 
-    exact = False
+    settled = False
+    """True when, after :meth:`settle`, every stream has delivered what the server sent."""
+    still = False
     """True when nothing changes between steps unless a rule makes it (a manual clock)."""
     control = False
     """True when the clock and fault rules may run."""
     control_note = ""
     """Why control is missing (reported once, so a remote run says what it skipped)."""
+    clock_mode = "unknown"
+    """The target's clock as the suite found it (``manual``, ``realtime x50``, ``autojump``)."""
 
     def __init__(self, tokens: tuple[str, ...]) -> None:
         self.tokens = tokens
         self.stubs: dict[str, pb.WorkspacesServiceStub] = {}
+        self.watch = ClockWatch()
+
+    @property
+    def exact(self) -> bool:
+        """Still and settled: every claim the model knows may be made at once (in process)."""
+        return self.still and self.settled
 
     @property
     def users(self) -> tuple[str, ...]:
@@ -69,17 +127,19 @@ class Target:
         """Let streams deliver what the last step caused."""
         await asyncio.sleep(0)
 
-    async def wait_briefly(self, done: Callable[[], bool]) -> None:
+    async def wait_briefly(self, done: Callable[[], bool], seconds: float = 1.0) -> None:
         """Give a remote stream a bounded moment of real time to reach ``done``."""
-        for _ in range(100):
-            if done():
+        deadline = time.monotonic() + seconds
+        for _ in range(int(seconds / 0.002) + 1):
+            if done() or time.monotonic() >= deadline:
                 return
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)
+
+    def now(self) -> int | None:
+        """The target's clock in microseconds, when the suite knows it without asking."""
+        return None
 
     # Control: only targets with ``control`` implement these.
-    def now(self) -> int:
-        raise NotImplementedError
-
     def advance(self, seconds: float) -> None:
         raise NotImplementedError
 
@@ -94,8 +154,10 @@ class Target:
 class InProcessTarget(Target):
     """A fresh :class:`Simulator` per example, over grpclib's in-memory channel (no sockets)."""
 
-    exact = True
+    settled = True
+    still = True
     control = True
+    clock_mode = "manual (in process)"
 
     def __init__(self, factory: SimFactory = default_simulator) -> None:
         self.sim = factory()
@@ -121,10 +183,10 @@ class InProcessTarget(Target):
             if quiet >= 3:
                 return
 
-    async def wait_briefly(self, done: Callable[[], bool]) -> None:
+    async def wait_briefly(self, done: Callable[[], bool], seconds: float = 1.0) -> None:
         await self.settle()
 
-    def now(self) -> int:
+    def now(self) -> int | None:
         return self.sim.now()
 
     def advance(self, seconds: float) -> None:
@@ -181,14 +243,18 @@ class RemoteOptions:
 
 class RemoteTarget(Target):
     """A running server over TCP. Clock and faults through its control plane, when the admin
-    token opens it; the checks stay relaxed (streams deliver on their own time)."""
+    token opens it; streams deliver on their own time, so stream claims wait (bounded)."""
 
     def __init__(self, options: RemoteOptions) -> None:
         tokens = (options.token,) if options.token2 is None else (options.token, options.token2)
         super().__init__(tokens)
         self.options = options
-        self.control_note = "no --gitpod-admin-token: clock and fault rules skipped"
+        self.control_note = (
+            "no --gitpod-admin-token: clock and fault rules skipped; the clock is judged from"
+            " timestamps and assumed to move"
+        )
         self.control_stub: spb.SimulatorServiceStub | None = None
+        self._now: int | None = None
 
     async def open(self, stack: AsyncExitStack) -> None:
         channel = Channel(self.options.host, self.options.port)
@@ -206,9 +272,32 @@ class RemoteTarget(Target):
                 self.control_stub = spb.SimulatorServiceStub(
                     channel, metadata={"authorization": f"Bearer {self.options.admin_token}"}
                 )
+                answer = await self.control_stub.get_clock(spb.GetClockRequest(), timeout=5)
+                self._learn_clock(answer.clock)
+
+    def _learn_clock(self, clock: spb.Clock | None) -> None:
+        if clock is None:
+            return
+        if clock.mode is spb.ClockMode.MANUAL:
+            self.still = True
+            self.clock_mode = "manual"
+            self._now = micros(clock.now)
+        else:
+            self.still = False
+            self._now = None
+            if clock.mode is spb.ClockMode.REALTIME:
+                self.clock_mode = f"realtime x{clock.speed:g}"
+            else:
+                self.clock_mode = "autojump"
+
+    def now(self) -> int | None:
+        return self._now if self.still else None
 
     async def settle(self) -> None:
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.002)
+
+    async def wait_briefly(self, done: Callable[[], bool], seconds: float = 1.0) -> None:
+        await super().wait_briefly(done, max(seconds, STREAM_WAIT) if self.still else seconds)
 
     def _control(self) -> spb.SimulatorServiceStub:
         assert self.control_stub is not None, "the control plane is not open"
@@ -216,10 +305,12 @@ class RemoteTarget(Target):
 
     async def advance(self, seconds: float) -> None:  # type: ignore[override]
         by = dt.timedelta(seconds=seconds)
-        await self._control().advance(spb.AdvanceRequest(by=by))
+        answer = await self._control().advance(spb.AdvanceRequest(by=by))
+        self._learn_clock(answer.clock)
 
     async def advance_to_next(self) -> None:  # type: ignore[override]
-        await self._control().advance(spb.AdvanceRequest(to_next_event=True))
+        answer = await self._control().advance(spb.AdvanceRequest(to_next_event=True))
+        self._learn_clock(answer.clock)
 
     async def fault(self, kind: str, workspace_id: str, instance_id: str) -> bool:  # type: ignore[override]
         """The control plane's closest equivalent of each in-process fault; False when it has
