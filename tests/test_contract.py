@@ -3,25 +3,40 @@
 Each broken simulator (tests/broken_simulators.py) is judged by the suite's own state machine
 under the CI settings (derandomised, no shrinking, so each proof is quick and repeatable); one
 run checks that the printed sequence is code that fails again when pasted.
+
+Over TCP: the real server (a ``gitpod-sim serve`` process) passes in each clock mode, with and
+without the control plane, twice in a row against the same process, and while another client
+works on it; every broken simulator served over TCP (autojump and realtime) is caught with and
+without the admin token. Remote runs use a smaller budget than the CI one (:data:`TCP_EXAMPLES`
+x :data:`TCP_STEPS`) so the suite stays quick on two cores; the README gives the full budget's
+figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
-from broken_simulators import BROKEN
+from broken_simulators import BROKEN, CAUSAL_AND_FOREIGN, served
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
 from server_process import ServerProcess, command
 
 from simulator import Simulator
+from simulator._proto.gitpod import v1 as pb
 from simulator.contract import (
     CI_EXAMPLES,
     CI_STEPS,
     ContractViolation,
+    RemoteOptions,
     contract_settings,
     in_process,
+    remote,
     run_contract,
 )
 
@@ -118,3 +133,147 @@ def test_contract_suite_steers_a_server_through_its_control_plane(
     result.assert_outcomes(passed=1)
     assert "clock and fault rules skipped" not in result.stdout.str()
     assert "SimulatorService/Advance" in journal or "SimulatorService/AddFault" in journal
+
+
+# ---------------------------------------------------------------------------- over TCP
+
+TCP_EXAMPLES = 3
+TCP_STEPS = 12
+"""The budget of each remote run here (the CI budget's figures are in the README)."""
+
+CLOCKS = {
+    "manual": ("--clock", "manual"),
+    "realtime": ("--clock", "realtime", "--speed", "50"),
+    "autojump": ("--clock", "autojump"),
+}
+SERVER_USERS = ("--user", "a=ta", "--user", "b=tb", "--admin-token", "adm")
+
+NEEDS_CONTROL: frozenset[str] = frozenset()
+"""Broken simulators the remote suite catches only with the admin token (none today: a moving
+clock reaches every phase on its own, and the causal checks need no control)."""
+
+
+def _options(address: str, admin: bool, tokens: tuple[str, str] = ("ta", "tb")) -> RemoteOptions:
+    host, _, port = address.rpartition(":")
+    return RemoteOptions(host, int(port), tokens[0], tokens[1], "adm" if admin else None)
+
+
+def _tcp_run(address: str, admin: bool, tokens: tuple[str, str] = ("ta", "tb")) -> None:
+    settings = contract_settings(TCP_EXAMPLES, TCP_STEPS, shrink=False)
+    report = run_contract(remote(_options(address, admin, tokens)), settings)
+    assert report.steps > 0 and report.examples >= TCP_EXAMPLES
+
+
+@pytest.mark.parametrize("clock", sorted(CLOCKS))
+def test_real_server_keeps_the_contract_over_tcp_twice(clock: str) -> None:
+    """No reset between runs or examples: API only, then with the control plane, twice over,
+    against the same server process (each run meets everything the earlier ones left)."""
+    server = ServerProcess(*CLOCKS[clock], "--quiet", *SERVER_USERS)
+    try:
+        for admin in (False, True, False, True):
+            _tcp_run(server.address, admin)
+    finally:
+        server.close()
+
+
+class Neighbour:
+    """Another client on the same server and the same users: creates, stops, lists and reads
+    workspaces in a loop of its own (a thread with its own event loop) until told to stop."""
+
+    def __init__(self, address: str, tokens: tuple[str, ...]) -> None:
+        self.address = address
+        self.tokens = tokens
+        self.calls = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Neighbour:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        channel = Channel(host, int(port))
+        stubs = [
+            pb.WorkspacesServiceStub(channel, metadata={"authorization": f"Bearer {t}"})
+            for t in self.tokens
+        ]
+        mine: list[tuple[int, str]] = []
+        try:
+            for n in range(100_000):
+                if self._stop.is_set():
+                    return
+                who = n % len(stubs)
+                s = stubs[who]
+                step = n % 4
+                try:
+                    if step == 0:
+                        made = await s.create_and_start_workspace(
+                            pb.CreateAndStartWorkspaceRequest(
+                                context_url=f"https://github.com/neighbour/repo-{n % 7}"
+                            )
+                        )
+                        mine.append((who, made.workspace_id))
+                    elif step == 1 and mine:
+                        owner, wsid = mine[-1]
+                        stream = stubs[owner].stop_workspace(
+                            pb.StopWorkspaceRequest(workspace_id=wsid)
+                        )
+                        try:
+                            await asyncio.wait_for(anext(stream), 2)
+                        finally:
+                            await stream.aclose()  # type: ignore[attr-defined]
+                    elif step == 2:
+                        page = pb.Pagination(page_size=4)
+                        await s.list_workspaces(pb.ListWorkspacesRequest(pagination=page))
+                    elif mine:
+                        owner, wsid = mine[n % len(mine)]
+                        await stubs[owner].get_workspace(pb.GetWorkspaceRequest(workspace_id=wsid))
+                except (GRPCError, TimeoutError, StopAsyncIteration) as exc:
+                    self.errors.append(repr(exc))
+                self.calls += 1
+                await asyncio.sleep(0.005)
+        finally:
+            channel.close()
+
+
+@pytest.mark.parametrize(
+    ("clock", "admin"), [("autojump", False), ("manual", True)], ids=["autojump", "manual-control"]
+)
+def test_real_server_keeps_the_contract_with_a_noisy_neighbour(clock: str, admin: bool) -> None:
+    """A second client creates, stops and lists workspaces of the same users meanwhile."""
+    server = ServerProcess(*CLOCKS[clock], "--quiet", *SERVER_USERS)
+    try:
+        with Neighbour(server.address, ("ta", "tb")) as neighbour:
+            _tcp_run(server.address, admin)
+            _tcp_run(server.address, admin)
+        assert neighbour.calls > 20, neighbour.errors[:5]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("clock", ["autojump", "realtime"])
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_remote_suite_catches_broken_simulator_over_tcp(name: str, clock: str) -> None:
+    """Served over TCP and judged without the admin token, then with it (same server)."""
+    options: dict[str, Any] = {"clock": clock, "admin_token": "adm"}
+    if clock == "realtime":
+        options["speed"] = 100.0
+    tokens = ("contract-alice", "contract-bob")
+    with served(BROKEN[name](**options)) as address:
+        for admin in (False, True):
+            if name in NEEDS_CONTROL and not admin:
+                continue
+            settings = contract_settings(CI_EXAMPLES, CI_STEPS, shrink=False)
+            with pytest.raises(ContractViolation):
+                run_contract(remote(_options(address, admin, tokens)), settings)
+
+
+def test_the_causal_and_foreign_broken_simulators_exist() -> None:
+    assert len(CAUSAL_AND_FOREIGN) >= 3
+    assert set(CAUSAL_AND_FOREIGN) <= set(BROKEN)

@@ -17,7 +17,9 @@ from hypothesis import Phase as HypothesisPhase
 from hypothesis.stateful import run_state_machine_as_test
 
 from simulator.contract.machine import GitpodContract, RunStats
+from simulator.contract.model import ContractViolation
 from simulator.contract.target import (
+    ClockWatch,
     InProcessTarget,
     RemoteOptions,
     RemoteTarget,
@@ -78,7 +80,15 @@ def in_process(
 
 def remote(options: RemoteOptions) -> type[GitpodContract]:
     """The suite against a running server (API calls only until a control plane exists)."""
-    return machine_for(lambda: RemoteTarget(options), "RemoteGitpodContract")
+    watch = ClockWatch()
+
+    def target() -> Target:
+        made = RemoteTarget(options)
+        made.watch = watch  # one watch for the whole run: timestamps across examples
+        LAST_TARGET[:] = [made]
+        return made
+
+    return machine_for(target, "RemoteGitpodContract")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +112,65 @@ class RunReport:
 
 LAST_RUN: list[RunReport] = []
 """The report of the latest run in this process (also when it failed)."""
+LAST_TARGET: list[Target] = []
+"""The latest remote run's latest target (what it found of the clock)."""
+
+
+def clock_report() -> str:
+    """What the latest remote run found of its target's clock."""
+    if not LAST_TARGET:
+        return "in process, manual"
+    made = LAST_TARGET[0]
+    if made.control:
+        return f"{made.clock_mode} (from the control plane)"
+    return f"no control plane, {made.watch.describe()}"
 
 
 def run_contract(machine: type[GitpodContract], config: settings | None = None) -> RunReport:
     """Run the state machine; raises (with Hypothesis' falsifying example) when it fails.
     Answers how many examples and steps ran, and how long it took."""
     steps, examples = RunStats.steps, RunStats.examples
+    RunStats.violation = None
     started = time.monotonic()
     try:
         run_state_machine_as_test(machine, settings=config or contract_settings())
+    except Exception as exc:
+        if isinstance(exc, ContractViolation):
+            raise
+        held = _held_violation(exc)
+        if held is not None:
+            # Hypothesis wraps a failure it could not reproduce (a moving target) in a group.
+            held.add_note(f"(Hypothesis reported: {str(exc).splitlines()[0]})")
+            raise held from exc
+        found = RunStats.violation
+        if found is None:
+            raise
+        # A moving target did not fail again when Hypothesis replayed the example (timing):
+        # the violation itself is the finding, with the steps that led to it.
+        violation, log, name = found
+        violation.add_note(
+            f"(Hypothesis could not replay it: {type(exc).__name__}; the target's clock moves.)"
+            f" The steps of the failing example of {name}, as run:"
+        )
+        for line in log:
+            violation.add_note(f"  {line}")
+        raise violation from exc
     finally:
         report = RunReport(
             RunStats.examples - examples, RunStats.steps - steps, time.monotonic() - started
         )
         LAST_RUN[:] = [report]
     return report
+
+
+def _held_violation(exc: BaseException) -> ContractViolation | None:
+    if isinstance(exc, ContractViolation):
+        return exc
+    for inner in getattr(exc, "exceptions", ()) or ():
+        found = _held_violation(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def remote_control_note(options: RemoteOptions) -> str:

@@ -14,6 +14,8 @@ import pytest
 from simulator.contract.options import (
     CI_EXAMPLES,
     CI_STEPS,
+    LAST_RUN,
+    clock_report,
     contract_settings,
     in_process,
     remote,
@@ -48,10 +50,30 @@ def test_contract(request: pytest.FixtureRequest) -> None:
             _str(_option(config, "gitpod_token2")),
             _str(_option(config, "gitpod_admin_token")),
         )
-        warnings.warn(remote_control_note(options), stacklevel=1)
-        run_contract(remote(options), settings)
+        note = remote_control_note(options)
+        if note:
+            warnings.warn(note, stacklevel=1)
+        try:
+            report = run_contract(remote(options), settings)
+        finally:
+            _report(request)
     else:
-        run_contract(in_process(), settings)
+        try:
+            report = run_contract(in_process(), settings)
+        finally:
+            _report(request)
+    assert report.steps > 0
+
+
+def _report(request: pytest.FixtureRequest) -> None:
+    """The run's size and speed (and the target's clock), at the end of pytest's output."""
+    if not LAST_RUN:
+        return
+    line = f"{LAST_RUN[0].describe()}; target clock: {clock_report()}"
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    request.node.user_properties.append(("contract", line))
+    if reporter is not None:
+        request.config.add_cleanup(lambda: reporter.write_line(line))
 
 
 def _str(value: object) -> str | None:
