@@ -154,18 +154,17 @@ class GitpodContract(RuleBasedStateMachine):
     async def _tidy(self) -> None:
         """A shared target outlives the example: stop what it left running, so the next
         examples' listings do not start with a growing list of active foreign workspaces."""
+        tidy = Streams(self.causality)
         for ws in self.model.workspaces.values():
             latest = self.model.latest(ws)
             if latest is None or latest.phase in (None, Phase.STOPPING, Phase.STOPPED):
                 continue
             request = pb.StopWorkspaceRequest(workspace_id=ws.id)
-            stream = self.stub(ws.owner).stop_workspace(request)
-            try:
-                await asyncio.wait_for(anext(stream), 1)
-            except (GRPCError, TimeoutError, OSError, StopAsyncIteration):
-                pass  # judged already; tidying is best effort
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
+            record = StreamRecord("stop", ws.owner, latest.id, ws.id)
+            tidy.open(record, self.stub(ws.owner).stop_workspace(request), lambda m: m)
+        # Judged already: only until each stop was taken (its first answer), best effort.
+        await self.target.wait_briefly(lambda: all(r.done or r.messages for r in tidy), 2.0)
+        await tidy.close()
         if self.target.control and self.still:
             await self._control(lambda: self.target.advance(3600))
 
