@@ -19,6 +19,8 @@ from typing import Any
 
 from simulator import Phase, Simulator
 from simulator.contract.target import IN_PROCESS_USERS
+from simulator.core import access
+from simulator.core.engine import Page
 from simulator.core.errors import NotFound
 from simulator.core.idempotency import IdempotencyRecords
 from simulator.core.model import Instance, InstanceStatus, StatusChange, User
@@ -239,13 +241,19 @@ def listing_leaks_a_third_user(**options: Any) -> Simulator:
     engine = sim.engine
     for repo in ("acme/one", "acme/two"):
         engine.create_workspace(carol, context_url=f"https://github.com/{repo}")
-    sorted_for = engine._sorted
+    list_workspaces = engine.list_workspaces
 
-    def _sorted(user_id: str) -> list[Any]:
-        own = sorted_for(user_id)
-        return own if user_id == carol.id else [*own, *sorted_for(carol.id)]
+    def leaky(caller: User, page_size: int = 0, page_token: str = "") -> Any:
+        if page_token or caller.id == carol.id:
+            return list_workspaces(caller, page_size, page_token)
+        owned = [*engine._by_owner.get(caller.id, ()), *engine._by_owner.get(carol.id, ())]
+        chosen, token = engine.cursors.page(caller.id, page_size, "", access.listing(owned))
+        items = [
+            (engine.workspaces[w], engine.latest_instance(engine.workspaces[w])) for w in chosen
+        ]
+        return Page(items, token)
 
-    engine._sorted = _sorted  # type: ignore[method-assign]
+    engine.list_workspaces = leaky  # type: ignore[method-assign]
     return sim
 
 
