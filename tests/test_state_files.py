@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from server_process import LOCAL, ServerProcess, popen
@@ -195,3 +196,93 @@ def test_state_interval_needs_a_state_file() -> None:
     rc, _, err = _start_fails("--state-interval", "1s")
     assert rc == 2
     assert "--state-interval" in err
+
+
+# ---------------------------------------------------------------------- versions
+
+OLD = Path(__file__).parent / "state_files" / "v1-before-fault-registry.json"
+"""Written by gitpod-sim at 05bc261, before the fault registry (version 1: a list of faults,
+``fail-phase`` + phase, the fault stream among ``rngs``): alice's workspace in IMAGEBUILD with a
+fail-phase CREATING and a stall-phase INITIALIZING fault bound to it, a 50% rpc-error pending."""
+OLD_RUN = [
+    ["215b9d54-e151-475b-b6f7-fa4afe6e293e", "PENDING", "step", 108399274229760],
+    ["215b9d54-e151-475b-b6f7-fa4afe6e293e", "CREATING", "step", 108399274360832],
+    ["215b9d54-e151-475b-b6f7-fa4afe6e293e", "CREATING", "failed", 108399275016192],
+    ["215b9d54-e151-475b-b6f7-fa4afe6e293e", "STOPPED", "failed", 108399275016193],
+    ["black-eagle-ykp1yku17xv"],
+    ["c1925e0f-8677-4677-a800-4d697d58459c", "PENDING", "step", 108399278948352],
+    ["c1925e0f-8677-4677-a800-4d697d58459c", "CREATING", "step", 108399279079424],
+    ["c1925e0f-8677-4677-a800-4d697d58459c", "INITIALIZING", "step", 108399279734784],
+    ["c1925e0f-8677-4677-a800-4d697d58459c", "INITIALIZING", "timeout:startup", 108399515009024],
+    ["c1925e0f-8677-4677-a800-4d697d58459c", "STOPPING", "timeout:startup", 108399515009025],
+    ["c1925e0f-8677-4677-a800-4d697d58459c", "STOPPED", "step", 108399515336704],
+]
+"""What that version answered after loading the file: run until idle, bob creates a workspace,
+run until idle again (transitions: instance, phase, cause, status version; measured at 05bc261)."""
+
+
+def _play(sim: Simulator) -> list[list[object]]:
+    def changes(cs: list[Any]) -> list[list[object]]:
+        return [[c.instance_id, c.status.phase.name, c.cause, c.status.version] for c in cs]
+
+    out = changes(sim.run_until_idle("2h"))
+    ws = sim.engine.create_workspace(sim.engine.users["bob"], context_url="https://github.com/c/d")
+    out.append([ws.id])
+    return out + changes(sim.run_until_idle("2h"))
+
+
+def test_a_file_from_before_the_fault_registry_loads_and_answers_as_it_did() -> None:
+    text = OLD.read_text(encoding="utf-8")
+    assert json.loads(text)["version"] == 1
+    sim = Simulator(seed=99)
+    sim.load_state(OLD)
+    kinds = [(f.kind.name, f.times_applied) for f in sim.faults()]
+    assert kinds == [("fail-creating", 1), ("stall-phase", 1), ("rpc-error", 0)]
+    run = _play(sim)
+    assert run[:8] == OLD_RUN[:8]  # the saved instance, the seeded ids, the new one's steps
+    # bob's new workspace lives by today's rules: since version 2 the startup limit counts from
+    # PENDING, not CREATING, so its timeout comes earlier than it did then
+    assert [r[:3] for r in run[8:]] == [r[:3] for r in OLD_RUN[8:]]
+    assert run[8][3] < OLD_RUN[8][3]  # type: ignore[operator]
+    assert OLD.read_text(encoding="utf-8") == text  # read, never rewritten
+    assert sim.export_state()["version"] == 2  # saved again in today's shape
+
+
+def test_a_version_1_file_in_todays_shape_still_loads() -> None:
+    """Written between the fault registry and version 2."""
+    sim = _busy_simulator(5)
+    data = sim.export_state()
+    again = Simulator()
+    again.import_state({**data, "version": 1})
+    assert again.export_state() == data
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (3, "$.version: state version 3 is not one this gitpod-sim reads (1, 2); it was written"
+            " by a newer gitpod-sim"),
+        (0, "$.version: state version 0 is not one this gitpod-sim reads (1, 2)"),
+        ("2", "$.version: state version '2' is not one this gitpod-sim reads (1, 2)"),
+        (None, "$.version: state version None is not one this gitpod-sim reads (1, 2)"),
+    ],
+)  # fmt: skip
+def test_another_version_is_a_one_line_error(version: object, message: str) -> None:
+    sim = _busy_simulator(6)
+    data = sim.export_state()
+    before = json.dumps(data)
+    with pytest.raises(InvalidArgument) as info:
+        Simulator().import_state({**data, "version": version})
+    assert info.value.message == message
+    assert json.dumps(data) == before
+
+
+def test_serve_refuses_a_newer_state_file_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    data = {**_busy_simulator(7).export_state(), "version": 3}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    content = path.read_bytes()
+    rc, _, err = _start_fails("--clock", "manual", "--state", str(path))
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (rc, err)
+    assert "state version 3 is not one this gitpod-sim reads" in err
+    assert path.read_bytes() == content

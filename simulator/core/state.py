@@ -41,8 +41,16 @@ from simulator.core.transitions import Phase, Timer
 
 FORMAT = "gitpod-sim-state"
 VERSION = 2
-"""2 added the image_build limit and the startup timer of its own (counted from PENDING); a
-version-1 document is upgraded on import (:func:`_upgrade_v1`)."""
+"""The document's ``version``; older ones are upgraded on import (:func:`upgrade`).
+2 added the image_build limit and the startup timer of its own (counted from PENDING).
+1 came in two shapes: before the fault registry (a list of faults, ``fail-phase`` with a phase,
+the fault stream among ``rngs``) and after it (faults as one book, kinds by their one name)."""
+READS = (1, 2)
+_FAIL_KINDS = {
+    "IMAGEBUILD": "fail-image-build",
+    "CREATING": "fail-creating",
+    "INITIALIZING": "fail-initializing",
+}
 _EVENT_SLOTS = tuple(timer.value for timer in Timer)
 
 Json = dict[str, Any]
@@ -207,10 +215,7 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
     """A new engine holding ``data`` (from :func:`export_state`); bad data is INVALID_ARGUMENT."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InvalidArgument(f"not a {FORMAT} document")
-    if data.get("version") == 1:
-        data = _upgrade_v1(data)
-    if data.get("version") != VERSION:
-        raise InvalidArgument(f"unsupported state version {data.get('version')!r}")
+    data = upgrade(data)
     check_document(data, tuple(Engine(seed=0).random.save()))  # the whole document first
     try:
         return _import(data, observer)
@@ -220,6 +225,47 @@ def import_state(data: Json, observer: Observer | None = None) -> Engine:
         raise InvalidArgument(f"malformed state: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InvalidArgument(f"malformed state: {type(exc).__name__}: {exc}") from None
+
+
+def upgrade(data: Json) -> Json:
+    """A document of any version this one reads, in today's shape (a new dict; ``data`` is left
+    as it is). Another version is INVALID_ARGUMENT saying which versions are read."""
+    version = data.get("version")
+    if type(version) is not int or version not in READS:
+        newer = type(version) is int and version > VERSION
+        raise InvalidArgument(
+            f"$.version: state version {version!r} is not one this gitpod-sim reads"
+            f" ({', '.join(map(str, READS))})"
+            + ("; it was written by a newer gitpod-sim" if newer else "")
+        )
+    if version == 1 and isinstance(data.get("faults"), list):
+        data = _upgrade_v1_faults(data)
+    if version == 1:
+        data = _upgrade_v1(data)
+    return {**data, "version": VERSION}
+
+
+def _upgrade_v1_faults(data: Json) -> Json:
+    """Version 1 before the fault registry: the faults' list, counter and random stream become
+    one book; ``fail-phase`` + phase becomes fail-image-build, fail-creating or
+    fail-initializing. What does not have the old shape is left for the check to name."""
+    rngs, counters = data.get("rngs"), data.get("counters")
+    if not (isinstance(rngs, dict) and "_rng_faults" in rngs and isinstance(counters, dict)):
+        return data
+    rngs, counters = dict(rngs), dict(counters)
+    items = []
+    for item in data["faults"]:
+        effect = item.get("effect") if isinstance(item, dict) else None
+        if isinstance(effect, dict) and effect.get("type") == "fail-phase":
+            effect = dict(effect)
+            phase = effect.pop("phase", None)
+            effect["type"] = _FAIL_KINDS.get(phase, f"fail-phase {phase}")
+            if effect["type"] != "fail-image-build":
+                effect.pop("log_tail", None)  # only a build failure shows log lines now
+            item = {**item, "effect": effect}
+        items.append(item)
+    book = {"seq": counters.pop("fault_seq", 0), "rng": rngs.pop("_rng_faults"), "items": items}
+    return {**data, "rngs": rngs, "counters": counters, "faults": book}
 
 
 def _upgrade_v1(data: Json) -> Json:
