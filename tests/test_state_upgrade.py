@@ -58,5 +58,5 @@ def test_a_version_1_document_is_upgraded_on_import() -> None:
 def test_an_unknown_version_is_still_refused() -> None:
     doc = export_state(Engine(seed=1))
     doc["version"] = 3
-    with pytest.raises(InvalidArgument, match="unsupported state version 3"):
+    with pytest.raises(InvalidArgument, match="state version 3 is not one this gitpod-sim reads"):
         import_state(doc)
