@@ -67,6 +67,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="control-plane token (clock and fault rules; skipped without)",
     )
     group.addoption(
+        "--gitpod-session-per-example",
+        action="store_true",
+        default=False,
+        help="contract suite on --gitpod-target: each example in a session of its own"
+        " (x-gitpod-sim-session; needs --gitpod-admin-token)",
+    )
+    group.addoption(
         "--gitpod-examples",
         type=int,
         default=None,

@@ -744,3 +744,50 @@ def test_two_scenarios_play_at_once_in_two_sessions_of_one_server() -> None:
     finally:
         assert server.stop() == 0, server.stderr()
         server.close()
+
+
+# ------------------------------------------------------------------ the contract suite, per session
+
+
+def test_the_contract_suite_runs_one_example_per_session(pytester: pytest.Pytester) -> None:
+    """--gitpod-session-per-example: each example gets a session of its own on the server (its
+    own users, clock, workspaces), deleted after it; the default session sees none of it."""
+    from server_process import ServerProcess
+
+    server = ServerProcess("--clock", "autojump", "--admin-token", ADMIN, "--quiet")
+    try:
+        result = pytester.runpytest_subprocess(
+            "--pyargs", "simulator.contract", "-p", "no:cacheprovider",
+            "--gitpod-target", server.address, "--gitpod-token", "ta", "--gitpod-token2", "tb",
+            "--gitpod-admin-token", ADMIN, "--gitpod-session-per-example",
+            "--gitpod-examples", "4", "--gitpod-steps", "12",
+        )  # fmt: skip
+        result.assert_outcomes(passed=1)
+        host, _, port = server.address.rpartition(":")
+
+        async def state() -> tuple[list[str], int, int]:
+            channel = Channel(host, int(port))
+            try:
+                listed = await ctl(channel).list_sessions(spb.ListSessionsRequest())
+                journal = await ctl(channel).read_journal(spb.ReadJournalRequest())
+                created = [e for e in journal.entries if e.rpc and e.rpc.method.endswith("CreateSession")]
+                return [s.name for s in listed.sessions], listed.sessions[0].workspaces, len(created)
+            finally:
+                channel.close()
+
+        names, default_workspaces, created = asyncio.run(state())
+        assert names == ["default"]  # every example's session was deleted
+        assert default_workspaces == 0  # nothing the suite did happened in the default session
+        assert created >= 4  # one per example (and one for the control-plane probe)
+    finally:
+        assert server.stop() == 0, server.stderr()
+        server.close()
+
+
+def test_session_per_example_needs_the_admin_token(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "simulator.contract", "-p", "no:cacheprovider",
+        "--gitpod-target", "127.0.0.1:1", "--gitpod-token", "ta", "--gitpod-session-per-example",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*--gitpod-session-per-example needs --gitpod-admin-token*"])

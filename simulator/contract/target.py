@@ -18,7 +18,10 @@ and, when it can, gives control of time and faults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import itertools
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -50,8 +53,21 @@ def default_simulator() -> Simulator:
     return Simulator(seed=0, users=IN_PROCESS_USERS)
 
 
-def stub(channel: Channel, token: str) -> pb.WorkspacesServiceStub:
-    return pb.WorkspacesServiceStub(channel, metadata={"authorization": f"Bearer {token}"})
+def stub(channel: Channel, token: str, session: str | None = None) -> pb.WorkspacesServiceStub:
+    return pb.WorkspacesServiceStub(channel, metadata=_metadata(token, session))
+
+
+def _metadata(token: str, session: str | None) -> dict[str, str]:
+    metadata = {"authorization": f"Bearer {token}"}
+    if session is not None:
+        metadata[SESSION_KEY] = session
+    return metadata
+
+
+SESSION_KEY = "x-gitpod-sim-session"
+_RUN = secrets.token_hex(3)
+"""This run's part of the session names (--gitpod-session-per-example)."""
+_examples = itertools.count(1)
 
 
 def micros(value: dt.datetime | None) -> int | None:
@@ -228,17 +244,30 @@ class RemoteOptions:
     token: str
     token2: str | None = None
     admin_token: str | None = None
+    session_per_example: bool = False
+    """Run each example in a session of its own (gitpod-sim's sessions), made with the default
+    session's clock and the two tokens, deleted after the example."""
 
     @classmethod
     def parse(
-        cls, target: str, token: str | None, token2: str | None, admin: str | None
+        cls,
+        target: str,
+        token: str | None,
+        token2: str | None,
+        admin: str | None,
+        *,
+        session_per_example: bool = False,
     ) -> RemoteOptions:
         host, sep, port = target.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"--gitpod-target must be HOST:PORT, got {target!r}")
         if not token:
             raise ValueError("--gitpod-target needs --gitpod-token")
-        return cls(host.strip("[]"), int(port), token, token2 or None, admin or None)
+        if session_per_example and not admin:
+            raise ValueError("--gitpod-session-per-example needs --gitpod-admin-token")
+        return cls(
+            host.strip("[]"), int(port), token, token2 or None, admin or None, session_per_example
+        )
 
 
 class RemoteTarget(Target):
@@ -259,8 +288,13 @@ class RemoteTarget(Target):
     async def open(self, stack: AsyncExitStack) -> None:
         channel = Channel(self.options.host, self.options.port)
         stack.callback(channel.close)
+        session = None
+        if self.options.session_per_example:
+            assert self.options.admin_token is not None
+            session = await self._new_session(channel, self.options.admin_token, stack)
         self.stubs = {
-            label: stub(channel, tok) for label, tok in zip(self.users, self.tokens, strict=True)
+            label: stub(channel, tok, session)
+            for label, tok in zip(self.users, self.tokens, strict=True)
         }
         if self.options.admin_token is not None:
             note = await probe_control_plane(channel, self.options.admin_token)
@@ -270,10 +304,35 @@ class RemoteTarget(Target):
                 self.control_note = ""
                 self.control = True
                 self.control_stub = spb.SimulatorServiceStub(
-                    channel, metadata={"authorization": f"Bearer {self.options.admin_token}"}
+                    channel, metadata=_metadata(self.options.admin_token, session)
                 )
                 answer = await self.control_stub.get_clock(spb.GetClockRequest(), timeout=5)
                 self._learn_clock(answer.clock)
+
+    async def _new_session(self, channel: Channel, admin: str, stack: AsyncExitStack) -> str:
+        """A session of this example's own, on the default session's clock; deleted at the
+        example's end. Its name says the run and the example (``contract-RUN-N``)."""
+        control = spb.SimulatorServiceStub(channel, metadata=_metadata(admin, None))
+        clock = (await control.get_clock(spb.GetClockRequest(), timeout=5)).clock
+        n = next(_examples)
+        name = f"contract-{_RUN}-{n}"
+        users = [
+            spb.SessionUser(user_id=f"user{i}", token=token)
+            for i, token in enumerate(self.tokens, start=1)
+        ]
+        request = spb.CreateSessionRequest(name=name, seed=n, users=users)
+        if clock is not None:
+            request.clock_mode = clock.mode
+            if clock.mode is spb.ClockMode.REALTIME:
+                request.speed = clock.speed
+        await control.create_session(request, timeout=5)
+
+        async def delete() -> None:
+            with contextlib.suppress(GRPCError, OSError, TimeoutError):
+                await control.delete_session(spb.DeleteSessionRequest(name=name), timeout=5)
+
+        stack.push_async_callback(delete)
+        return name
 
     def _learn_clock(self, clock: spb.Clock | None) -> None:
         if clock is None:

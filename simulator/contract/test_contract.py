@@ -49,6 +49,7 @@ def test_contract(request: pytest.FixtureRequest) -> None:
             _str(_option(config, "gitpod_token")),
             _str(_option(config, "gitpod_token2")),
             _str(_option(config, "gitpod_admin_token")),
+            session_per_example=bool(_option(config, "gitpod_session_per_example")),
         )
         note = remote_control_note(options)
         if note:
