@@ -770,8 +770,10 @@ def test_the_contract_suite_runs_one_example_per_session(pytester: pytest.Pytest
             try:
                 listed = await ctl(channel).list_sessions(spb.ListSessionsRequest())
                 journal = await ctl(channel).read_journal(spb.ReadJournalRequest())
-                created = [e for e in journal.entries if e.rpc and e.rpc.method.endswith("CreateSession")]
-                return [s.name for s in listed.sessions], listed.sessions[0].workspaces, len(created)
+                rpcs = [e.rpc.method for e in journal.entries if e.rpc is not None]
+                made = [m for m in rpcs if m.endswith("/CreateSession")]
+                default = listed.sessions[0].workspaces
+                return [s.name for s in listed.sessions], default, len(made)
             finally:
                 channel.close()
 
