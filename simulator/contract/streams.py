@@ -58,6 +58,8 @@ class Streams:
     def __init__(self, causality: Causality) -> None:
         self.records: list[StreamRecord] = []
         self.causality = causality
+        self.tasks: list[asyncio.Task[None]] = []
+        """Every stream task opened, judged or not: :meth:`close` ends them all."""
 
     def __iter__(self) -> Any:
         return iter(list(self.records))
@@ -97,12 +99,13 @@ class Streams:
                 record.done = True
 
         record.task = asyncio.get_running_loop().create_task(consume())
+        self.tasks.append(record.task)
         self.records.append(record)
 
     async def close(self) -> None:
         """Cancel every stream still running and wait for their tasks."""
-        for record in self.records:
-            if record.task is not None and not record.task.done():
-                record.task.cancel()
-        tasks = [r.task for r in self.records if r.task is not None]
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            if not task.done():
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
