@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -525,8 +527,29 @@ def journal(ctx: click.Context, from_seq: int, limit: int, follow: bool) -> None
 
     async def follow_all(stub: spb.SimulatorServiceStub) -> None:
         request = spb.FollowJournalRequest(from_seq=from_seq)
-        async for entry in stub.follow_journal(request):
-            click.echo(_entry_json(entry))
+
+        async def consume() -> None:
+            async for entry in stub.follow_journal(request):
+                click.echo(_entry_json(entry))
+
+        # Ctrl-C ends the follow through an event of our own, not by cancelling asyncio.run's
+        # task: a stream that swallowed that cancel kept the command running (seen under load)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+        following = asyncio.ensure_future(consume())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if following.done():
+            following.result()  # the server ended it: its status, if any, is an error
+            return
+        following.cancel()
+        ended, _ = await asyncio.wait({following}, timeout=2)
+        if not ended:
+            sys.stdout.flush()
+            os._exit(0)  # the stream ignores its cancel: Ctrl-C must still end the command
 
     with contextlib.suppress(KeyboardInterrupt):
         _call(ctx, follow_all, timeout=None)
