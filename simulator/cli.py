@@ -183,7 +183,7 @@ def main() -> None:
 )
 @click.option(
     "--autojump-grace",
-    default="20ms",
+    default="250ms",
     show_default=True,
     type=_DurationParam(lambda d: limits.autojump_grace(d / SECOND, "--autojump-grace")),
     help="Real quiet time before autojump jumps to a timeout (at most 1h).",

@@ -223,6 +223,9 @@ class ControlClient:
         ``count`` 1 by default (0: unlimited), ``skip`` the first N, aimed at ``user`` or any."""
         fault_kind = kind_named(kind)
         fields: dict[str, Any] = {}
+        for default in fault_kind.params:  # a status's default: the wire's 0 would mean OK
+            if default.type is ParamType.CODE and default.name not in params:
+                params[default.name] = default.default
         for name, value in params.items():
             param = fault_kind.param(name)
             if param is None:

@@ -292,7 +292,7 @@ def test_import_refuses_an_infinite_grace_and_keeps_the_state(sim: Simulator) ->
         "$.clock.autojump_grace: autojump_grace inf is out of range: 0 .. 3600 seconds"
     )
     assert _state(sim) == before
-    assert sim.clock.autojump_grace == 0.020
+    assert sim.clock.autojump_grace == 0.250
 
 
 # ---------------------------------------------------------------------- the layer itself

@@ -25,8 +25,10 @@ from simulator.core import limits
 from simulator.core.limits import LATEST_INSTANT
 from simulator.core.simtime import SECOND, SimTime
 
-DEFAULT_AUTOJUMP_GRACE = 0.020
-"""Seconds of real quiet before autojump jumps to a timeout."""
+DEFAULT_AUTOJUMP_GRACE = 0.250
+"""Seconds of real quiet before autojump jumps to a timeout. 250 ms: a client that saw RUNNING
+and closes its stream gets there first on a loaded 2-core machine (20 ms lost that race in about
+1 of 200 lifecycles; benchmarks/bench_autojump.py measures it)."""
 
 
 class ClockMode(enum.Enum):
