@@ -154,3 +154,34 @@ def test_drop_on_a_stream_after_it_ran(stubs: SimpleNamespace) -> None:
         timeout=TIMEOUT,
     )
     assert active.instance.status.phase == stubs.pb.WorkspaceInstanceStatus.PHASE_STOPPING
+
+
+async def test_on_the_connect_port_a_drop_answers_unavailable() -> None:
+    """The HTTP/1.1 port has no HTTP/2 connection to drop: the call answers UNAVAILABLE with the
+    same words, and an after-effect drop still did the work."""
+    import aiohttp
+
+    from simulator import Simulator
+    from simulator.core.faults import ConnectionDrop, Target, TargetKind
+
+    sim = Simulator(seed=1, users={"alice": "tok-a"})
+    path = "/gitpod.v1.WorkspacesService/CreateAndStartWorkspace"
+    sim.add_fault(ConnectionDrop(path, after_effect=True), Target.of(TargetKind.ANY), count=1)
+    async with (
+        sim.serve_http("127.0.0.1", 0) as gateway,
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{gateway.port}{path}",
+            json={"contextUrl": REPO},
+            headers={"Authorization": "Bearer tok-a"},
+        ) as response,
+    ):
+        body = await response.json()
+    assert (response.status, body) == (
+        503,
+        {
+            "code": "unavailable",
+            "message": "connection dropped (TCP connection closed) after the call ran",
+        },
+    )
+    assert len(sim.engine.workspaces) == 1
