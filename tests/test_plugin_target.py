@@ -9,6 +9,7 @@ import contextlib
 import os
 import subprocess
 from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -121,3 +122,27 @@ async def test_an_async_test_awaits_its_own_listener(
     finally:
         with contextlib.suppress(Exception):
             channel.close()
+
+
+async def test_the_in_process_helper_waits_for_a_listener(gitpod: Any, gitpod_client: Any) -> None:
+    created = await gitpod_client.create_and_start_workspace(
+        pb.CreateAndStartWorkspaceRequest(context_url=REPO)
+    )
+    instance_id = gitpod.sim.workspace(created.workspace_id).latest_instance_id
+    phases: list[pb.WorkspaceInstanceStatusPhase] = []
+
+    async def follow() -> None:
+        request = pb.ListenToWorkspaceInstanceRequest(instance_id=instance_id)
+        async for message in gitpod_client.listen_to_workspace_instance(request):
+            phases.append(message.instance_status.phase)
+
+    task = asyncio.ensure_future(follow())
+    assert await gitpod.wait_for_listeners(instance_id, 1) == 1
+    before = gitpod.sim.now()
+    gitpod.run_until_idle()
+    await asyncio.wait_for(task, 10)
+    assert gitpod.sim.now() > before
+    assert phases[0] == pb.WorkspaceInstanceStatusPhase.IMAGEBUILD
+    assert phases[-1] == pb.WorkspaceInstanceStatusPhase.STOPPED
+    with pytest.raises(pytest.fail.Exception, match="it has 0 listener"):
+        await gitpod.wait_for_listeners(instance_id, 1, timeout=0.05)
