@@ -270,8 +270,16 @@ def test_remote_suite_catches_broken_simulator_over_tcp(name: str, clock: str) -
             if name in NEEDS_CONTROL and not admin:
                 continue
             settings = contract_settings(CI_EXAMPLES, CI_STEPS, shrink=False)
-            with pytest.raises(ContractViolation):
-                run_contract(remote(_options(address, admin, tokens)), settings)
+            # Over TCP on a moving clock a bug is seen only when a stream is open at the right
+            # moment (skipped_phase in realtime x100: CREATING lasts 0.1 s); one CI budget once
+            # missed it on a loaded machine, so the suite gets up to three budgets to catch it.
+            for _attempt in range(3):
+                try:
+                    run_contract(remote(_options(address, admin, tokens)), settings)
+                except ContractViolation:
+                    break
+            else:
+                pytest.fail(f"{name} ({clock}, admin={admin}) was not caught in 3 CI budgets")
 
 
 def test_the_causal_and_foreign_broken_simulators_exist() -> None:
