@@ -322,8 +322,13 @@ def _resets(c: Client, wid: str) -> None:
                                        simulated=True))  # fmt: skip
     path = c.path("ListWorkspaces")
     waiting = c.channel.unary_unary(path, request_serializer=_serialize)
+    before = c.unary("GetClock").clock.pending_events
     future = waiting.future(c.request("ListWorkspaces"), metadata=c._token(path, None), timeout=T)
-    time.sleep(0.3)  # the call is in, waiting on simulated time
+    for _ in range(2000):  # until the call is in: its latency is one more pending event
+        if c.unary("GetClock").clock.pending_events > before:
+            break
+    else:
+        pytest.fail("the delayed ListWorkspaces never reached the server")
     c.unary("Reset", drop_users=False)
     with pytest.raises(grpc.RpcError) as info:
         future.result(timeout=T)
