@@ -11,14 +11,21 @@ the parser's reason, never UNKNOWN.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from betterproto2 import Message
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
-from simulator._proto.message_pool import default_message_pool
+from simulator.server.deferred import deferred_module
+
+if TYPE_CHECKING:
+    import betterproto2
+
+    from simulator._proto import message_pool
+else:  # loaded by the first request decoded (start-up time: see deferred.py)
+    betterproto2 = deferred_module("betterproto2")
+    message_pool = deferred_module("simulator._proto.message_pool")
 
 _URL_PREFIX = "type.googleapis.com/"
 
@@ -58,7 +65,7 @@ class SimCodec(ProtoCodec):
                 ) from None
         try:
             message = message_type.FromString(data)
-            if isinstance(message, Message):
+            if isinstance(message, betterproto2.Message):
                 _check_types(message, name)
         except GRPCError:
             raise
@@ -75,8 +82,8 @@ class SimCodec(ProtoCodec):
             return self._checkers[message_type]
         checker = None
         url = (
-            default_message_pool.type_to_url.get(message_type)
-            if isinstance(message_type, type) and issubclass(message_type, Message)
+            message_pool.default_message_pool.type_to_url.get(message_type)
+            if isinstance(message_type, type) and issubclass(message_type, betterproto2.Message)
             else None
         )
         if url is not None:
@@ -158,7 +165,7 @@ def _check_types(message: Any, where: str, depth: int = 0) -> None:
                 if not isinstance(item, _wrapped_type(field.unwrap)):
                     _refuse(where, field_name, field.unwrap().__name__)
             elif kind == "message" and field.map_meta is None:
-                if not isinstance(item, Message):
+                if not isinstance(item, betterproto2.Message):
                     _refuse(where, field_name, kind)
                 _check_types(item, f"{where}.{field_name}", depth + 1)
             elif kind != "message" and not isinstance(item, _SCALARS.get(kind, int)):

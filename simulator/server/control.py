@@ -9,14 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import betterproto2
 from grpclib.const import Cardinality, Handler
 
-from simulator._proto.gitpod import v1 as pb
-from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import limits
 from simulator.core.errors import FailedPrecondition, InvalidArgument
 from simulator.core.fault_book import StreamFaults
@@ -29,6 +26,7 @@ from simulator.server.boundary import (
     CONTROL_READ,
     CONTROL_SERVICE,
     Call,
+    Rules,
     handler,
 )
 from simulator.server.clock import ClockMode
@@ -46,19 +44,83 @@ from simulator.server.control_convert import (
     transition_pb,
 )
 from simulator.server.convert import instance_pb
+from simulator.server.deferred import Deferred, LazyHandler, deferred_module, message_type
 from simulator.server.journal import summarize
 from simulator.server.stream_faults import with_faults
 from simulator.server.waiting import DEFAULT_TIMEOUT, wait_for
 from simulator.server.world import Sessions, SteeredWorld, Worlds
 
+if TYPE_CHECKING:
+    import betterproto2
+
+    from simulator._proto.gitpod import v1 as pb
+    from simulator._proto.gitpod.simulator import v1 as spb
+else:  # loaded by the first call that needs them (start-up time: see deferred.py)
+    betterproto2 = deferred_module("betterproto2")
+    pb = deferred_module("simulator._proto.gitpod.v1")
+    spb = deferred_module("simulator._proto.gitpod.simulator.v1")
+
 SERVICE_NAME = CONTROL_SERVICE
 
-_MODES = {
-    spb.ClockMode.MANUAL: ClockMode.MANUAL,
-    spb.ClockMode.REALTIME: ClockMode.REALTIME,
-    spb.ClockMode.AUTOJUMP: ClockMode.AUTOJUMP,
-}
-_MODES_OUT = {v: k for k, v in _MODES.items()}
+
+@cache
+def _modes() -> dict[spb.ClockMode, ClockMode]:
+    """The wire's clock modes as the clock's."""
+    return {
+        spb.ClockMode.MANUAL: ClockMode.MANUAL,
+        spb.ClockMode.REALTIME: ClockMode.REALTIME,
+        spb.ClockMode.AUTOJUMP: ClockMode.AUTOJUMP,
+    }
+
+
+@cache
+def _modes_out() -> dict[ClockMode, spb.ClockMode]:
+    return {v: k for k, v in _modes().items()}
+
+
+def _method(
+    name: str, attr: str, rules: Rules = CONTROL, reply: str = ""
+) -> tuple[str, str, Rules, Deferred[Any], Deferred[Any]]:
+    """One RPC: its name, the method that serves it, its boundary rules and its message classes
+    (loaded on first use)."""
+    return (
+        name,
+        attr,
+        rules,
+        message_type(spb, f"{name}Request"),
+        message_type(spb, reply or f"{name}Response"),
+    )
+
+
+_UNARY = (
+    _method("GetClock", "get_clock", CONTROL_READ),
+    _method("SetClock", "set_clock"),
+    _method("Advance", "advance"),
+    _method("SetPlan", "set_plan"),
+    _method("ListPlans", "list_plans"),
+    _method("DeletePlan", "delete_plan"),
+    _method("MarkActive", "mark_active"),
+    _method("SetAdmission", "set_admission"),
+    _method("AddPrebuild", "add_prebuild"),
+    _method("FailInstance", "fail_instance"),
+    _method("AddFault", "add_fault"),
+    _method("ListFaults", "list_faults"),
+    _method("ClearFaults", "clear_faults"),
+    _method("ReadJournal", "read_journal", CONTROL_READ),  # reads: not journaled (CONTROL_READ)
+    _method("Reset", "reset"),
+    _method("AddUser", "add_user"),
+    _method("ExportState", "export_state"),
+    _method("ImportState", "import_state"),
+    _method("GetCoverage", "get_coverage"),
+    _method("ResetCoverage", "reset_coverage"),
+    _method("WaitFor", "wait_for", CONTROL_READ),
+)
+_MANAGING = (  # the server's sessions: admitted and journaled in its admin world
+    _method("CreateSession", "create_session"),
+    _method("DeleteSession", "delete_session"),
+    _method("ListSessions", "list_sessions"),
+)
+_FOLLOW = _method("FollowJournal", "follow_journal", CONTROL_FOLLOW, reply="JournalEntry")
 
 
 class ControlService:
@@ -77,68 +139,24 @@ class ControlService:
         return self._mapping
 
     def _build_mapping(self) -> dict[str, Handler]:
-        unary: list[tuple[str, Callable[[Call], Any], type[Any], type[Any]]] = [
-            ("GetClock", self.get_clock, spb.GetClockRequest, spb.GetClockResponse),
-            ("SetClock", self.set_clock, spb.SetClockRequest, spb.SetClockResponse),
-            ("Advance", self.advance, spb.AdvanceRequest, spb.AdvanceResponse),
-            ("SetPlan", self.set_plan, spb.SetPlanRequest, spb.SetPlanResponse),
-            ("ListPlans", self.list_plans, spb.ListPlansRequest, spb.ListPlansResponse),
-            ("DeletePlan", self.delete_plan, spb.DeletePlanRequest, spb.DeletePlanResponse),
-            ("MarkActive", self.mark_active, spb.MarkActiveRequest, spb.MarkActiveResponse),
-            ("SetAdmission", self.set_admission, spb.SetAdmissionRequest, spb.SetAdmissionResponse),
-            ("AddPrebuild", self.add_prebuild, spb.AddPrebuildRequest, spb.AddPrebuildResponse),
-            ("FailInstance", self.fail_instance, spb.FailInstanceRequest, spb.FailInstanceResponse),
-            ("AddFault", self.add_fault, spb.AddFaultRequest, spb.AddFaultResponse),
-            ("ListFaults", self.list_faults, spb.ListFaultsRequest, spb.ListFaultsResponse),
-            ("ClearFaults", self.clear_faults, spb.ClearFaultsRequest, spb.ClearFaultsResponse),
-            ("ReadJournal", self.read_journal, spb.ReadJournalRequest, spb.ReadJournalResponse),
-            ("Reset", self.reset, spb.ResetRequest, spb.ResetResponse),
-            ("AddUser", self.add_user, spb.AddUserRequest, spb.AddUserResponse),
-            ("ExportState", self.export_state, spb.ExportStateRequest, spb.ExportStateResponse),
-            ("ImportState", self.import_state, spb.ImportStateRequest, spb.ImportStateResponse),
-            ("GetCoverage", self.get_coverage, spb.GetCoverageRequest, spb.GetCoverageResponse),
-            (
-                "ResetCoverage",
-                self.reset_coverage,
-                spb.ResetCoverageRequest,
-                spb.ResetCoverageResponse,
-            ),
-        ]
-        reads = {"GetClock", "ReadJournal", "WaitFor"}  # not journaled: see CONTROL_READ
-        unary.append(("WaitFor", self.wait_for, spb.WaitForRequest, spb.WaitForResponse))
-        mapping = {}
-        for name, method, req, reply in unary:
-            path = f"/{SERVICE_NAME}/{name}"
-            rules = CONTROL_READ if name in reads else CONTROL
-            mapping[path] = Handler(
-                handler(self._worlds, path, method, rules, streaming=False),
-                Cardinality.UNARY_UNARY,
-                req,
-                reply,
-            )
-        managing: list[tuple[str, Callable[[Call], Any], type[Any], type[Any]]] = [
-            ("CreateSession", self.create_session,
-             spb.CreateSessionRequest, spb.CreateSessionResponse),
-            ("DeleteSession", self.delete_session,
-             spb.DeleteSessionRequest, spb.DeleteSessionResponse),
-            ("ListSessions", self.list_sessions,
-             spb.ListSessionsRequest, spb.ListSessionsResponse),
-        ]  # fmt: skip
+        mapping: dict[str, Handler] = {}
         admin_world = _AdminWorld(self._worlds, self._sessions)
-        for name, method, req, reply in managing:
-            path = f"/{SERVICE_NAME}/{name}"
-            mapping[path] = Handler(
-                handler(admin_world, path, method, CONTROL, streaming=False),
-                Cardinality.UNARY_UNARY,
-                req,
-                reply,
-            )
-        follow = f"/{SERVICE_NAME}/FollowJournal"
-        mapping[follow] = Handler(
-            handler(self._worlds, follow, self.follow_journal, CONTROL_FOLLOW, streaming=True),
+        for methods, worlds in ((_UNARY, self._worlds), (_MANAGING, admin_world)):
+            for name, attr, rules, request, reply in methods:
+                path = f"/{SERVICE_NAME}/{name}"
+                mapping[path] = LazyHandler(
+                    handler(worlds, path, getattr(self, attr), rules, streaming=False),
+                    Cardinality.UNARY_UNARY,
+                    request,
+                    reply,
+                )
+        name, attr, rules, request, reply = _FOLLOW
+        path = f"/{SERVICE_NAME}/{name}"
+        mapping[path] = LazyHandler(
+            handler(self._worlds, path, getattr(self, attr), rules, streaming=True),
             Cardinality.UNARY_STREAM,
-            spb.FollowJournalRequest,
-            spb.JournalEntry,
+            request,
+            reply,
         )
         return mapping
 
@@ -161,7 +179,7 @@ class ControlService:
         info = world.clock_info()
         return spb.Clock(
             now=to_datetime(info.now),
-            mode=_MODES_OUT[info.mode],
+            mode=_modes_out()[info.mode],
             speed=info.speed,
             autojump_grace=duration_out(round(info.autojump_grace * SECOND)),
             next_event_at=None if info.next_event_at is None else to_datetime(info.next_event_at),
@@ -174,9 +192,9 @@ class ControlService:
 
     def set_clock(self, call: Call) -> spb.SetClockResponse:
         request: spb.SetClockRequest = call.request
-        if request.mode != spb.ClockMode.UNSPECIFIED and request.mode not in _MODES:
+        if request.mode != spb.ClockMode.UNSPECIFIED and request.mode not in _modes():
             raise InvalidArgument(f"unknown clock mode {int(request.mode)}")
-        mode = None if request.mode == spb.ClockMode.UNSPECIFIED else _MODES[request.mode]
+        mode = None if request.mode == spb.ClockMode.UNSPECIFIED else _modes()[request.mode]
         grace = (
             None
             if request.autojump_grace is None
@@ -385,7 +403,7 @@ class ControlService:
     def create_session(self, call: Call) -> spb.CreateSessionResponse:
         request: spb.CreateSessionRequest = call.request
         host = self._host()
-        if request.clock_mode != spb.ClockMode.UNSPECIFIED and request.clock_mode not in _MODES:
+        if request.clock_mode != spb.ClockMode.UNSPECIFIED and request.clock_mode not in _modes():
             raise InvalidArgument(f"unknown clock mode {int(request.clock_mode)}")
         users: dict[str, str | None] = {}
         for user in request.users:
@@ -405,7 +423,7 @@ class ControlService:
         world = host.create_session(
             request.name,
             seed=None if request.seed is None else limits.seed(request.seed),
-            clock=_MODES.get(request.clock_mode, ClockMode.MANUAL),
+            clock=_modes().get(request.clock_mode, ClockMode.MANUAL),
             speed=1.0 if request.speed is None else limits.speed(request.speed),
             users=users,
             plan=None if request.plan is None else plan_in(request.plan),

@@ -7,10 +7,9 @@ message naming the field, never a crash.
 from __future__ import annotations
 
 import datetime as dt
+from functools import cache
+from typing import TYPE_CHECKING
 
-import betterproto2
-
-from simulator._proto.gitpod.simulator import v1 as spb
 from simulator.core import limits
 from simulator.core.errors import InvalidArgument
 from simulator.core.faults import (
@@ -40,14 +39,27 @@ from simulator.core.plan import (
 from simulator.core.simtime import Duration, SimTime, from_datetime, to_datetime
 from simulator.core.transitions import Phase
 from simulator.server.convert import phase_pb
+from simulator.server.deferred import deferred_module
 from simulator.server.journal import Entry, RpcEntry
 
+if TYPE_CHECKING:
+    import betterproto2
+
+    from simulator._proto.gitpod.simulator import v1 as spb
+else:  # loaded by the first control call (start-up time: see deferred.py)
+    betterproto2 = deferred_module("betterproto2")
+    spb = deferred_module("simulator._proto.gitpod.simulator.v1")
+
 _BY_PROTO_FIELD = {k.proto_field: k for k in FAULT_KINDS}
-_BUILD_POLICIES = {
-    spb.BuildPolicy.FIRST_START: BuildPolicy.FIRST_START,
-    spb.BuildPolicy.ALWAYS: BuildPolicy.ALWAYS,
-    spb.BuildPolicy.NEVER: BuildPolicy.NEVER,
-}
+
+
+@cache
+def _build_policies() -> dict[spb.BuildPolicy, BuildPolicy]:
+    return {
+        spb.BuildPolicy.FIRST_START: BuildPolicy.FIRST_START,
+        spb.BuildPolicy.ALWAYS: BuildPolicy.ALWAYS,
+        spb.BuildPolicy.NEVER: BuildPolicy.NEVER,
+    }
 
 
 # ---------------------------------------------------------------------------- time
@@ -158,13 +170,13 @@ def plan_in(message: spb.LifecyclePlan | None) -> LifecyclePlan:
                 values[name] = micros or None  # zero disables the limit
         timeouts = Timeouts(**values)
     if message.build_policy != spb.BuildPolicy.UNSPECIFIED and (
-        message.build_policy not in _BUILD_POLICIES
+        message.build_policy not in _build_policies()
     ):
         raise InvalidArgument(f"unknown build_policy {int(message.build_policy)}")
     try:
         return LifecyclePlan(
             durations=durations,
-            build_policy=_BUILD_POLICIES.get(message.build_policy, BuildPolicy.FIRST_START),
+            build_policy=_build_policies().get(message.build_policy, BuildPolicy.FIRST_START),
             timeouts=timeouts,
             cluster=message.cluster or "eu53",
             build_log_lines=message.build_log_lines or 8,
@@ -192,7 +204,7 @@ def _distribution_out(d: Distribution) -> spb.Distribution:
 
 
 def plan_out(plan: LifecyclePlan) -> spb.LifecyclePlan:
-    reverse = {v: k for k, v in _BUILD_POLICIES.items()}
+    reverse = {v: k for k, v in _build_policies().items()}
     t = plan.timeouts
     return spb.LifecyclePlan(
         durations=[

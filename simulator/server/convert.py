@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from simulator._proto.gitpod import v1 as pb
+from functools import cache
+from typing import TYPE_CHECKING
+
 from simulator.core.model import Instance, InstanceStatus, Workspace
 from simulator.core.simtime import to_datetime
 from simulator.core.transitions import Phase
+from simulator.server.deferred import deferred_module
 from simulator.server.wire import listen_response_bytes
 
-_PB_PHASES: tuple[pb.WorkspaceInstanceStatusPhase, ...] = tuple(
-    pb.WorkspaceInstanceStatusPhase(phase.value) for phase in Phase
-)
+if TYPE_CHECKING:
+    from simulator._proto.gitpod import v1 as pb
+else:  # loaded by the first message built (start-up time: see deferred.py)
+    pb = deferred_module("simulator._proto.gitpod.v1")
+
+
+@cache
+def _pb_phases() -> tuple[pb.WorkspaceInstanceStatusPhase, ...]:
+    return tuple(pb.WorkspaceInstanceStatusPhase(phase.value) for phase in Phase)
 
 
 def phase_pb(phase: Phase) -> pb.WorkspaceInstanceStatusPhase:
     """The core's phase as the gitpod.v1 enum (same names and values)."""
-    return _PB_PHASES[phase]
+    return _pb_phases()[phase]
 
 
 def workspace_pb(ws: Workspace) -> pb.Workspace:
@@ -46,7 +55,7 @@ def status_pb(status: InstanceStatus) -> pb.WorkspaceInstanceStatus:
     first = status.first_user_activity
     return pb.WorkspaceInstanceStatus(
         status_version=status.version,
-        phase=_PB_PHASES[status.phase],
+        phase=_pb_phases()[status.phase],
         conditions=pb.WorkspaceInstanceStatusConditions(
             failed=status.failed,
             timeout=status.timeout,
@@ -93,4 +102,6 @@ def log_payload(line: str) -> bytes:
     return bytes(pb.ListenToImageBuildLogsResponse(line=line))
 
 
-STOP_PAYLOAD = bytes(pb.StopWorkspaceResponse())
+STOP_PAYLOAD = b""
+"""An encoded StopWorkspaceResponse: the message has no fields (tests/test_startup.py compares it
+with betterproto2's encoding)."""

@@ -25,9 +25,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-import betterproto2
+from simulator.server.deferred import deferred_module
+
+if TYPE_CHECKING:
+    import betterproto2
+else:  # loaded by the first mask compiled (start-up time: see deferred.py)
+    betterproto2 = deferred_module("betterproto2")
 
 __all__ = ["MAX_PATH_SEGMENTS", "FieldMaskError", "FieldMaskPlan"]
 
@@ -37,7 +42,7 @@ MAX_PATH_SEGMENTS: Final = 16
 _MAX_SHOWN_PATH: Final = 120
 """Paths quoted in error messages are cut to this length so a huge hostile path stays readable."""
 
-M = TypeVar("M", bound=betterproto2.Message)
+M = TypeVar("M", bound="betterproto2.Message")
 
 
 class FieldMaskError(ValueError):

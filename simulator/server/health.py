@@ -15,7 +15,8 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from simulator.server.reflection import message_class
+from simulator.server.deferred import LazyHandler
+from simulator.server.reflection import deferred_message_class
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 SERVING = 1
@@ -27,17 +28,17 @@ class Health:
 
     def __init__(self, names: Iterable[str]) -> None:
         self._names = {"", *names}
-        self._request = message_class("grpc.health.v1.HealthCheckRequest")
-        self._response = message_class("grpc.health.v1.HealthCheckResponse")
+        self._request = deferred_message_class("grpc.health.v1.HealthCheckRequest")
+        self._response = deferred_message_class("grpc.health.v1.HealthCheckResponse")
         self._closed = asyncio.Event()
 
     def __mapping__(self) -> dict[str, Handler]:
         prefix = f"/{HEALTH_SERVICE}"
         return {
-            f"{prefix}/Check": Handler(
+            f"{prefix}/Check": LazyHandler(
                 self._check, Cardinality.UNARY_UNARY, self._request, self._response
             ),
-            f"{prefix}/Watch": Handler(
+            f"{prefix}/Watch": LazyHandler(
                 self._watch, Cardinality.UNARY_STREAM, self._request, self._response
             ),
         }
@@ -46,14 +47,15 @@ class Health:
         request = await stream.recv_message()
         if request is None or request.service not in self._names:
             raise GRPCError(Status.NOT_FOUND, "unknown service")
-        await stream.send_message(self._response(status=SERVING))
+        await stream.send_message(self._response.get()(status=SERVING))
 
     async def _watch(self, stream: Stream[Any, Any]) -> None:
         """The status once; statuses never change, so then wait for the client to leave (its
         deadline or cancel ends the wait, as does the server closing)."""
         request = await stream.recv_message()
         known = request is not None and request.service in self._names
-        await stream.send_message(self._response(status=SERVING if known else SERVICE_UNKNOWN))
+        response = self._response.get()
+        await stream.send_message(response(status=SERVING if known else SERVICE_UNKNOWN))
         await self._closed.wait()
 
 

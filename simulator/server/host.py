@@ -30,9 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from grpclib.client import Channel
 from grpclib.server import Server
-from grpclib.testing import ChannelFor
 
 from simulator.core.errors import (
     AlreadyExists,
@@ -57,6 +55,8 @@ from simulator.server.runtime import (
 from simulator.server.service import WorkspacesService
 
 if TYPE_CHECKING:
+    from grpclib.client import Channel
+
     from simulator.server.connect_gateway import ConnectGateway
 
 log = logging.getLogger("gitpod_sim.sessions")
@@ -317,6 +317,8 @@ class SimServer:
     async def channel(self, session: str | None = None) -> AsyncIterator[Channel]:
         """A grpclib client channel to this server in memory (no sockets). With ``session``,
         every call on it carries the session key (stubs need no metadata of their own)."""
+        from grpclib.testing import ChannelFor  # the client side loads only when used
+
         async with self.running(), ChannelFor(self.services(), codec=self.codec) as channel:
             if session is not None:
                 _name_calls(channel, check_session_name(session))

@@ -16,14 +16,18 @@ import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from betterproto2 import Message
+from typing import TYPE_CHECKING, Any
 
 from simulator.core.context_urls import strip_credentials
 from simulator.core.model import StatusChange
 from simulator.core.simtime import SimTime, format_instant
 from simulator.server.broadcast import Closed
+from simulator.server.deferred import deferred_module
+
+if TYPE_CHECKING:
+    import betterproto2
+else:  # loaded with the first request (start-up time: see deferred.py)
+    betterproto2 = deferred_module("betterproto2")
 
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -43,7 +47,7 @@ class RpcEntry:
     at: SimTime
     method: str
     caller: str
-    request_type: type[Message] | None
+    request_type: type[betterproto2.Message] | None
     request_bytes: bytes
     """The request, encoded: a third of the memory of the message object, and summarised only
     when read (most entries never are)."""
@@ -155,9 +159,9 @@ class Journal:
     def record_rpc(
         self, at: SimTime, method: str, caller: str, request: object, code: str, message: str = ""
     ) -> None:
-        kind: type[Message] | None = None
+        kind: type[betterproto2.Message] | None = None
         data, summary, token = b"", "", ""
-        if caller != UNKNOWN_CALLER and isinstance(request, Message):
+        if caller != UNKNOWN_CALLER and isinstance(request, betterproto2.Message):
             token = str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
             kind, data = type(request), bytes(request)
             if len(data) > REQUEST_BYTES_KEPT or (b"@" in data and b"://" in data):

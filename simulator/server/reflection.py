@@ -6,19 +6,22 @@ and ``grpc_health`` (the same symbols under other file names): a test process th
 fails. So everything here lives in a private ``DescriptorPool`` loaded from the FileDescriptorSet
 that ``scripts/generate_proto.py`` writes beside the generated code (every proto under ``proto/``,
 its imports, and the standard health and reflection protos), and messages are built from it.
+
+Google's protobuf and the pool load with the first call that needs them (a reflection or health
+request, or the codec checking the first request), not when a server starts (see deferred.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
-from importlib.resources import files
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # type: ignore[import-untyped]
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Stream
 from grpclib.utils import _service_name
+
+from simulator.server.deferred import Deferred, LazyHandler
 
 DESCRIPTOR_SET = "descriptors.binpb"
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -27,12 +30,16 @@ REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 
 def descriptor_set_bytes() -> bytes:
     """The committed, serialized FileDescriptorSet (see the module docstring)."""
+    from importlib.resources import files
+
     return files("simulator._proto").joinpath(DESCRIPTOR_SET).read_bytes()
 
 
 @cache
 def descriptor_pool_for_server() -> Any:
     """The private pool of every served file (built once per process)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool  # type: ignore[import-untyped]
+
     pool = descriptor_pool.DescriptorPool()
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set_bytes())
     for file in fds.file:  # dependencies come before their dependents
@@ -42,8 +49,17 @@ def descriptor_pool_for_server() -> Any:
 
 def message_class(full_name: str) -> Any:
     """A Google message class for ``full_name`` from the private pool."""
+    from google.protobuf import message_factory
+
     pool = descriptor_pool_for_server()
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
+
+
+@cache
+def deferred_message_class(full_name: str) -> Deferred[Any]:
+    """The message class ``full_name`` of the private pool, built at the first read (one for the
+    process: every server's health and reflection share it)."""
+    return Deferred(lambda: message_class(full_name))
 
 
 def service_names(services: Iterable[Any]) -> list[str]:
@@ -58,16 +74,19 @@ class ServerReflection:
     def __init__(self, package: str, names: Iterable[str]) -> None:
         self._package = package
         self._names = list(names)
-        self._pool = descriptor_pool_for_server()
-        self._request = message_class(f"{package}.ServerReflectionRequest")
-        self._response = message_class(f"{package}.ServerReflectionResponse")
+        self._request = deferred_message_class(f"{package}.ServerReflectionRequest")
+        self._response = deferred_message_class(f"{package}.ServerReflectionResponse")
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
-            f"/{self._package}.ServerReflection/ServerReflectionInfo": Handler(
+            f"/{self._package}.ServerReflection/ServerReflectionInfo": LazyHandler(
                 self._info, Cardinality.STREAM_STREAM, self._request, self._response
             )
         }
+
+    @property
+    def _pool(self) -> Any:
+        return descriptor_pool_for_server()
 
     async def _info(self, stream: Stream[Any, Any]) -> None:
         """One answer per request, until the client half-closes."""
@@ -75,7 +94,7 @@ class ServerReflection:
             await stream.send_message(self._answer(request))
 
     def _answer(self, request: Any) -> Any:
-        response = self._response(valid_host=request.host, original_request=request)
+        response = self._response.get()(valid_host=request.host, original_request=request)
         kind = request.WhichOneof("message_request")
         try:
             if kind == "list_services":
@@ -121,6 +140,8 @@ class ServerReflection:
             ordered.append(f)
 
         visit(file)
+        from google.protobuf import descriptor_pb2
+
         out = response.file_descriptor_response.file_descriptor_proto
         for f in reversed(ordered):  # the requested file first, as grpc-go answers
             proto = descriptor_pb2.FileDescriptorProto()

@@ -29,9 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from grpclib.client import Channel
 from grpclib.server import Server
-from grpclib.testing import ChannelFor
 
 from simulator.core import limits
 from simulator.core.coverage import CoverageReport
@@ -75,6 +73,8 @@ from simulator.server.service import WorkspacesService
 from simulator.server.state_file import StateFileError, read_state_file, write_atomically
 
 if TYPE_CHECKING:
+    from grpclib.client import Channel
+
     from simulator.server.connect_gateway import ConnectGateway
 
 log = logging.getLogger("gitpod_sim.engine")
@@ -552,6 +552,8 @@ class Simulator:
     @asynccontextmanager
     async def channel(self) -> AsyncIterator[Channel]:
         """A grpclib client channel connected to this simulator in memory (no sockets)."""
+        from grpclib.testing import ChannelFor  # the client side loads only when used
+
         async with self.running(), ChannelFor(self.services(), codec=self.codec) as channel:
             try:
                 yield channel

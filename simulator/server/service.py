@@ -8,13 +8,10 @@ current state (no await in between), so they never miss or repeat a change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import betterproto2
 from grpclib.const import Cardinality, Handler
 
-from simulator._proto.gitpod import v1 as pb
 from simulator.core.errors import InvalidArgument
 from simulator.core.fault_book import StreamFaults
 from simulator.core.model import Instance
@@ -30,14 +27,50 @@ from simulator.server.convert import (
     log_payload,
     workspace_pb,
 )
+from simulator.server.deferred import Deferred, LazyHandler, deferred_module, message_type
 from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
 from simulator.server.stream_faults import with_faults
 from simulator.server.world import Worlds
+
+if TYPE_CHECKING:
+    import betterproto2
+
+    from simulator._proto.gitpod import v1 as pb
+else:  # loaded by the first call that needs them (start-up time: see deferred.py)
+    betterproto2 = deferred_module("betterproto2")
+    pb = deferred_module("simulator._proto.gitpod.v1")
 
 SERVICE_NAME = API_SERVICE
 _STOP = Preencoded(STOP_PAYLOAD)
 MAX_MASK_PATHS = 64
 WORKSPACE_ANSWER_CACHE = 4096
+
+
+def _method(
+    name: str, attr: str, streaming: bool = False
+) -> tuple[str, str, bool, Deferred[Any], Deferred[Any]]:
+    """One RPC: its name, the method that serves it, and its message classes (on first use)."""
+    return (
+        name,
+        attr,
+        streaming,
+        message_type(pb, f"{name}Request"),
+        message_type(pb, f"{name}Response"),
+    )
+
+
+_METHODS = (
+    _method("ListWorkspaces", "list_workspaces"),
+    _method("GetWorkspace", "get_workspace"),
+    _method("GetOwnerToken", "get_owner_token"),
+    _method("CreateAndStartWorkspace", "create_and_start_workspace"),
+    _method("StartWorkspace", "start_workspace"),
+    _method("GetActiveWorkspaceInstance", "get_active_workspace_instance"),
+    _method("GetWorkspaceInstanceOwnerToken", "get_workspace_instance_owner_token"),
+    _method("ListenToWorkspaceInstance", "listen_to_workspace_instance", streaming=True),
+    _method("ListenToImageBuildLogs", "listen_to_image_build_logs", streaming=True),
+    _method("StopWorkspace", "stop_workspace", streaming=True),
+)
 
 
 def _with_stream_faults(call: Call, method: str, inst: Instance) -> Any:
@@ -60,33 +93,11 @@ class WorkspacesService:
         return self._mapping
 
     def _build_mapping(self) -> dict[str, Handler]:
-        table: list[tuple[str, bool, Callable[[Call], Any], type[Any], type[Any]]] = [
-            ("ListWorkspaces", False, self.list_workspaces,
-             pb.ListWorkspacesRequest, pb.ListWorkspacesResponse),
-            ("GetWorkspace", False, self.get_workspace,
-             pb.GetWorkspaceRequest, pb.GetWorkspaceResponse),
-            ("GetOwnerToken", False, self.get_owner_token,
-             pb.GetOwnerTokenRequest, pb.GetOwnerTokenResponse),
-            ("CreateAndStartWorkspace", False, self.create_and_start_workspace,
-             pb.CreateAndStartWorkspaceRequest, pb.CreateAndStartWorkspaceResponse),
-            ("StartWorkspace", False, self.start_workspace,
-             pb.StartWorkspaceRequest, pb.StartWorkspaceResponse),
-            ("GetActiveWorkspaceInstance", False, self.get_active_workspace_instance,
-             pb.GetActiveWorkspaceInstanceRequest, pb.GetActiveWorkspaceInstanceResponse),
-            ("GetWorkspaceInstanceOwnerToken", False, self.get_workspace_instance_owner_token,
-             pb.GetWorkspaceInstanceOwnerTokenRequest, pb.GetWorkspaceInstanceOwnerTokenResponse),
-            ("ListenToWorkspaceInstance", True, self.listen_to_workspace_instance,
-             pb.ListenToWorkspaceInstanceRequest, pb.ListenToWorkspaceInstanceResponse),
-            ("ListenToImageBuildLogs", True, self.listen_to_image_build_logs,
-             pb.ListenToImageBuildLogsRequest, pb.ListenToImageBuildLogsResponse),
-            ("StopWorkspace", True, self.stop_workspace,
-             pb.StopWorkspaceRequest, pb.StopWorkspaceResponse),
-        ]  # fmt: skip
-        mapping = {}
-        for name, streaming, method, request, reply in table:
+        mapping: dict[str, Handler] = {}
+        for name, attr, streaming, request, reply in _METHODS:
             path = f"/{SERVICE_NAME}/{name}"
-            mapping[path] = Handler(
-                handler(self._worlds, path, method, API, streaming=streaming),
+            mapping[path] = LazyHandler(
+                handler(self._worlds, path, getattr(self, attr), API, streaming=streaming),
                 Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY,
                 request,
                 reply,
