@@ -77,7 +77,7 @@ class Sim:
 
     def __init__(self, seed: int = 1, plan: LifecyclePlan | None = None) -> None:
         self.events: list[EngineEvent] = []
-        self.engine = Engine(seed=seed, plan=plan, observer=self.events.append)
+        self.engine = Engine(seed=seed, plan=plan, observer=self.events.append, follow_builds=True)
         self.alice = self.engine.add_user("alice")
         self.bob = self.engine.add_user("bob")
 

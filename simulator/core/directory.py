@@ -26,7 +26,7 @@ def parse_context(context_url: str) -> ParsedContext:
 class Directory:
     """Users by id and by token, and finished prebuilds by id."""
 
-    __slots__ = ("_by_token", "_streams", "prebuilds", "seed", "users")
+    __slots__ = ("_by_token", "_owner_keys", "_streams", "prebuilds", "seed", "users")
 
     def __init__(self, seed: int, streams: RandomStreams) -> None:
         self.seed = seed
@@ -34,6 +34,14 @@ class Directory:
         self.users: dict[str, User] = {}
         self._by_token: dict[str, User] = {}
         self.prebuilds: dict[str, Prebuild] = {}
+        self._owner_keys: dict[str, bytes] = {}
+
+    def owner_key(self, user_id: str) -> bytes:
+        """The key of ``user_id``'s owner tokens (:func:`ids.user_key`), derived once."""
+        key = self._owner_keys.get(user_id)
+        if key is None:
+            key = self._owner_keys[user_id] = ids.user_key(self.seed, user_id)
+        return key
 
     def add_user(self, user_id: str, token: str | None = None) -> User:
         """Register a caller. Without a token, one is generated from the seed."""

@@ -116,7 +116,10 @@ class Engine:
         plan: LifecyclePlan | None = None,
         observer: Observer | None = None,
         quotas: Quotas | None = None,
+        follow_builds: bool = False,
     ) -> None:
+        """``follow_builds``: report every build's log lines to the observer as they are written
+        (otherwise only those of builds someone follows, :meth:`follow_build`)."""
         self.seed = seed
         self.now: SimTime = start_time
         self.observer: Observer | None = observer
@@ -133,7 +136,9 @@ class Engine:
         self.workspaces: dict[str, Workspace] = {}
         self.instances: dict[str, Instance] = {}
         self._by_owner: dict[str, list[Workspace]] = {}
-        self.builds = ImageBuilds(self.scheduler, self._write_log)
+        self.builds = ImageBuilds(
+            self.scheduler, self._write_log, lambda: self.now, follow_all=follow_builds
+        )
         self.image_cache = self.builds.image_cache
         self.workspace_seq = 0
         """How many workspaces were ever created (each one's ``seq``)."""
@@ -314,7 +319,7 @@ class Engine:
         if inst.phase is Phase.STOPPING:
             raise FailedPrecondition(f"instance {instance_id} is already STOPPING")
         if inst.phase is Phase.IMAGEBUILD:
-            self.builds.fail(inst, reason, log_tail)
+            self.builds.fail(inst, self.now, reason, log_tail)
         message = (
             f"Workspace cannot be started: {reason}"
             if inst.phase in (Phase.IMAGEBUILD, Phase.PENDING)
@@ -407,6 +412,11 @@ class Engine:
             workspace_id=inst.workspace_id if inst is not None else "",
             instance_id=inst.id if inst is not None else "",
         )
+
+    def follow_build(self, inst: Instance) -> None:
+        """Someone reads ``inst``'s build log as it is written: report its next lines to the
+        observer at their instants (a build nobody follows schedules nothing for its log)."""
+        self.builds.follow(inst, self.now)
 
     # ------------------------------------------------------------------ runtime timers
 
@@ -533,7 +543,7 @@ class Engine:
             id=instance_id,
             workspace_id=ws.id,
             owner_id=ws.owner_id,
-            owner_token=ids.owner_token(ids.user_key(self.seed, ws.owner_id), instance_id),
+            owner_key=self.directory.owner_key(ws.owner_id),
             created_at=self.now,
             status=status,
             plan=plan,
@@ -588,7 +598,7 @@ class Engine:
             message = ""  # rule 14: leaving INTERRUPTED, whichever way, clears its message
         build = inst.build
         if build is not None and not build.finished and phase is not Phase.IMAGEBUILD:
-            self.builds.end(inst, success=phase is Phase.PENDING)  # rule 13
+            self.builds.end(inst, now, success=phase is Phase.PENDING)  # rule 13
         if phase is Phase.RUNNING:
             if inst.running_at is None:
                 inst.running_at = now
@@ -675,8 +685,6 @@ class Engine:
             inst.inactivity = self.scheduler.schedule(at, EventKind.INACTIVITY_TIMEOUT, inst.id)
 
     def _write_log(self, inst: Instance, line: str) -> None:
-        assert inst.build is not None
-        inst.build.lines.append(line)
         if self.observer is not None:
             self.observer(BuildLogLine(self.now, inst.id, line))
 

@@ -1,94 +1,240 @@
-"""Image builds: an instance's build log, written on the build's own clock.
+"""Image builds: an instance's build log, written on the build's own clock, drawn only when read.
 
-Rules: a build's lines come from the seed (``build_logs``) and are spread evenly over its duration;
-the first is written as the build begins; the last pending line reports success and is written
-only when the build succeeds (IMAGEBUILD -> PENDING), with the rest, after which the repository's
-image is cached; a failed build writes its error tail instead, and a stopped, stalled or timed-out
-one writes nothing more. The engine's part for builds: it holds the scheduler and the image cache,
-never the engine.
+Rules:
+- A build's text (``build_logs``, ``count`` lines) comes from a seed of its own, one draw of the
+  world's ``logs`` stream when the build is prepared; the text is produced the first time someone
+  reads it (most builds' never are), so the same seed always gives the same lines.
+- The first line is written as the build begins (when the text has more than one line); line
+  ``k`` of the rest at ``started_at + duration * k // count``; the last line reports success and
+  is written only when the build succeeds (IMAGEBUILD -> PENDING), with every line before it,
+  after which the repository's image is cached.
+- A failed build writes its error tail after what it wrote; a stopped, stalled-then-abandoned or
+  timed-out one writes nothing more. Clearing a stall writes the rest at once (duration 0).
+- What was written is a function of the clock, so nothing is scheduled for it: only a build that
+  someone follows (a log stream, or an engine that reports every build) gets BUILD_LOG events, one
+  per line, and its lines reported to the observer at their instants.
+
+The engine's part for builds: it holds the scheduler and the image cache, never the engine.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from simulator.core.build_logs import build_log, failure_tail
-from simulator.core.model import Build, Instance
 from simulator.core.scheduler import EventKind, Scheduler
 from simulator.core.simtime import Duration, SimTime
 
-WriteLine = Callable[[Instance, str], None]
+if TYPE_CHECKING:
+    from simulator.core.model import Instance
+
+WriteLine = Callable[["Instance", str], None]
+Clock = Callable[[], SimTime]
+
+
+@dataclass(slots=True, eq=False)
+class Build:
+    """An image build's log: what is written follows the clock until the build is finished."""
+
+    repository: str
+    count: int
+    """Lines in the text (the last one reports success)."""
+    seed: int
+    """The text's own seed."""
+    started_at: SimTime
+    duration: int
+    clock: Clock = field(repr=False)
+    """The world's simulated time (what is written depends on it)."""
+    written: int = 0
+    """Text lines written for certain: all of them that count once the build is finished."""
+    finished: bool = False
+    failed: bool = False
+    tail: list[str] = field(default_factory=list)
+    """Lines written after the text (a failure's error tail)."""
+    followed: bool = False
+    """Someone reads the lines as they come: BUILD_LOG events report them to the observer."""
+    reported: int = 0
+    """Text lines the observer was told of (while followed)."""
+    known_text: list[str] | None = field(default=None, repr=False)
+    """The text once drawn (or restored from a state file)."""
+
+    @property
+    def text(self) -> list[str]:
+        """The whole text, drawn from the build's seed the first time it is needed."""
+        text = self.known_text
+        if text is None:
+            text = self.known_text = build_log(
+                random.Random(self.seed), self.repository, self.count
+            )
+        return text
+
+    def due(self, now: SimTime) -> int:
+        """How many text lines are written at ``now``."""
+        if self.finished or self.count <= 1:
+            return self.written
+        if self.duration <= 0:
+            on_clock = self.count - 1
+        elif now < self.started_at:
+            on_clock = 0
+        else:  # the largest k with started_at + duration * k // count <= now, plus line 0
+            on_clock = min(
+                self.count - 1, 1 + ((now - self.started_at + 1) * self.count - 1) // self.duration
+            )
+        return max(self.written, on_clock)
+
+    def next_at(self, now: SimTime) -> SimTime | None:
+        """When the next text line is written on the clock (None: none before the build ends)."""
+        if self.finished or self.duration <= 0:
+            return None
+        k = self.due(now)
+        if k >= self.count - 1:
+            return None
+        return max(self.started_at + self.duration * k // self.count, now)
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines written so far (a new list)."""
+        n = self.due(self.clock())
+        if n == 1 and not self.tail and self.known_text is None:
+            return [_header(self.repository)]  # line 0 needs no draw
+        return [*self.text[:n], *self.tail] if n else list(self.tail)
+
+    @property
+    def pending(self) -> list[str]:
+        """The text lines not written yet."""
+        return self.text[self.due(self.clock()) :]
+
+
+def _header(repository: str) -> str:
+    return f"Building workspace image for {repository or 'snapshot'}"
 
 
 class ImageBuilds:
     """Starts, advances and ends the image builds of a world's instances."""
 
-    __slots__ = ("_scheduler", "_write", "image_cache")
+    __slots__ = ("_clock", "_scheduler", "_write", "follow_all", "image_cache")
 
-    def __init__(self, scheduler: Scheduler, write: WriteLine) -> None:
+    def __init__(
+        self, scheduler: Scheduler, write: WriteLine, clock: Clock, *, follow_all: bool = False
+    ) -> None:
         self._scheduler = scheduler
         self._write = write
-        """Appends a line to the instance's log and reports it (the engine's observer)."""
+        """Reports a line to the observer (the engine's)."""
+        self._clock = clock
+        self.follow_all = follow_all
+        """Follow every build from its start (an engine whose observer wants every line)."""
         self.image_cache: set[str] = set()
         """Repositories whose image was built (a first-start build policy skips them)."""
 
     def prepare(
         self, inst: Instance, logs: random.Random, lines: int, now: SimTime, duration: Duration
     ) -> None:
-        """The build of an instance entering IMAGEBUILD: its whole text, drawn now."""
-        text = build_log(logs, inst.repository, lines)
-        inst.build = Build(lines=[], pending=text, started_at=now, duration=duration)
+        """The build of an instance entering IMAGEBUILD: its seed, drawn now."""
+        inst.build = Build(
+            repository=inst.repository,
+            count=lines,
+            seed=logs.getrandbits(64),
+            started_at=now,
+            duration=duration,
+            clock=self._clock,
+        )
+
+    def restore(
+        self, lines: list[str], pending: list[str], started_at: SimTime, duration: int,
+        finished: bool, failed: bool,
+    ) -> Build:  # fmt: skip
+        """A build from a state file: its text as saved, what it had written kept."""
+        return Build(
+            repository="",
+            count=len(lines) + len(pending),
+            seed=0,
+            started_at=started_at,
+            duration=duration,
+            clock=self._clock,
+            written=len(lines),
+            finished=finished,
+            failed=failed,
+            known_text=[*lines, *pending],
+        )
 
     def begin(self, inst: Instance, now: SimTime) -> None:
-        """IMAGEBUILD was entered: the first line at once (never the success line), then the
-        next on the build's clock."""
+        """IMAGEBUILD was entered: the first line at once (never the success line)."""
         build = inst.build
         if build is None:
             return
-        if len(build.pending) > 1:
-            self._write(inst, build.pending.pop(0))
-        self._schedule_next(inst, now)
+        if build.count > 1:
+            build.written = 1
+        if self.follow_all:
+            self.follow(inst, now)
 
-    def next_line(self, inst: Instance, now: SimTime) -> None:
-        """A BUILD_LOG event: write the line that is due, schedule the one after."""
-        inst.log = None
+    def follow(self, inst: Instance, now: SimTime) -> None:
+        """Someone reads this build's lines as they come: report each at its instant from now
+        on (what is written already, the reader has read)."""
         build = inst.build
-        if build is not None and build.pending:
-            self._write(inst, build.pending.pop(0))
+        if build is None or build.finished:
+            return
+        if not build.followed:
+            build.followed = True
+            build.reported = build.due(now)
+            if self.follow_all and build.reported:
+                for line in build.text[: build.reported]:  # followed from the start
+                    self._write(inst, line)
+        if inst.log is None:
             self._schedule_next(inst, now)
 
-    def end(self, inst: Instance, *, success: bool) -> None:
+    def next_line(self, inst: Instance, now: SimTime) -> None:
+        """A BUILD_LOG event: report the lines now due, schedule the next."""
+        inst.log = None
+        build = inst.build
+        if build is None or build.finished or not build.followed:
+            return
+        self._report(inst, build, build.due(now))
+        self._schedule_next(inst, now)
+
+    def end(self, inst: Instance, now: SimTime, *, success: bool) -> None:
         """The instance left IMAGEBUILD: a success writes the rest and caches the image."""
         build = inst.build
         if build is None or build.finished:
             return
-        if success:
-            for line in build.pending:
-                self._write(inst, line)
-            self.image_cache.add(inst.repository)
-        build.pending = []
+        written = build.count if success else build.due(now)
+        if build.followed:
+            self._report(inst, build, written)
+        build.written = written
         build.finished = True
+        if success:
+            self.image_cache.add(inst.repository)
         self._scheduler.cancel(inst.log)
         inst.log = None
 
-    def fail(self, inst: Instance, reason: str, log_tail: list[str] | None) -> None:
+    def fail(self, inst: Instance, now: SimTime, reason: str, log_tail: list[str] | None) -> None:
         """The build failed: its error tail (the one given, or upstream's for ``reason``)."""
         build = inst.build
         if build is None:
             return
-        for line in log_tail if log_tail is not None else failure_tail(reason):
-            self._write(inst, line)
+        written = build.due(now)
+        if build.followed:
+            self._report(inst, build, written)
+        build.written = written
+        build.tail = list(log_tail) if log_tail is not None else failure_tail(reason)
+        if build.followed:
+            for line in build.tail:
+                self._write(inst, line)
         build.failed = True
         build.finished = True
 
+    def _report(self, inst: Instance, build: Build, upto: int) -> None:
+        if upto > build.reported:
+            for line in build.text[build.reported : upto]:
+                self._write(inst, line)
+            build.reported = upto
+
     def _schedule_next(self, inst: Instance, now: SimTime) -> None:
-        """The next line on the build's clock. The last pending line reports success: it is
-        written only by :meth:`end` on success, never by a failed or stalled build."""
         build = inst.build
-        if build is None or len(build.pending) <= 1:
+        if build is None or not build.followed:
             return
-        written = len(build.lines)
-        total = written + len(build.pending)
-        at = build.started_at + build.duration * written // total
-        inst.log = self._scheduler.schedule(max(at, now), EventKind.BUILD_LOG, inst.id)
+        at = build.next_at(now)
+        if at is not None:
+            inst.log = self._scheduler.schedule(at, EventKind.BUILD_LOG, inst.id)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from simulator.core import ids
 from simulator.core.simtime import SimTime
 from simulator.core.transitions import ACTIVE_PHASES, Phase
 
 if TYPE_CHECKING:
     from simulator.core.context_urls import ParsedContext
+    from simulator.core.image_builds import Build
     from simulator.core.plan import LifecyclePlan
     from simulator.core.scheduler import ScheduledEvent
 
@@ -89,23 +91,10 @@ class InstanceStatus(NamedTuple):
 
 
 @dataclass(slots=True, eq=False)
-class Build:
-    """An image build's log: lines written so far, and the ones still to come."""
-
-    lines: list[str]
-    pending: list[str]
-    started_at: SimTime
-    duration: int
-    finished: bool = False
-    failed: bool = False
-
-
-@dataclass(slots=True, eq=False)
 class Instance:
     id: str
     workspace_id: str
     owner_id: str
-    owner_token: str
     created_at: SimTime
     status: InstanceStatus
     plan: LifecyclePlan
@@ -128,6 +117,18 @@ class Instance:
     startup: ScheduledEvent | None = field(default=None, repr=False)
     faults: list[str] = field(default_factory=list, repr=False)
     """Ids of the lifecycle faults bound to this instance and not yet spent."""
+    owner_key: bytes = field(default=b"", repr=False)
+    """The owner's key (:func:`ids.user_key`) the owner token is derived from."""
+    known_token: str | None = field(default=None, repr=False)
+    """The owner token once derived (or restored); most instances' is never read."""
+
+    @property
+    def owner_token(self) -> str:
+        """Derived on first read: a pure function of the owner's key and the instance id."""
+        token = self.known_token
+        if token is None:
+            token = self.known_token = ids.owner_token(self.owner_key, self.id)
+        return token
 
     @property
     def phase(self) -> Phase:

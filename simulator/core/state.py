@@ -18,7 +18,6 @@ from simulator.core.engine import Engine, Observer
 from simulator.core.errors import InvalidArgument, SimError
 from simulator.core.fault_book import FaultBook
 from simulator.core.model import (
-    Build,
     Instance,
     InstanceStatus,
     Prebuild,
@@ -348,7 +347,7 @@ def _import(data: Json, observer: Observer | None) -> Engine:
             id=i["id"],
             workspace_id=i["workspace_id"],
             owner_id=i["owner_id"],
-            owner_token=i["owner_token"],
+            known_token=i["owner_token"],
             created_at=int(i["created_at"]),
             status=_status_from_json(i["status"]),
             plan=plans[i["plan"]],
@@ -358,7 +357,7 @@ def _import(data: Json, observer: Observer | None) -> Engine:
             stopped_at=i["stopped_at"],
             last_activity=i["last_activity"],
             timeout_ref=int(i["timeout_ref"]),
-            build=None if b is None else Build(**b),
+            build=None if b is None else engine.builds.restore(**b),
             faults=list(i["faults"]),
         )
         engine.instances[inst.id] = inst

@@ -220,6 +220,8 @@ class WorkspacesService:
         sub: Subscription | None = (
             None if build.finished else world.hub.subscribe_logs(inst.id, call.caller.id)
         )
+        if sub is not None:
+            world.engine.follow_build(inst)  # its next lines reach the hub at their instants
         world.coverage_feed.build_log("replayed" if sub is None else "live")
         try:
             for line in backlog:
