@@ -1420,3 +1420,18 @@ def test_the_happy_path_is_the_chain_of_step_transitions() -> None:
             chain.append(next_phase(Phase.RUNNING, Trigger.STOP_REQUESTED))  # type: ignore[arg-type]
     assert tuple(chain) == HAPPY_PATH
     assert LEGAL_TRANSITIONS[Phase.STOPPED] == frozenset()
+
+
+def test_workspaces_of_one_url_share_its_resolved_context() -> None:
+    engine = Engine(seed=4)
+    alice = engine.add_user("alice")
+    a = engine.create_workspace(alice, context_url=REPO)
+    b = engine.create_workspace(alice, context_url=REPO)
+    c = engine.create_workspace(alice, context_url=OTHER_REPO)
+    assert a.context is b.context  # resolved once: a pure function of the URL and the seed
+    assert c.context.repository == "github.com/gitpod-io/website"
+    other_seed = Engine(seed=5)
+    d = other_seed.create_workspace(other_seed.add_user("alice"), context_url=REPO)
+    assert d.context.commit != a.context.commit  # the cache is the world's own
+    with pytest.raises(InvalidArgument):
+        engine.create_workspace(alice, context_url="not a url")

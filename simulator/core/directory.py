@@ -23,10 +23,13 @@ def parse_context(context_url: str) -> ParsedContext:
         raise InvalidArgument(str(exc)) from None
 
 
+_MAX_CACHED_CONTEXTS = 4096
+
+
 class Directory:
     """Users by id and by token, and finished prebuilds by id."""
 
-    __slots__ = ("_by_token", "_owner_keys", "_streams", "prebuilds", "seed", "users")
+    __slots__ = ("_by_token", "_contexts", "_owner_keys", "_streams", "prebuilds", "seed", "users")
 
     def __init__(self, seed: int, streams: RandomStreams) -> None:
         self.seed = seed
@@ -35,6 +38,9 @@ class Directory:
         self._by_token: dict[str, User] = {}
         self.prebuilds: dict[str, Prebuild] = {}
         self._owner_keys: dict[str, bytes] = {}
+        self._contexts: dict[str, tuple[WorkspaceContext, ParsedContext]] = {}
+        """Contexts resolved from URLs (a pure function of the URL and the seed; both parts are
+        immutable, so workspaces of one URL share them)."""
 
     def owner_key(self, user_id: str) -> bytes:
         """The key of ``user_id``'s owner tokens (:func:`ids.user_key`), derived once."""
@@ -103,18 +109,27 @@ class Directory:
                 prebuild_id=prebuild.id,
                 repository=parsed.repository,
             ), parsed
-        parsed = parse_context(context_url or "")
+        url = context_url or ""
+        known = self._contexts.get(url)
+        if known is not None:
+            return known
+        parsed = parse_context(url)
         if parsed.kind == "snapshot":
-            return WorkspaceContext(
+            context = WorkspaceContext(
                 context_url=parsed.original, kind="snapshot", snapshot_id=parsed.snapshot_id
-            ), parsed
-        return WorkspaceContext(
-            context_url=parsed.original,
-            kind="git",
-            normalized_url=parsed.normalized_url,
-            commit=self.commit_of(parsed),
-            repository=parsed.repository,
-        ), parsed
+            )
+        else:
+            context = WorkspaceContext(
+                context_url=parsed.original,
+                kind="git",
+                normalized_url=parsed.normalized_url,
+                commit=self.commit_of(parsed),
+                repository=parsed.repository,
+            )
+        if len(self._contexts) >= _MAX_CACHED_CONTEXTS:
+            self._contexts.clear()
+        self._contexts[url] = (context, parsed)
+        return context, parsed
 
     def commit_of(self, parsed: ParsedContext) -> str:
         """The commit a git context names: its own when it pins one, else the seed's head."""

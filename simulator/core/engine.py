@@ -54,7 +54,8 @@ from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.core.seeds import RandomStreams
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
 from simulator.core.transitions import (
-    CANCELS,
+    AFTER_STEP,
+    CANCEL_SLOTS,
     TIMEOUT_ACTIVITY,
     TIMERS,
     Phase,
@@ -581,8 +582,7 @@ class Engine:
         """Move ``inst`` into ``phase`` now; ``transitions.TIMERS`` says which timers go, come."""
         sched = self.scheduler
         now = self.now
-        for timer in CANCELS[phase]:  # rule 10: what the phase does not keep goes
-            slot = timer.value
+        for slot in CANCEL_SLOTS[phase]:  # rule 10: what the phase does not keep goes
             event = getattr(inst, slot)
             if event is not None:
                 sched.cancel(event)
@@ -611,10 +611,13 @@ class Engine:
         rule = TIMERS[phase]
         for timer in rule.starts:
             self._start_timer(inst, timer, phase, rule)
+        # Upstream's version: (unix_seconds << 16) | counter, strictly increasing per instance.
+        version = old[0] + 1
+        floor = (now // SECOND) << 16
         status = _new_status(
             InstanceStatus,
             (
-                old[0],
+                version if version > floor else floor,
                 phase,
                 old[2],
                 old[3],
@@ -625,7 +628,7 @@ class Engine:
                 old[8],
             ),
         )
-        self._set_status(inst, status, cause, first=first)
+        self._publish(inst, None if first else old, status, cause)
         if phase is Phase.IMAGEBUILD:
             self.builds.begin(inst, self.now)
 
@@ -698,7 +701,12 @@ class Engine:
         previous = None if first else inst.status
         # Upstream: (unix_seconds << 16) | counter, strictly increasing per instance.
         version = max(inst.status[0] + 1, (self.now // SECOND) << 16)
-        status = _new_status(InstanceStatus, (version, *status[1:]))
+        self._publish(inst, previous, _new_status(InstanceStatus, (version, *status[1:])), cause)
+
+    def _publish(
+        self, inst: Instance, previous: InstanceStatus | None, status: InstanceStatus, cause: str
+    ) -> None:
+        """``status`` (its version set) is the instance's now: report the change."""
         inst.status = status
         change = _new_status(
             StatusChange,
@@ -726,7 +734,7 @@ class Engine:
                 self.faults.unbind(failure, inst)
                 self.fail(inst.id, effect.reason, list(effect.log_tail) or None)
                 return
-            target = next_phase(inst.phase, Trigger.STEP_DONE)
+            target = AFTER_STEP.get(inst.status[1])
             if target is not None:
                 self._enter(inst, target, "step")
         elif kind is EventKind.BUILD_LOG:

@@ -202,14 +202,15 @@ class FaultBook:
         """Attach a lifecycle fault to an instance (it counts as one application)."""
         fault.take()
         fault.instances.append(inst.id)
-        inst.faults.append(fault.id)
+        inst.faults = (*inst.faults, fault.id)
 
     @staticmethod
     def unbind(fault: Fault, inst: Instance) -> bool:
         """Detach; False when it was not (or no longer) bound to ``inst``."""
         if fault.id not in inst.faults:
             return False
-        inst.faults.remove(fault.id)
+        i = inst.faults.index(fault.id)
+        inst.faults = inst.faults[:i] + inst.faults[i + 1 :]
         return True
 
     def bound(self, inst: Instance, effect: type, phase: Phase | None = None) -> Fault | None:

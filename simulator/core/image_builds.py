@@ -52,7 +52,7 @@ class Build:
     """Text lines written for certain: all of them that count once the build is finished."""
     finished: bool = False
     failed: bool = False
-    tail: list[str] = field(default_factory=list)
+    tail: tuple[str, ...] = ()
     """Lines written after the text (a failure's error tail)."""
     followed: bool = False
     """Someone reads the lines as they come: BUILD_LOG events report them to the observer."""
@@ -100,7 +100,7 @@ class Build:
         n = self.due(self.clock())
         if n == 1 and not self.tail and self.known_text is None:
             return [_header(self.repository)]  # line 0 needs no draw
-        return [*self.text[:n], *self.tail] if n else list(self.tail)
+        return [*self.text[:n], *self.tail]
 
     @property
     def pending(self) -> list[str]:
@@ -218,7 +218,7 @@ class ImageBuilds:
         if build.followed:
             self._report(inst, build, written)
         build.written = written
-        build.tail = list(log_tail) if log_tail is not None else failure_tail(reason)
+        build.tail = tuple(log_tail if log_tail is not None else failure_tail(reason))
         if build.followed:
             for line in build.tail:
                 self._write(inst, line)

@@ -115,7 +115,7 @@ class Instance:
     log: ScheduledEvent | None = field(default=None, repr=False)
     interrupt: ScheduledEvent | None = field(default=None, repr=False)
     startup: ScheduledEvent | None = field(default=None, repr=False)
-    faults: list[str] = field(default_factory=list, repr=False)
+    faults: tuple[str, ...] = field(default=(), repr=False)
     """Ids of the lifecycle faults bound to this instance and not yet spent."""
     owner_key: bytes = field(default=b"", repr=False)
     """The owner's key (:func:`ids.user_key`) the owner token is derived from."""

@@ -358,7 +358,7 @@ def _import(data: Json, observer: Observer | None) -> Engine:
             last_activity=i["last_activity"],
             timeout_ref=int(i["timeout_ref"]),
             build=None if b is None else engine.builds.restore(**b),
-            faults=list(i["faults"]),
+            faults=tuple(i["faults"]),
         )
         engine.instances[inst.id] = inst
         for slot, (at, seq) in i["events"].items():

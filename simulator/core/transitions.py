@@ -53,7 +53,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "ACTIVE_PHASES",
+    "AFTER_STEP",
     "CANCELS",
+    "CANCEL_SLOTS",
     "EVENT_TRIGGERED_TRANSITIONS",
     "HAPPY_PATH",
     "INITIAL_PHASES",
@@ -312,6 +314,18 @@ def _cancels() -> dict[Phase, tuple[Timer, ...]]:
 CANCELS: Mapping[Phase, tuple[Timer, ...]] = _cancels()
 """phase -> the timers entering it cancels: any a phase before may leave pending that it does not
 keep (derived, so the engine never looks at a timer that cannot be there)."""
+
+CANCEL_SLOTS: Mapping[Phase, tuple[str, ...]] = {
+    phase: tuple(timer.value for timer in timers) for phase, timers in CANCELS.items()
+}
+"""The same, as the instance slots that hold those timers (the engine's hot path reads these)."""
+
+AFTER_STEP: Mapping[Phase, Phase] = {
+    phase: triggers[Trigger.STEP_DONE]
+    for phase, triggers in EVENT_TRIGGERED_TRANSITIONS.items()
+    if Trigger.STEP_DONE in triggers
+}
+"""phase -> where its STEP_DONE leads (:func:`next_phase` of the commonest trigger, kept ready)."""
 
 
 def next_phase(phase: Phase, trigger: Trigger) -> Phase | None:
