@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.core import state
+from simulator.core.build_logs import Build
 from simulator.core.engine import Engine
-from simulator.core.image_builds import Build
 from simulator.core.model import BuildLogLine, EngineEvent
 from simulator.core.plan import LifecyclePlan
 from simulator.core.scheduler import EventKind

@@ -1,8 +1,16 @@
-"""Image build log text, generated from the seeded source so the same seed writes the same lines."""
+"""An image build's log: its text, generated from a seed so the same seed writes the same lines,
+and :class:`Build`, which lines of it are written at an instant (the rules are in
+:mod:`simulator.core.image_builds`, which starts, advances and ends builds)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from simulator.core.simtime import SimTime
+
+Clock = Callable[[], SimTime]
 
 _BASES = (
     "gitpod/workspace-full:2022-05-25-08-50-33",
@@ -44,7 +52,7 @@ def build_log(rng: random.Random, repository: str, count: int) -> list[str]:
     """``count`` lines of a Docker-style build for ``repository``; the last one reports success
     (the engine writes it only when the build succeeds)."""
     steps = max(1, count - 3)
-    lines = [f"Building workspace image for {repository or 'snapshot'}"]
+    lines = [_header(repository)]
     lines.append(f"Step 1/{steps + 1} : FROM {rng.choice(_BASES)}")
     for i in range(2, steps + 2):
         template = rng.choice(_STEPS)
@@ -60,3 +68,80 @@ def build_log(rng: random.Random, repository: str, count: int) -> list[str]:
 def failure_tail(reason: str) -> list[str]:
     """What a failed build prints last, when the caller gave no log tail of its own."""
     return [f"ERROR: {reason}", "Build failed."]
+
+
+@dataclass(slots=True, eq=False)
+class Build:
+    """An image build's log: what is written follows the clock until the build is finished."""
+
+    repository: str
+    count: int
+    """Lines in the text (the last one reports success)."""
+    seed: int
+    """The text's own seed."""
+    started_at: SimTime
+    duration: int
+    clock: Clock = field(repr=False)
+    """The world's simulated time (what is written depends on it)."""
+    written: int = 0
+    """Text lines written for certain: all of them that count once the build is finished."""
+    finished: bool = False
+    failed: bool = False
+    tail: tuple[str, ...] = ()
+    """Lines written after the text (a failure's error tail)."""
+    followed: bool = False
+    """Someone reads the lines as they come: BUILD_LOG events report them to the observer."""
+    reported: int = 0
+    """Text lines the observer was told of (while followed)."""
+    known_text: list[str] | None = field(default=None, repr=False)
+    """The text once drawn (or restored from a state file)."""
+
+    @property
+    def text(self) -> list[str]:
+        """The whole text, drawn from the build's seed the first time it is needed."""
+        text = self.known_text
+        if text is None:
+            text = self.known_text = build_log(
+                random.Random(self.seed), self.repository, self.count
+            )
+        return text
+
+    def due(self, now: SimTime) -> int:
+        """How many text lines are written at ``now``."""
+        if self.finished or self.count <= 1:
+            return self.written
+        if self.duration <= 0:
+            on_clock = self.count - 1
+        elif now < self.started_at:
+            on_clock = 0
+        else:  # the largest k with started_at + duration * k // count <= now, plus line 0
+            on_clock = min(
+                self.count - 1, 1 + ((now - self.started_at + 1) * self.count - 1) // self.duration
+            )
+        return max(self.written, on_clock)
+
+    def next_at(self, now: SimTime) -> SimTime | None:
+        """When the next text line is written on the clock (None: none before the build ends)."""
+        if self.finished or self.duration <= 0:
+            return None
+        k = self.due(now)
+        if k >= self.count - 1:
+            return None
+        return max(self.started_at + self.duration * k // self.count, now)
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines written so far (a new list)."""
+        n = self.due(self.clock())
+        if n == 1 and not self.tail and self.known_text is None:
+            return [_header(self.repository)]  # line 0 needs no draw
+        return [*self.text[:n], *self.tail]
+
+    @property
+    def pending(self) -> list[str]:
+        """The text lines not written yet."""
+        return self.text[self.due(self.clock()) :]
+
+
+def _header(repository: str) -> str:
+    return f"Building workspace image for {repository or 'snapshot'}"

@@ -30,7 +30,6 @@ from simulator.core.faults import (
     FailPhase,
     Fault,
     InterruptRunning,
-    StallPhase,
     Target,
 )
 from simulator.core.idempotency import IdempotencyRecords
@@ -53,15 +52,14 @@ from simulator.core.quotas import Quotas
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.core.seeds import RandomStreams
 from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
+from simulator.core.timers import InstanceTimers
 from simulator.core.transitions import (
     AFTER_STEP,
     CANCEL_SLOTS,
     TIMEOUT_ACTIVITY,
     TIMERS,
     Phase,
-    PhaseTimers,
     Timeout,
-    Timer,
     Trigger,
     next_phase,
 )
@@ -151,8 +149,9 @@ class Engine:
             workspaces=self.workspaces,
             instances=self.instances,
             users=self.users,
-            schedule_step=self._schedule_step,
+            schedule_step=lambda inst, phase: self.timers.step(inst, phase, self.now),
         )
+        self.timers = InstanceTimers(self.scheduler, self.random, self.builds, self.fault_effects)
         self.quotas: Quotas = quotas or Quotas()
         self.set_quotas(self.quotas)
 
@@ -202,12 +201,7 @@ class Engine:
         _limit("prebuild_id", prebuild_id or "", MAX_TOKEN)
         _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         fingerprint = (
-            ("context", context_url or "")
-            if context_url is not None
-            else (
-                "prebuild",
-                prebuild_id or "",
-            )
+            ("context", context_url) if context_url is not None else ("prebuild", prebuild_id or "")
         )
         replayed = self.idempotency.replay(
             caller.id, "CreateAndStartWorkspace", idempotency_token, fingerprint
@@ -299,7 +293,7 @@ class Engine:
             self._set_status(
                 inst, inst.status._replace(first_user_activity=self.now), "user-activity"
             )
-        self._schedule_inactivity(inst)
+        self.timers.inactivity(inst, self.now)
         return inst
 
     def set_shared(self, workspace_id: str, shared: bool) -> Workspace:
@@ -609,8 +603,9 @@ class Engine:
             ws.active_instance_id = None
             self._touch(ws, now)
         rule = TIMERS[phase]
+        start = self.timers.start
         for timer in rule.starts:
-            self._start_timer(inst, timer, phase, rule)
+            start(inst, timer, phase, rule, now)
         # Upstream's version: (unix_seconds << 16) | counter, strictly increasing per instance.
         version = old[0] + 1
         floor = (now // SECOND) << 16
@@ -631,61 +626,6 @@ class Engine:
         self._publish(inst, None if first else old, status, cause)
         if phase is Phase.IMAGEBUILD:
             self.builds.begin(inst, self.now)
-
-    def _start_timer(self, inst: Instance, timer: Timer, phase: Phase, rule: PhaseTimers) -> None:
-        """Schedule one of the timers ``phase`` starts (a kept one still pending is left alone)."""
-        now = self.now
-        if timer is Timer.STEP:
-            if phase is Phase.IMAGEBUILD:
-                plan = inst.plan
-                duration = plan.duration_of(phase, self.random.durations)
-                if self.faults.bound(inst, StallPhase, phase) is None:
-                    inst.step = self.scheduler.schedule(now + duration, EventKind.STEP, inst.id)
-                self.builds.prepare(inst, self.random.logs, plan.build_log_lines, now, duration)
-            else:
-                inst.step = self._schedule_step(inst, phase)
-        elif timer is Timer.PHASE_TIMEOUT:
-            assert rule.timeout is not None
-            limit: Duration | None = getattr(inst.plan.timeouts, rule.timeout.value)
-            if limit is not None:
-                inst.timeout_ref = now
-                inst.phase_timeout = self.scheduler.schedule(
-                    now + limit, EventKind.PHASE_TIMEOUT, inst.id
-                )
-        elif timer is Timer.STARTUP:
-            limit = inst.plan.timeouts.startup
-            if limit is not None:  # from entering PENDING, kept through CREATING, INITIALIZING
-                inst.startup = self.scheduler.schedule(
-                    now + limit, EventKind.STARTUP_TIMEOUT, inst.id
-                )
-        elif timer is Timer.INACTIVITY:
-            self._schedule_inactivity(inst)
-        elif timer is Timer.LIFETIME:
-            limit = inst.plan.timeouts.max_lifetime
-            if inst.lifetime is None and limit is not None:
-                # Never in the past: a lifetime already over ends at once.
-                at = max(inst.created_at + limit, now)
-                inst.lifetime = self.scheduler.schedule(at, EventKind.LIFETIME_TIMEOUT, inst.id)
-        elif timer is Timer.INTERRUPT:
-            self.fault_effects.schedule_interrupt(inst, now)
-        else:  # pragma: no cover - the table starts no other timer on entry
-            raise AssertionError(f"{phase.name} cannot start {timer.name} on entry")
-
-    def _schedule_step(self, inst: Instance, phase: Phase) -> ScheduledEvent | None:
-        if self.faults.bound(inst, StallPhase, phase) is not None:
-            return None  # stalled: only a timeout, a stop or clearing the fault ends it
-        duration = inst.plan.duration_of(phase, self.random.durations)
-        return self.scheduler.schedule(self.now + duration, EventKind.STEP, inst.id)
-
-    def _schedule_inactivity(self, inst: Instance) -> None:
-        self.scheduler.cancel(inst.inactivity)
-        inst.inactivity = None
-        limit = inst.plan.timeouts.inactivity
-        if limit is not None:
-            since = inst.last_activity if inst.last_activity is not None else inst.running_at
-            assert since is not None
-            at = max(since + limit, self.now)
-            inst.inactivity = self.scheduler.schedule(at, EventKind.INACTIVITY_TIMEOUT, inst.id)
 
     def _write_log(self, inst: Instance, line: str) -> None:
         if self.observer is not None:

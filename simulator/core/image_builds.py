@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from simulator.core.build_logs import build_log, failure_tail
+from simulator.core.build_logs import Build, Clock, failure_tail
 from simulator.core.scheduler import EventKind, Scheduler
 from simulator.core.simtime import Duration, SimTime
 
@@ -32,84 +31,6 @@ if TYPE_CHECKING:
     from simulator.core.model import Instance
 
 WriteLine = Callable[["Instance", str], None]
-Clock = Callable[[], SimTime]
-
-
-@dataclass(slots=True, eq=False)
-class Build:
-    """An image build's log: what is written follows the clock until the build is finished."""
-
-    repository: str
-    count: int
-    """Lines in the text (the last one reports success)."""
-    seed: int
-    """The text's own seed."""
-    started_at: SimTime
-    duration: int
-    clock: Clock = field(repr=False)
-    """The world's simulated time (what is written depends on it)."""
-    written: int = 0
-    """Text lines written for certain: all of them that count once the build is finished."""
-    finished: bool = False
-    failed: bool = False
-    tail: tuple[str, ...] = ()
-    """Lines written after the text (a failure's error tail)."""
-    followed: bool = False
-    """Someone reads the lines as they come: BUILD_LOG events report them to the observer."""
-    reported: int = 0
-    """Text lines the observer was told of (while followed)."""
-    known_text: list[str] | None = field(default=None, repr=False)
-    """The text once drawn (or restored from a state file)."""
-
-    @property
-    def text(self) -> list[str]:
-        """The whole text, drawn from the build's seed the first time it is needed."""
-        text = self.known_text
-        if text is None:
-            text = self.known_text = build_log(
-                random.Random(self.seed), self.repository, self.count
-            )
-        return text
-
-    def due(self, now: SimTime) -> int:
-        """How many text lines are written at ``now``."""
-        if self.finished or self.count <= 1:
-            return self.written
-        if self.duration <= 0:
-            on_clock = self.count - 1
-        elif now < self.started_at:
-            on_clock = 0
-        else:  # the largest k with started_at + duration * k // count <= now, plus line 0
-            on_clock = min(
-                self.count - 1, 1 + ((now - self.started_at + 1) * self.count - 1) // self.duration
-            )
-        return max(self.written, on_clock)
-
-    def next_at(self, now: SimTime) -> SimTime | None:
-        """When the next text line is written on the clock (None: none before the build ends)."""
-        if self.finished or self.duration <= 0:
-            return None
-        k = self.due(now)
-        if k >= self.count - 1:
-            return None
-        return max(self.started_at + self.duration * k // self.count, now)
-
-    @property
-    def lines(self) -> list[str]:
-        """The lines written so far (a new list)."""
-        n = self.due(self.clock())
-        if n == 1 and not self.tail and self.known_text is None:
-            return [_header(self.repository)]  # line 0 needs no draw
-        return [*self.text[:n], *self.tail]
-
-    @property
-    def pending(self) -> list[str]:
-        """The text lines not written yet."""
-        return self.text[self.due(self.clock()) :]
-
-
-def _header(repository: str) -> str:
-    return f"Building workspace image for {repository or 'snapshot'}"
 
 
 class ImageBuilds:

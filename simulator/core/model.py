@@ -14,8 +14,8 @@ from simulator.core.simtime import SimTime
 from simulator.core.transitions import ACTIVE_PHASES, Phase
 
 if TYPE_CHECKING:
+    from simulator.core.build_logs import Build
     from simulator.core.context_urls import ParsedContext
-    from simulator.core.image_builds import Build
     from simulator.core.plan import LifecyclePlan
     from simulator.core.scheduler import ScheduledEvent
 
