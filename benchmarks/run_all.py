@@ -21,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_fanout
+import bench_in_process
 import bench_misc
 import bench_sessions
 import bench_unary
@@ -118,6 +119,13 @@ def main() -> None:
     rows.append([
         "lifecycle over TCP, autojump, grpcio", f"{life['median_ms']:.1f} ms", "-", "-",
         "<= 40 ms", _verdict(life["median_ms"] <= 40),
+    ])  # fmt: skip
+
+    test = bench_in_process.run()
+    rows.append([
+        "in-process test: Simulator + channel + create -> RUNNING -> STOPPED",
+        f"{test['sim_ms']:.2f} ms", f"bare grpclib, same calls {test['bare_ms']:.2f} ms",
+        f"{test['bare_ms'] / test['sim_ms']:.2f}", "<= 1.0 ms", _verdict(test["sim_ms"] <= 1.0),
     ])  # fmt: skip
 
     sessions = subprocess.run(
