@@ -57,21 +57,15 @@ def repeated_status_version(**options: Any) -> Simulator:
     sim = _fresh(**options)
     engine = sim.engine
 
-    def _set_status(
-        inst: Instance, status: InstanceStatus, cause: str, *, first: bool = False
-    ) -> None:
-        previous = None if first else inst.status
-        version = max(inst.status.version, (engine.now // SECOND) << 16)  # the bug: no +1
-        inst.status = status = status._replace(version=version)
-        change = StatusChange(
-            engine.now, inst.id, inst.workspace_id, inst.owner_id, previous, status, cause
-        )
-        if engine._fired is not None:
-            engine._fired.append(change)
-        if engine.observer is not None:
-            engine.observer(change)
+    publish = engine._publish
 
-    engine._set_status = _set_status  # type: ignore[method-assign]
+    def _publish(
+        inst: Instance, previous: InstanceStatus | None, status: InstanceStatus, cause: str
+    ) -> None:
+        version = max(inst.status.version, (engine.now // SECOND) << 16)  # the bug: no +1
+        publish(inst, previous, status._replace(version=version), cause)
+
+    engine._publish = _publish  # type: ignore[method-assign]
     return sim
 
 
