@@ -595,8 +595,7 @@ def wait(
     seconds = limit.total_seconds() or 10.0
     answer = _call(ctx, lambda s: s.wait_for(request), timeout=seconds + 5)
     click.echo(
-        f"{answer.instance_id} listeners={answer.listeners}"
-        f" phase={Phase(answer.phase.value).name}"
+        f"{answer.instance_id} listeners={answer.listeners} phase={Phase(answer.phase.value).name}"
     )
 
 

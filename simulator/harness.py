@@ -172,7 +172,10 @@ class ControlClient:
         return self._server.run(self._call(method, request, timeout), timeout + 5)
 
     async def acall(
-        self, method: str, request: Any, timeout: float = CALL_TIMEOUT  # noqa: ASYNC109
+        self,
+        method: str,
+        request: Any,
+        timeout: float = CALL_TIMEOUT,  # noqa: ASYNC109
     ) -> Any:
         """:meth:`call` from an ``async def`` test."""
         return await self._server.arun(self._call(method, request, timeout))

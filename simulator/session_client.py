@@ -93,9 +93,7 @@ async def create_session(
             clock_mode=_MODES[clock],
             speed=speed,
             autojump_grace=autojump_grace,
-            users=[
-                spb.SessionUser(user_id=u, token=t or "") for u, t in (users or {}).items()
-            ],
+            users=[spb.SessionUser(user_id=u, token=t or "") for u, t in (users or {}).items()],
         )
     )
     assert response.session is not None

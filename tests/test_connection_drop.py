@@ -74,9 +74,7 @@ def retried(call: Any, request: Any) -> Any:
 def drop(stubs: SimpleNamespace, method: str, **fields: Any) -> None:
     spb = stubs.spb
     spec = spb.FaultSpec(count=1, connection_drop=spb.ConnectionDrop(method=method, **fields))
-    stubs.check.ctl.AddFault(
-        spb.AddFaultRequest(spec=spec), metadata=ADMIN_MD, timeout=TIMEOUT
-    )
+    stubs.check.ctl.AddFault(spb.AddFaultRequest(spec=spec), metadata=ADMIN_MD, timeout=TIMEOUT)
 
 
 def journaled(stubs: SimpleNamespace, method: str) -> list[tuple[str, str]]:

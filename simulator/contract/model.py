@@ -11,7 +11,7 @@ the harness.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 
 from grpclib.const import Status
 
@@ -53,8 +53,13 @@ def describe(status: pb.WorkspaceInstanceStatus) -> str:
     return f"{status.phase.name} (status_version {status.status_version})"
 
 
-def _without_admission(status: pb.WorkspaceInstanceStatus) -> bytes:
-    return bytes(replace(status, admission=pb.AdmissionLevel.UNSPECIFIED))
+_COMPARED = tuple(f.name for f in fields(pb.WorkspaceInstanceStatus) if f.name != "admission")
+"""Every field of a status but its admission (which follows the workspace's sharing)."""
+
+
+def _same_but_admission(a: pb.WorkspaceInstanceStatus, b: pb.WorkspaceInstanceStatus) -> bool:
+    """The two statuses agree on every field but admission (field by field: no encoding)."""
+    return a is b or all(getattr(a, name) == getattr(b, name) for name in _COMPARED)
 
 
 def check_sequence(instance_id: str, statuses: list[pb.WorkspaceInstanceStatus]) -> None:
@@ -160,6 +165,8 @@ class InstanceModel:
 class WorkspaceModel:
     id: str
     owner: str
+    context: str = ""
+    """The context URL the create drew (without the example's prefix)."""
     shared: bool = False
     instances: list[str] = field(default_factory=list)
     """In start order; the last is the latest instance."""
@@ -268,7 +275,7 @@ class Model:
         same = inst.by_version.get(status.status_version)
         # Admission is read from the workspace, not a status change of a STOPPED one.
         require(
-            same is None or _without_admission(same) == _without_admission(status),
+            same is None or _same_but_admission(same, status),
             f"{where}: instance {inst.id} answered {describe(status)}, but that status_version"
             f" was {describe(same) if same else ''} elsewhere (one version, one status)",
         )

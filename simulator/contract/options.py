@@ -81,10 +81,12 @@ def in_process(
 def remote(options: RemoteOptions) -> type[GitpodContract]:
     """The suite against a running server (API calls only until a control plane exists)."""
     watch = ClockWatch()
+    left_building: set[str] = set()
 
     def target() -> Target:
         made = RemoteTarget(options)
         made.watch = watch  # one watch for the whole run: timestamps across examples
+        made.left_building = left_building  # one build per repository and run left to finish
         LAST_TARGET[:] = [made]
         return made
 

@@ -46,6 +46,8 @@ class StreamRecord:
     terminated: str = ""
     """Set when the HTTP/2 stream was reset or the connection lost without a gRPC status."""
     done: bool = False
+    checked: int = 0
+    """How many of ``messages`` the post-step checks have judged (each is judged once)."""
     task: asyncio.Task[None] | None = None
 
     def label(self) -> str:

@@ -45,6 +45,9 @@ IN_PROCESS_USERS = {"alice": "contract-alice", "bob": "contract-bob"}
 STREAM_WAIT = 5.0
 """Seconds a remote stream may take to deliver what the suite already knows happened."""
 
+SETTLE_ROUNDS = 200
+"""The most loop rounds a remote settle runs (each one reads what the socket holds)."""
+
 SimFactory = Callable[[], Simulator]
 
 
@@ -125,6 +128,9 @@ class Target:
         self.tokens = tokens
         self.stubs: dict[str, pb.WorkspacesServiceStub] = {}
         self.watch = ClockWatch()
+        self.left_building: set[str] = set()
+        """Repositories whose image build an example left running at its end (one per run:
+        the run's targets share the set)."""
 
     @property
     def exact(self) -> bool:
@@ -353,7 +359,16 @@ class RemoteTarget(Target):
         return self._now if self.still else None
 
     async def settle(self) -> None:
-        await asyncio.sleep(0.002)
+        """Run whatever is ready, what the socket already holds included, until the loop is
+        quiet twice running: no real-time wait (streams owe nothing here; a claim that needs
+        one to have caught up waits for it, bounded)."""
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if not getattr(loop, "_ready", None) else 0
+            if quiet >= 2:
+                return
 
     async def wait_briefly(self, done: Callable[[], bool], seconds: float = 1.0) -> None:
         await super().wait_briefly(done, max(seconds, STREAM_WAIT) if self.still else seconds)

@@ -118,16 +118,17 @@ class CoverageFeed:
             effect = fault.effect
             if isinstance(effect, RpcError) and effect.method == path and effect.code == code:
                 return True
-            if isinstance(effect, ConnectionDrop) and effect.method == path and code in (
-                "UNAVAILABLE",
-                "CANCELLED",
+            if (
+                isinstance(effect, ConnectionDrop)
+                and effect.method == path
+                and code
+                in (
+                    "UNAVAILABLE",
+                    "CANCELLED",
+                )
             ):
                 return True
-            if (
-                isinstance(effect, StreamEnd)
-                and effect.method == path
-                and effect.code == code
-            ):
+            if isinstance(effect, StreamEnd) and effect.method == path and effect.code == code:
                 return True
         return False
 
