@@ -32,7 +32,19 @@ def startup(runs: int = 5) -> dict[str, float]:
     With bytecode, as an installed wheel has it (pip compiles at install): a shell with
     PYTHONDONTWRITEBYTECODE=1 and a checkout would otherwise measure compiling every module from
     source on every start. The bytecode goes to a cache of its own (PYTHONPYCACHEPREFIX), written
-    by one start before the timed ones."""
+    by one start before the timed ones.
+
+    Where the time goes, with the same bytecode cache (``-X importtime`` writes to stderr; run each
+    once first to write the bytecode)::
+
+        export PYTHONPYCACHEPREFIX=/tmp/pyc PYTHONPATH=.
+        python -X importtime benchmarks/serve_until_listening.py 2> importtime.txt
+        python -X importtime -c "import asyncio, grpclib.server, click"  # the stack's own floor
+
+    Figures that do not move with the machine's load (other agents share it): instructions, not
+    time: ``valgrind --tool=callgrind --callgrind-out-file=/dev/null python
+    benchmarks/serve_until_listening.py`` ("Collected"), against the same for ``-c pass`` and the
+    floor above."""
     import tempfile
 
     cli = [PY, "-m", "simulator.cli", "serve", "--port", "0", "--clock", "manual", "--quiet"]

@@ -370,6 +370,9 @@ def serve(
     max_idempotency_records_per_user: int = DEFAULT_IDEMPOTENCY_RECORDS,
 ) -> None:
     """Serve gitpod.v1.WorkspacesService over gRPC until SIGINT or SIGTERM."""
+    import gc
+
+    gc.set_threshold(*_GC_THRESHOLDS)  # from here: loading the stack allocates much, frees little
     # the server stack loads only when it serves
     from simulator.server.limits import Limits as ServerLimits
     from simulator.server.runtime import Simulator, new_secret_token, new_seed
@@ -585,14 +588,19 @@ def descriptors(file: str) -> None:
         Path(file).write_bytes(data)
 
 
+_GC_THRESHOLDS = (50_000, 20, 100)
+"""Collect the youngest generation less often: a server holding 100,000 workspaces otherwise
+spends most of its time in full collections (measured: benchmarks/engine_scale.py grew
+superlinearly with the default thresholds, linearly with these). Set when ``serve`` starts (loading
+the server stack then collects less: 3% of its start-up), kept by :func:`_tune_gc`."""
+
+
 def _tune_gc() -> None:
-    """Collect the youngest generation less often: a server holding 100,000 workspaces otherwise
-    spends most of its time in full collections (measured: benchmarks/engine_scale.py grew
-    superlinearly with the default thresholds, linearly with these)."""
+    """What start-up made stays out of every later collection; the thresholds stay."""
     import gc
 
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*_GC_THRESHOLDS)
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -5,21 +5,29 @@ such as ``(a+)+$`` froze the whole server for 16.7 s against a 29-character URL,
 character doubled it. RE2 guarantees time linear in the input and refuses what it cannot do in
 linear time (backreferences, lookaround), so a pattern either compiles and matches in microseconds
 or is refused at once with RE2's reason. Patterns are cached: a start matches the same few
-patterns again and again.
+patterns again and again. RE2 (a C++ library) loads with the first pattern compiled, not with the
+core: most worlds never compile one, and start-up time is measured.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Protocol
-
-import re2
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Protocol
 
 from simulator.core import limits
 from simulator.core.errors import InvalidArgument
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # the reason goes to the caller, not to the server's stderr
+if TYPE_CHECKING:
+    import re2
+
+
+@cache
+def _options() -> re2.Options:
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the reason goes to the caller, not to the server's stderr
+    return options
 
 
 class Pattern(Protocol):
@@ -42,8 +50,10 @@ def compile_pattern(pattern: str, field: str = "context pattern") -> Pattern:
 
 @lru_cache(maxsize=1024)
 def _compile(pattern: str, field: str) -> Pattern:
+    import re2
+
     try:
-        compiled: Pattern = re2.compile(pattern, options=_OPTIONS)
+        compiled: Pattern = re2.compile(pattern, options=_options())
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):

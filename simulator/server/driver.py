@@ -8,12 +8,18 @@ autojump sleeps only for the grace period before a timeout.
 from __future__ import annotations
 
 import math
-
-import anyio
+from typing import TYPE_CHECKING
 
 from simulator.core.limits import LATEST_INSTANT
 from simulator.server.clock import ClockMode
+from simulator.server.deferred import deferred_module
 from simulator.server.world import World
+
+if TYPE_CHECKING:
+    import anyio
+    import anyio.lowlevel
+else:  # loaded when the task first runs: a manual-clock world never runs it (deferred.py)
+    anyio = deferred_module("anyio")
 
 
 class ClockDriver:

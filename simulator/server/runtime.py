@@ -56,7 +56,6 @@ from simulator.core.simtime import (
     parse_instant,
     to_datetime,
 )
-from simulator.core.state import export_state, import_state
 from simulator.core.transitions import Phase
 from simulator.server.activity import Activity
 from simulator.server.broadcast import Closed, Hub
@@ -70,7 +69,6 @@ from simulator.server.h2_guard import GuardedServer
 from simulator.server.journal import DEFAULT_MAX_ENTRIES, Journal
 from simulator.server.limits import Limits
 from simulator.server.service import WorkspacesService
-from simulator.server.state_file import StateFileError, read_state_file, write_atomically
 
 if TYPE_CHECKING:
     from grpclib.client import Channel
@@ -403,8 +401,10 @@ class Simulator:
 
     def export_state(self) -> dict[str, Any]:
         """The whole state as JSON-ready data (see :mod:`simulator.core.state`)."""
+        from simulator.core import state  # loaded with the first export (start-up time)
+
         self.sync()
-        data = export_state(self.engine)
+        data = state.export_state(self.engine)
         data["clock"] = {
             "mode": self.clock.mode.value,
             "speed": self.clock.speed,
@@ -414,8 +414,10 @@ class Simulator:
 
     def import_state(self, data: dict[str, Any]) -> None:
         """Replace the whole state with an exported one (open streams end with ABORTED)."""
+        from simulator.core import state  # loaded with the first import (start-up time)
+
         settings = _clock_settings(data)  # checked before anything is replaced
-        engine = import_state(data, observer=self._observe)
+        engine = state.import_state(data, observer=self._observe)
         for n, user in enumerate(data["users"]):
             if user["token"] == self.admin_token:
                 raise InvalidArgument(f"$.users[{n}].token: the admin token cannot be a user's")
@@ -427,11 +429,15 @@ class Simulator:
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`export_state` to a file as a database would (unique temp file, fsync,
         rename: a crash or a concurrent save leaves the old file or the new one, never a mix)."""
+        from simulator.server.state_file import write_atomically
+
         write_atomically(path, json.dumps(self.export_state()))
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
         """Replace the state with a file's; an unreadable file (not UTF-8, not JSON, wrong shape)
         is INVALID_ARGUMENT with one line saying why, and nothing changes."""
+        from simulator.server.state_file import StateFileError, read_state_file
+
         try:
             data = read_state_file(path)
         except StateFileError as exc:
