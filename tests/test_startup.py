@@ -173,3 +173,33 @@ def test_stop_payload_is_the_encoded_empty_response() -> None:
     from simulator._proto.gitpod import v1 as pb
 
     assert bytes(pb.StopWorkspaceResponse()) == STOP_PAYLOAD
+
+
+def test_a_deferred_module_loads_at_its_first_read_then_is_that_module() -> None:
+    probe = """
+import json, sys, types
+from simulator.server.deferred import deferred_module
+stand_in = deferred_module("colorsys")
+before = "colorsys" in sys.modules
+hsv = stand_in.rgb_to_hsv(1.0, 0.0, 0.0)
+import colorsys
+try:
+    stand_in.no_such_name
+    missing = "found"
+except AttributeError as exc:
+    missing = str(exc)
+print("PROBE " + json.dumps({
+    "before": before,
+    "hsv": hsv,
+    "same": stand_in.rgb_to_hsv is colorsys.rgb_to_hsv,
+    "plain": type(stand_in) is types.ModuleType,
+    "missing": missing,
+}))
+"""
+    assert _run(probe) == {
+        "before": False,
+        "hsv": [0.0, 1.0, 1.0],
+        "same": True,
+        "plain": True,
+        "missing": "module 'colorsys' has no attribute 'no_such_name'",
+    }

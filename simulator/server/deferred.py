@@ -28,16 +28,21 @@ _T = TypeVar("_T")
 
 class _DeferredModule(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
-        # only for names not (yet) in the stand-in's own dict: the first access, or a missing name
+        # only for names not in the stand-in's own dict: that is, the first read
         module = importlib.import_module(self.__name__)
         self.__dict__.update(module.__dict__)
+        # a plain module from now on: Python's fast path for module attributes applies again
+        # (a subclass with __getattr__ costs 90 ns a read instead of 7)
+        self.__class__ = types.ModuleType  # type: ignore[assignment]
         return getattr(module, name)
 
 
 def deferred_module(name: str) -> Any:
-    """A stand-in for module ``name``, which is imported at the first attribute read. Type it
-    with the real import under ``if TYPE_CHECKING``. ``sys.modules`` is not touched: any other
-    importer gets the real module, and both see the same classes."""
+    """A stand-in for module ``name``, which is imported at the first attribute read and then
+    holds the module's names as they are at that moment (what the module defines, and the
+    submodules it imported). Type it with the real import under ``if TYPE_CHECKING``.
+    ``sys.modules`` is not touched: any other importer gets the real module, and both see the
+    same classes."""
     return _DeferredModule(name)
 
 
