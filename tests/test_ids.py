@@ -265,3 +265,13 @@ def test_head_commit_deterministic_and_input_sensitive() -> None:
     assert ids.head_commit(1, "github.com/a/b", "dev") != base
     # The separator keeps (repo, ref) pairs from colliding when concatenated.
     assert ids.head_commit(1, "ab", "c") != ids.head_commit(1, "a", "bc")
+
+
+def test_instance_id_is_uuid4_of_the_same_bits() -> None:
+    """Formatted by hand (a hot path), it must be exactly what uuid.UUID(version=4) gives."""
+    import uuid
+
+    mine, theirs = random.Random(11), random.Random(11)
+    for _ in range(20_000):
+        expected = str(uuid.UUID(int=theirs.getrandbits(128), version=4))
+        assert ids.instance_id(mine) == expected

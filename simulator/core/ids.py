@@ -7,12 +7,12 @@ state or the clock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import random
 import re
 import string
-import uuid
 from collections.abc import Sequence
 
 __all__ = [
@@ -75,8 +75,10 @@ def _draw(rng: random.Random, alphabet: Sequence[str], length: int) -> str:
     return "".join(rng.choices(alphabet, k=length))
 
 
+@functools.lru_cache(maxsize=4096)
 def _clean_segment(text: str) -> str:
-    """Lower-case and keep only [a-z0-9], as upstream does for id segments."""
+    """Lower-case and keep only [a-z0-9], as upstream does for id segments (cached: the same
+    owners and repositories come again and again)."""
     return _NOT_ID_CHAR_RE.sub("", text.lower())
 
 
@@ -101,7 +103,14 @@ def workspace_id(rng: random.Random, owner: str, repo: str) -> str:
 
 def instance_id(rng: random.Random) -> str:
     """A canonical lower-case UUID v4 built from 128 rng bits (version and variant bits forced)."""
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    n = (rng.getrandbits(128) & _UUID_KEEP) | _UUID_V4  # as uuid.UUID(int=..., version=4)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_KEEP = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+_UUID_V4 = (0x8000 << 48) | (4 << 76)
+"""The variant (RFC 4122) and version (4) bits ``uuid.UUID(version=4)`` forces."""
 
 
 def user_key(seed: int, user_id: str, purpose: str = "owner-tokens") -> bytes:
