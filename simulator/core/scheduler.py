@@ -1,9 +1,10 @@
 """Future engine events, ordered by simulated time.
 
 Events due at the same instant fire in the order they were scheduled (a global sequence number
-breaks ties), so the order never depends on hashing, ids or the wall clock. Cancelling is O(1):
-the entry is marked dead and skipped when it reaches the top; dead entries are compacted away
-when they outnumber the live ones, so the heap never grows without bound.
+breaks ties), so the order never depends on hashing, ids or the wall clock. Scheduling at an
+instant already pending is O(1) (events wait in a list per instant; only distinct instants are
+in the heap). Cancelling is O(1): the entry is marked dead and skipped when it reaches the front;
+dead entries are compacted away when they outnumber the live ones, so nothing grows without bound.
 """
 
 from __future__ import annotations
@@ -77,12 +78,24 @@ class ScheduledEvent:
 
 
 class Scheduler:
-    """A min-heap of :class:`ScheduledEvent` keyed by ``(at, seq)``."""
+    """Events keyed by ``(at, seq)``: a bucket (a list, in ``seq`` order) per instant, and a
+    min-heap of the instants.
 
-    __slots__ = ("_dead", "_heap", "_live", "_seq")
+    Many events share an instant (fixed durations, instances created together), so scheduling one
+    at an instant already pending is an append and the heap holds only distinct instants. A new
+    event always has the greatest ``seq`` so far (a state import re-creates them in ``seq``
+    order), so appending keeps each bucket in order. Only the front bucket (the earliest instant)
+    is consumed, from a read position (``_head``), so taking an event is O(1) too.
+    """
+
+    __slots__ = ("_buckets", "_dead", "_head", "_head_at", "_live", "_seq", "_times")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[SimTime, int, ScheduledEvent]] = []
+        self._buckets: dict[SimTime, list[ScheduledEvent]] = {}
+        self._times: list[SimTime] = []
+        self._head_at: SimTime | None = None
+        """The instant whose bucket is read from ``_head`` on (every other is read from 0)."""
+        self._head = 0
         self._seq = 0
         self._live = 0
         self._dead = 0
@@ -94,7 +107,12 @@ class Scheduler:
     def schedule(self, at: SimTime, kind: EventKind, instance_id: str) -> ScheduledEvent:
         self._seq += 1
         event = ScheduledEvent(at, self._seq, kind, instance_id)
-        heapq.heappush(self._heap, (at, self._seq, event))
+        bucket = self._buckets.get(at)
+        if bucket is None:
+            self._buckets[at] = [event]
+            heapq.heappush(self._times, at)
+        else:
+            bucket.append(event)
         self._live += 1
         return event
 
@@ -110,9 +128,16 @@ class Scheduler:
     def schedule_as(
         self, at: SimTime, seq: int, kind: EventKind, instance_id: str
     ) -> ScheduledEvent:
-        """Re-create a saved event with its original schedule order (state import)."""
+        """Re-create a saved event with its original schedule order (state import: in ``seq``
+        order, into a scheduler that has scheduled nothing else)."""
         event = ScheduledEvent(at, seq, kind, instance_id)
-        heapq.heappush(self._heap, (at, seq, event))
+        bucket = self._buckets.get(at)
+        if bucket is None:
+            self._buckets[at] = [event]
+            heapq.heappush(self._times, at)
+        else:
+            assert bucket[-1].seq < seq, "events must be re-created in seq order"
+            bucket.append(event)
         self._live += 1
         return event
 
@@ -128,23 +153,53 @@ class Scheduler:
 
     def peek(self) -> ScheduledEvent | None:
         """The next event to fire, without removing it."""
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
-            self._dead -= 1
-        return heap[0][2] if heap else None
+        times = self._times
+        buckets = self._buckets
+        while times:
+            at = times[0]
+            bucket = buckets[at]
+            if at != self._head_at:
+                self._move_head(at)
+            i = self._head
+            n = len(bucket)
+            while i < n and bucket[i].cancelled:
+                i += 1
+                self._dead -= 1
+            self._head = i
+            if i < n:
+                return bucket[i]
+            del buckets[at]
+            heapq.heappop(times)
+            self._head_at = None
+        return None
 
     def pop_due(self, until: SimTime) -> ScheduledEvent | None:
         """Remove and return the next event due at or before ``until``, or None."""
         event = self.peek()
         if event is None or event.at > until:
             return None
-        heapq.heappop(self._heap)
+        self._head += 1  # peek made its bucket the front one
         event.cancelled = True  # fired: a later cancel() is a no-op
         self._live -= 1
         return event
 
+    def _move_head(self, at: SimTime) -> None:
+        """Read ``at``'s bucket from its start; the old front bucket keeps only what is unread."""
+        old = self._head_at
+        if old is not None and self._head and old in self._buckets:
+            self._buckets[old] = self._buckets[old][self._head :]
+        self._head_at = at
+        self._head = 0
+
     def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if not entry[2].cancelled]
-        heapq.heapify(self._heap)
+        self._move_head(-1)  # no bucket is partly read while rebuilding
+        buckets: dict[SimTime, list[ScheduledEvent]] = {}
+        for at, bucket in self._buckets.items():
+            alive = [e for e in bucket if not e.cancelled]
+            if alive:
+                buckets[at] = alive
+        self._buckets = buckets
+        self._times = list(buckets)
+        heapq.heapify(self._times)
+        self._head_at = None
         self._dead = 0
