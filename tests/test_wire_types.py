@@ -85,3 +85,30 @@ async def test_every_field_sent_with_the_wrong_wire_type_is_invalid_argument() -
     assert tried["Duration"] >= 3 * 21 and tried["Timestamp"] >= 3 * 3, tried
     assert len(tried) >= 8, tried
     assert json.dumps(sim.export_state(), sort_keys=True) == before  # nothing changed
+
+
+async def test_a_field_this_server_does_not_know_is_accepted_and_journaled_as_sent() -> None:
+    """A newer client's extra field (number 99) is ignored, as protobuf requires; the request the
+    journal keeps is the bytes that came, not a re-encoding that would drop it. A known field in
+    the same request with the wrong wire type is still refused (the fast path of the type check
+    only applies when every field was known)."""
+    from simulator._proto.gitpod import v1 as pb
+
+    sim = Simulator(seed=6, users={"alice": ALICE})
+    path = "/gitpod.v1.WorkspacesService/CreateAndStartWorkspace"
+    known = bytes(pb.CreateAndStartWorkspaceRequest(context_url="https://github.com/o/r"))
+    extra = known + _tag(99, VARINT) + _varint(7)
+    async with sim.channel() as channel:
+        handler = sim.service.__mapping__()[path]
+        reply = await _call_raw(channel, path, handler, extra, ALICE)
+        assert reply.workspace_id
+        entry = [e for e in sim.journal.read() if getattr(e, "method", "") == path][-1]
+        assert entry.request_bytes == extra
+        number = pb.CreateAndStartWorkspaceRequest._betterproto.meta_by_field_name["context_url"]
+        mistyped = extra + _tag(number.number, VARINT) + b"\x05"  # a string as a varint
+        try:
+            await _call_raw(channel, path, handler, mistyped, ALICE)
+        except GRPCError as exc:
+            assert exc.status is Status.INVALID_ARGUMENT and "context_url" in (exc.message or "")
+        else:
+            raise AssertionError("a string sent as a varint was accepted")

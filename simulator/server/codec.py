@@ -29,6 +29,19 @@ else:  # loaded by the first request decoded (start-up time: see deferred.py)
 
 _URL_PREFIX = "type.googleapis.com/"
 
+WIRE_BYTES = "_gitpod_sim_wire"
+"""The attribute a decoded request keeps its bytes in, as they came (the journal keeps those
+instead of encoding the message again)."""
+
+
+def _every_field_known(parsed: Any) -> bool:
+    """No field anywhere in Google's parse of the request was unknown to it. A known field sent
+    with the wrong wire type is kept as an unknown one, and only such a field can reach
+    betterproto2 with the wrong Python type: without any, the type check has nothing to find."""
+    size = parsed.ByteSize()
+    parsed.DiscardUnknownFields()
+    return bool(parsed.ByteSize() == size)
+
 
 class Preencoded:
     """A message already serialised; :class:`SimCodec` sends ``data`` as is."""
@@ -56,17 +69,21 @@ class SimCodec(ProtoCodec):
     def decode(self, data: bytes, message_type: Any) -> Any:
         checker = self._checker(message_type)
         name = message_type.__name__
+        every_field_known = False
         if checker is not None:
             try:
-                checker.FromString(data)
+                parsed = checker.FromString(data)
             except Exception as exc:  # the parser's own DecodeError and friends
                 raise GRPCError(
                     Status.INVALID_ARGUMENT, f"malformed {name}: {exc or type(exc).__name__}"
                 ) from None
+            every_field_known = _every_field_known(parsed)
         try:
             message = message_type.FromString(data)
             if isinstance(message, betterproto2.Message):
-                _check_types(message, name)
+                if not every_field_known:
+                    _check_types(message, name)
+                setattr(message, WIRE_BYTES, bytes(data))
         except GRPCError:
             raise
         except Exception as exc:

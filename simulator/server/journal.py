@@ -22,6 +22,7 @@ from simulator.core.context_urls import strip_credentials
 from simulator.core.model import StatusChange
 from simulator.core.simtime import SimTime, format_instant
 from simulator.server.broadcast import Closed
+from simulator.server.codec import WIRE_BYTES
 from simulator.server.deferred import deferred_module
 
 if TYPE_CHECKING:
@@ -163,7 +164,8 @@ class Journal:
         data, summary, token = b"", "", ""
         if caller != UNKNOWN_CALLER and isinstance(request, betterproto2.Message):
             token = str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
-            kind, data = type(request), bytes(request)
+            kind = type(request)
+            data = getattr(request, WIRE_BYTES, None) or bytes(request)
             if len(data) > REQUEST_BYTES_KEPT or (b"@" in data and b"://" in data):
                 data, summary = b"", summarize(request)
         if len(message) > MESSAGE_LIMIT:
