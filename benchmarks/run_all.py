@@ -1,6 +1,6 @@
 """Run every benchmark and print one table: figure, baseline, ratio, target, verdict.
 
-    .venv/bin/python benchmarks/run_all.py            # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py            # about 7 minutes on 2 cores
     .venv/bin/python benchmarks/run_all.py --suite    # also times the test suite under -n 2
 
 Not part of CI: the figures depend on the machine. Ratios against a baseline measured in the same
@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_contract
 import bench_fanout
 import bench_in_process
 import bench_misc
@@ -133,6 +134,12 @@ def main() -> None:
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     rows += bench_sessions.rows(json.loads(sessions.stdout.strip().splitlines()[-1]))
+
+    contract = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "bench_contract.py"), "--json"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    rows += bench_contract.rows(json.loads(contract.stdout.strip().splitlines()[-1]))
 
     if args.suite:
         rows += _suite()
