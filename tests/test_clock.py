@@ -55,6 +55,39 @@ def test_realtime_clock_follows_speed() -> None:
     assert clock.now() == DEFAULT_START + 92 * SECOND
 
 
+def test_realtime_clock_that_ran_past_a_jump_target_stays_where_it_is() -> None:
+    wall = FakeWall()
+    clock = SimClock(DEFAULT_START, ClockMode.REALTIME, speed=50, wall=wall)
+    wall.t += 1.0
+    clock.jump_to(DEFAULT_START + 10 * SECOND)  # passed 40 s ago: reached, not an error
+    assert clock.now() == DEFAULT_START + 50 * SECOND
+
+
+class TickingWall(FakeWall):
+    """A wall clock that moves a little every time it is read (a loaded machine, exaggerated)."""
+
+    def __call__(self) -> float:
+        self.t += 0.5
+        return self.t
+
+
+async def test_realtime_advance_races_the_clock_without_failing() -> None:
+    """Found by the contract suite over TCP (realtime x50 with the control plane, under load):
+    Advance read the next event, realtime ran past it before the jump, and the clock refused
+    to go backwards (UNKNOWN to the client). Every read here moves the clock 25 s."""
+    wall = TickingWall()
+    sim = Simulator(seed=3, users={"alice": ALICE}, clock="realtime", speed=50, wall=wall)
+    async with sim.channel() as channel:
+        stub = stub_for(channel, ALICE)
+        wsid = await create(stub)
+        iid = await active_instance_id(stub, wsid)
+        for _ in range(3):
+            sim.advance_to_next()
+            sim.advance(1)
+            assert sim.engine.now <= sim.clock.now()
+        assert sim.phase_of(iid) is not Phase.IMAGEBUILD
+
+
 @pytest.mark.parametrize("speed", [0, -1, float("inf"), float("nan"), 1e308, 1_000_001])
 def test_bad_speed_is_refused(speed: float) -> None:
     with pytest.raises(ValueError, match=r"out of range: 0 < speed <= 1000000"):
