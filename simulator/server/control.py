@@ -81,10 +81,10 @@ def _modes_out() -> dict[ClockMode, spb.ClockMode]:
 def _method(
     name: str, attr: str, rules: Rules = CONTROL, reply: str = ""
 ) -> tuple[str, str, Rules, Deferred[Any], Deferred[Any]]:
-    """One RPC: its name, the method that serves it, its boundary rules and its message classes
+    """One RPC: its path, the method that serves it, its boundary rules and its message classes
     (loaded on first use)."""
     return (
-        name,
+        f"/{SERVICE_NAME}/{name}",
         attr,
         rules,
         message_type(spb, f"{name}Request"),
@@ -142,16 +142,14 @@ class ControlService:
         mapping: dict[str, Handler] = {}
         admin_world = _AdminWorld(self._worlds, self._sessions)
         for methods, worlds in ((_UNARY, self._worlds), (_MANAGING, admin_world)):
-            for name, attr, rules, request, reply in methods:
-                path = f"/{SERVICE_NAME}/{name}"
+            for path, attr, rules, request, reply in methods:
                 mapping[path] = LazyHandler(
                     handler(worlds, path, getattr(self, attr), rules, streaming=False),
                     Cardinality.UNARY_UNARY,
                     request,
                     reply,
                 )
-        name, attr, rules, request, reply = _FOLLOW
-        path = f"/{SERVICE_NAME}/{name}"
+        path, attr, rules, request, reply = _FOLLOW
         mapping[path] = LazyHandler(
             handler(self._worlds, path, getattr(self, attr), rules, streaming=True),
             Cardinality.UNARY_STREAM,

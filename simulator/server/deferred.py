@@ -82,7 +82,9 @@ class LazyHandler(Handler):
         request_type: Deferred[Any],
         reply_type: Deferred[Any],
     ) -> LazyHandler:
-        return super().__new__(cls, func, cardinality, request_type, reply_type)
+        # tuple.__new__ directly: the namedtuple's own __new__ is a Python function (one mapping
+        # entry per method of every world's services is made)
+        return tuple.__new__(cls, (func, cardinality, request_type, reply_type))
 
     @property
     def request_type(self) -> Any:

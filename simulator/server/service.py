@@ -49,9 +49,9 @@ WORKSPACE_ANSWER_CACHE = 4096
 def _method(
     name: str, attr: str, streaming: bool = False
 ) -> tuple[str, str, bool, Deferred[Any], Deferred[Any]]:
-    """One RPC: its name, the method that serves it, and its message classes (on first use)."""
+    """One RPC: its path, the method that serves it, and its message classes (on first use)."""
     return (
-        name,
+        f"/{SERVICE_NAME}/{name}",
         attr,
         streaming,
         message_type(pb, f"{name}Request"),
@@ -94,8 +94,7 @@ class WorkspacesService:
 
     def _build_mapping(self) -> dict[str, Handler]:
         mapping: dict[str, Handler] = {}
-        for name, attr, streaming, request, reply in _METHODS:
-            path = f"/{SERVICE_NAME}/{name}"
+        for path, attr, streaming, request, reply in _METHODS:
             mapping[path] = LazyHandler(
                 handler(self._worlds, path, getattr(self, attr), API, streaming=streaming),
                 Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY,
