@@ -180,10 +180,40 @@ def handler(
 ) -> RawHandler:
     """The raw grpclib handler for ``method``: unary methods answer the reply, streaming ones
     send their own messages through ``call.stream``."""
-    admit, faults, counted, journaled = rules.admit, rules.faults, rules.activity, rules.journal
-    quiet_ok, quiet_ran = rules.quiet_ok, rules.quiet_ran
+    return _Handler(worlds, path, method, rules, streaming)
 
-    async def handle(stream: Stream[Any, Any]) -> None:
+
+class _Handler:
+    """One method's raw handler: a slotted object rather than a closure, because every world
+    makes one per method of its services (a closure over these would be a dozen objects for the
+    garbage collector, an in-memory channel's worth of them per world)."""
+
+    __slots__ = ("method", "path", "rules", "streaming", "worlds")
+
+    def __init__(
+        self,
+        worlds: Worlds,
+        path: str,
+        method: Callable[[Call], Any],
+        rules: Rules,
+        streaming: bool,
+    ) -> None:
+        self.worlds = worlds
+        self.path = path
+        self.method = method
+        self.rules = rules
+        self.streaming = streaming
+
+    async def __call__(self, stream: Stream[Any, Any]) -> None:
+        worlds, path, method, rules, streaming = (
+            self.worlds,
+            self.path,
+            self.method,
+            self.rules,
+            self.streaming,
+        )
+        admit, faults, counted, journaled = rules.admit, rules.faults, rules.activity, rules.journal
+        quiet_ok, quiet_ran = rules.quiet_ok, rules.quiet_ran
         world: SteeredWorld | None = None
         activity: Activity | None = None
         caller, code, message, request, reply = "-", "OK", "", None, None
@@ -245,5 +275,3 @@ def handler(
                 log.info("rpc %s by %s -> %s%s", path.rsplit("/", 1)[-1], caller, code, suffix)
         if not streaming:
             await stream.send_message(reply)
-
-    return handle
