@@ -106,7 +106,10 @@ class Scheduler:
 
     def schedule(self, at: SimTime, kind: EventKind, instance_id: str) -> ScheduledEvent:
         self._seq += 1
-        event = ScheduledEvent(at, self._seq, kind, instance_id)
+        return self._add(ScheduledEvent(at, self._seq, kind, instance_id))
+
+    def _add(self, event: ScheduledEvent) -> ScheduledEvent:
+        at = event.at
         bucket = self._buckets.get(at)
         if bucket is None:
             self._buckets[at] = [event]
@@ -130,16 +133,9 @@ class Scheduler:
     ) -> ScheduledEvent:
         """Re-create a saved event with its original schedule order (state import: in ``seq``
         order, into a scheduler that has scheduled nothing else)."""
-        event = ScheduledEvent(at, seq, kind, instance_id)
         bucket = self._buckets.get(at)
-        if bucket is None:
-            self._buckets[at] = [event]
-            heapq.heappush(self._times, at)
-        else:
-            assert bucket[-1].seq < seq, "events must be re-created in seq order"
-            bucket.append(event)
-        self._live += 1
-        return event
+        assert not bucket or bucket[-1].seq < seq, "events must be re-created in seq order"
+        return self._add(ScheduledEvent(at, seq, kind, instance_id))
 
     def cancel(self, event: ScheduledEvent | None) -> None:
         """Forget ``event``; cancelling None or an already fired/cancelled event is a no-op."""
