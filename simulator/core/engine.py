@@ -73,6 +73,15 @@ INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
 _new_status = tuple.__new__
 """Builds a NamedTuple from a tuple without ``_make``'s iterator (a hot path)."""
 
+
+def _next_version(previous: int, now: SimTime) -> int:
+    """Upstream's status_version: (unix_seconds << 16) | counter, strictly increasing per
+    instance."""
+    version = previous + 1
+    floor = (now // SECOND) << 16
+    return version if version > floor else floor
+
+
 MAX_CONTEXT_URL = 4096
 MAX_TOKEN = 256
 
@@ -606,13 +615,10 @@ class Engine:
         start = self.timers.start
         for timer in rule.starts:
             start(inst, timer, phase, rule, now)
-        # Upstream's version: (unix_seconds << 16) | counter, strictly increasing per instance.
-        version = old[0] + 1
-        floor = (now // SECOND) << 16
         status = _new_status(
             InstanceStatus,
             (
-                version if version > floor else floor,
+                _next_version(old[0], now),
                 phase,
                 old[2],
                 old[3],
@@ -635,12 +641,10 @@ class Engine:
         if at > ws.last_activity_at:
             ws.last_activity_at = at
 
-    def _set_status(
-        self, inst: Instance, status: InstanceStatus, cause: str, *, first: bool = False
-    ) -> None:
-        previous = None if first else inst.status
-        # Upstream: (unix_seconds << 16) | counter, strictly increasing per instance.
-        version = max(inst.status[0] + 1, (self.now // SECOND) << 16)
+    def _set_status(self, inst: Instance, status: InstanceStatus, cause: str) -> None:
+        """A change within the phase (a condition, admission, first activity)."""
+        previous = inst.status
+        version = _next_version(previous[0], self.now)
         self._publish(inst, previous, _new_status(InstanceStatus, (version, *status[1:])), cause)
 
     def _publish(
