@@ -99,10 +99,10 @@ class ImageBuilds:
             return
         if not build.followed:
             build.followed = True
-            build.reported = build.due(now)
-            if self.follow_all and build.reported:
-                for line in build.text[: build.reported]:  # followed from the start
-                    self._write(inst, line)
+            if self.follow_all:
+                self._report(inst, build, build.due(now))  # followed from the start
+            else:
+                build.reported = build.due(now)  # the reader read the backlog itself
         if inst.log is None:
             self._schedule_next(inst, now)
 
@@ -120,31 +120,30 @@ class ImageBuilds:
         build = inst.build
         if build is None or build.finished:
             return
-        written = build.count if success else build.due(now)
-        if build.followed:
-            self._report(inst, build, written)
-        build.written = written
-        build.finished = True
+        self._finish(inst, build, build.count if success else build.due(now))
         if success:
             self.image_cache.add(inst.repository)
-        self._scheduler.cancel(inst.log)
-        inst.log = None
 
     def fail(self, inst: Instance, now: SimTime, reason: str, log_tail: list[str] | None) -> None:
         """The build failed: its error tail (the one given, or upstream's for ``reason``)."""
         build = inst.build
         if build is None:
             return
-        written = build.due(now)
-        if build.followed:
-            self._report(inst, build, written)
-        build.written = written
+        self._finish(inst, build, build.due(now))
         build.tail = tuple(log_tail if log_tail is not None else failure_tail(reason))
         if build.followed:
             for line in build.tail:
                 self._write(inst, line)
         build.failed = True
+
+    def _finish(self, inst: Instance, build: Build, written: int) -> None:
+        """No more text lines than ``written`` (reported, when followed), and no more events."""
+        if build.followed:
+            self._report(inst, build, written)
+        build.written = written
         build.finished = True
+        self._scheduler.cancel(inst.log)
+        inst.log = None
 
     def _report(self, inst: Instance, build: Build, upto: int) -> None:
         if upto > build.reported:
