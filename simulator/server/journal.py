@@ -42,40 +42,70 @@ ENTRY_BYTES = 220
 UNKNOWN_CALLER = "-"
 
 
+_REQUEST_TYPES: dict[str, type[betterproto2.Message]] = {}
+"""method -> its request's message type, as first journalled (a fact of the API, the same in
+every world): an entry keeps its request's bytes, not the type, and decodes through this."""
+
+
 @dataclass(frozen=True, slots=True)
 class RpcEntry:
+    """One RPC, as it ended. Six slots (an object of seven costs what one of eight does): most
+    entries are never read, and a server keeps up to 100,000 of them, so what can be derived
+    when read is not kept."""
+
     seq: int
     at: SimTime
     method: str
     caller: str
-    request_type: type[betterproto2.Message] | None
-    request_bytes: bytes
-    """The request, encoded: a third of the memory of the message object, and summarised only
-    when read (most entries never are)."""
-    code: str
-    message: str
-    summary: str = ""
-    """The clipped summary, for a request too large to keep encoded."""
-    idempotency_token: str = ""
-    """The request's idempotency token (empty when it has none)."""
+    kept: bytes | str | tuple[str, str] | None
+    """The request: encoded (decoded, summarised, through ``_REQUEST_TYPES[method]``, only when
+    read); its clipped summary when too large to keep encoded, with its idempotency token when
+    it had one (``(summary, token)``); None when the caller was never known."""
+    outcome: str | tuple[str, str]
+    """The status code it ended with, and the error message when there was one (``(code,
+    message)``)."""
+
+    @property
+    def code(self) -> str:
+        outcome = self.outcome
+        return outcome if isinstance(outcome, str) else outcome[0]
+
+    @property
+    def message(self) -> str:
+        outcome = self.outcome
+        return "" if isinstance(outcome, str) else outcome[1]
 
     @property
     def request(self) -> str:
-        if self.summary:
-            return self.summary
-        if self.request_type is None:
+        kept = self.kept
+        if kept is None:
             return "-"
-        return summarize(self.request_type.FromString(self.request_bytes))
+        if isinstance(kept, bytes):
+            return summarize(self._decoded(kept))
+        return kept if isinstance(kept, str) else kept[0]
+
+    @property
+    def idempotency_token(self) -> str:
+        """The request's idempotency token (empty when it has none)."""
+        kept = self.kept
+        if isinstance(kept, bytes):
+            token = getattr(self._decoded(kept), "idempotency_token", "")
+            return str(token)[:MESSAGE_LIMIT]
+        return kept[1] if isinstance(kept, tuple) else ""
+
+    def _decoded(self, data: bytes) -> betterproto2.Message:
+        return _REQUEST_TYPES[self.method].FromString(data)
 
     @property
     def size(self) -> int:
-        return (
-            ENTRY_BYTES
-            + len(self.request_bytes)
-            + len(self.summary)
-            + len(self.message)
-            + len(self.idempotency_token)
-        )
+        kept = self.kept
+        if kept is None:
+            held = 0
+        elif isinstance(kept, tuple):
+            held = len(kept[0]) + len(kept[1])
+        else:
+            held = len(kept)
+        return ENTRY_BYTES + held + len(self.message)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,19 +190,22 @@ class Journal:
     def record_rpc(
         self, at: SimTime, method: str, caller: str, request: object, code: str, message: str = ""
     ) -> None:
-        kind: type[betterproto2.Message] | None = None
-        data, summary, token = b"", "", ""
+        kept: bytes | str | tuple[str, str] | None = None
         if caller != UNKNOWN_CALLER and isinstance(request, betterproto2.Message):
-            token = str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
             kind = type(request)
+            if _REQUEST_TYPES.get(method) is not kind:
+                _REQUEST_TYPES[method] = kind
             data = getattr(request, WIRE_BYTES, None) or bytes(request)
             if len(data) > REQUEST_BYTES_KEPT or (b"@" in data and b"://" in data):
-                data, summary = b"", summarize(request)
+                summary = summarize(request)
+                token = str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
+                kept = (summary, token) if token else summary
+            else:
+                kept = data
         if len(message) > MESSAGE_LIMIT:
             message = message[: MESSAGE_LIMIT - 1] + "…"
-        self._append(
-            RpcEntry(self._next_seq, at, method, caller, kind, data, code, message, summary, token)
-        )
+        outcome = (code, message) if message else code
+        self._append(RpcEntry(self._next_seq, at, method, caller, kept, outcome))
 
     def record_transition(self, change: StatusChange) -> None:
         self._append(TransitionEntry(self._next_seq, change.at, change))
