@@ -451,7 +451,8 @@ def test_counting_costs_under_5_percent_of_the_engine_benchmark() -> None:
     (benchmarks/engine_scale.py: create, RUNNING, stop, STOPPED; 100 users, 50 repositories) for
     2,000 workspaces, then the counter fed every one of its status changes as the Simulator feeds
     it; both in CPU time, best of several, so a loaded machine slows both alike (measured: about
-    1.8%, the end-to-end comparison `engine_scale.py --coverage` is within noise)."""
+    1.8%, the end-to-end comparison `engine_scale.py --coverage` is within noise). Up to three
+    rounds: on a machine loaded by other suites one round was once measured at 5.0%."""
     import time
 
     from simulator.core.coverage import CoverageCounter
@@ -482,9 +483,14 @@ def test_counting_costs_under_5_percent_of_the_engine_benchmark() -> None:
             feed(change)
         return time.process_time() - start
 
-    runs = [lifecycle() for _ in range(3)]
-    changes = runs[0][0]
-    assert len(changes) == 2000 * 8  # start, 4 steps, stop mark, STOPPING, STOPPED
-    engine_cpu = min(cpu for _, cpu in runs)
-    counting_cpu = min(counting(changes) for _ in range(5))
-    assert counting_cpu < 0.05 * engine_cpu, (counting_cpu, engine_cpu)
+    ratios = []
+    for _ in range(3):  # a round that another process's burst slowed is measured again
+        runs = [lifecycle() for _ in range(3)]
+        changes = runs[0][0]
+        assert len(changes) == 2000 * 8  # start, 4 steps, stop mark, STOPPING, STOPPED
+        engine_cpu = min(cpu for _, cpu in runs)
+        counting_cpu = min(counting(changes) for _ in range(5))
+        ratios.append(counting_cpu / engine_cpu)
+        if ratios[-1] < 0.05:
+            break
+    assert min(ratios) < 0.05, ratios
