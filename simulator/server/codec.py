@@ -6,7 +6,9 @@ bytes keeps fan-out bound by the transport, not by betterproto2's encoder (STACK
 Decoding is strict: betterproto2's parser accepts truncated or mistyped input silently (or
 crashes on it), so each request is first parsed by Google's protobuf against the committed
 descriptors; anything that is not a valid message of the expected type is INVALID_ARGUMENT with
-the parser's reason, never UNKNOWN.
+the parser's reason, never UNKNOWN. A request whose fields (as sent) are all scalars is then built
+from Google's parse instead of being parsed a second time by betterproto2 (most requests: an id
+and perhaps a token; 1.5 us instead of 7).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class SimCodec(ProtoCodec):
 
     def __init__(self) -> None:
         self._checkers: dict[type[Any], Any] = {}
+        self._scalars: dict[type[Any], dict[int, str] | None] = {}
+        """Per message type: field number -> attribute, for its scalar fields (see _from_parse);
+        None for a type that always takes betterproto2's parser."""
 
     def encode(self, message: Any, message_type: Any) -> bytes:
         if type(message) is Preencoded:
@@ -78,6 +83,12 @@ class SimCodec(ProtoCodec):
                     Status.INVALID_ARGUMENT, f"malformed {name}: {exc or type(exc).__name__}"
                 ) from None
             every_field_known = _every_field_known(parsed)
+            scalars = self._scalars[message_type]
+            if every_field_known and scalars is not None:
+                message = _from_parse(message_type, parsed, scalars)
+                if message is not None:
+                    setattr(message, WIRE_BYTES, bytes(data))
+                    return message
         try:
             message = message_type.FromString(data)
             if isinstance(message, betterproto2.Message):
@@ -111,7 +122,47 @@ class SimCodec(ProtoCodec):
             except KeyError:
                 checker = None
         self._checkers[message_type] = checker
+        if checker is not None:
+            self._scalars[message_type] = _scalar_fields(message_type)
         return checker
+
+
+_SCALAR_TYPES = frozenset(
+    {
+        "string", "bytes", "bool", "double", "float", "int32", "int64", "uint32", "uint64",
+        "sint32", "sint64", "fixed32", "fixed64", "sfixed32", "sfixed64",
+    }
+)  # fmt: skip
+"""Proto types whose value Google's parser gives as betterproto2 would (enums are betterproto2's
+own enum class, messages its own message classes: those fields take betterproto2's parser)."""
+
+
+def _scalar_fields(message_type: Any) -> dict[int, str] | None:
+    """Field number -> attribute name, for the singular scalar fields of ``message_type``; None
+    for a type with a oneof: betterproto2 keeps every member the bytes set, where Google's
+    parser keeps the last one only, and the answer must stay what betterproto2 makes of it."""
+    meta = message_type._betterproto
+    if any(field.group is not None for field in meta.meta_by_field_name.values()):
+        return None
+    return {
+        field.number: name
+        for name, field in meta.meta_by_field_name.items()
+        if field.proto_type in _SCALAR_TYPES and not field.repeated and field.map_meta is None
+    }
+
+
+def _from_parse(message_type: Any, parsed: Any, scalars: dict[int, str]) -> Any:
+    """The betterproto2 message for Google's ``parsed`` (every field known to it), when every
+    field sent is a singular scalar; None otherwise (betterproto2 parses it then). The values are
+    Google's, which for these types are what betterproto2's parser makes of the same bytes
+    (tests/test_wire_types.py checks it on random messages)."""
+    values = {}
+    for field, value in parsed.ListFields():
+        name = scalars.get(field.number)
+        if name is None:
+            return None
+        values[name] = value
+    return message_type(**values)
 
 
 _SCALARS: dict[str, type | tuple[type, ...]] = {
