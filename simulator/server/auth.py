@@ -31,8 +31,9 @@ def bearer_token(metadata: Any) -> str:
     return token
 
 
-def authenticate(metadata: Any, lookup: Callable[[str], User | None]) -> User:
-    user = lookup(bearer_token(metadata))
+def user_for(token: str, lookup: Callable[[str], User | None]) -> User:
+    """The user whose token ``token`` is (from :func:`bearer_token`)."""
+    user = lookup(token)
     if user is None:
         raise Unauthenticated("invalid credentials: unknown token")
     return user

@@ -11,10 +11,10 @@ the Connect/gRPC-Web gateway run these same handlers, so both ports behave alike
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 from grpclib.const import Status
@@ -27,7 +27,7 @@ from simulator.core.faults import ConnectionDrop, Fault, RpcError
 from simulator.core.model import User
 from simulator.core.simtime import SECOND
 from simulator.server.activity import Activity
-from simulator.server.auth import authenticate, bearer_token
+from simulator.server.auth import bearer_token, user_for
 from simulator.server.broadcast import Closed
 from simulator.server.stream_faults import (
     ConnectionDropped,
@@ -73,11 +73,12 @@ Admit = Callable[[SteeredWorld, Any], "User | None"]
 
 def admit_api_user(world: SteeredWorld, metadata: Any) -> User:
     """An API token of a user of this world; the admin token is refused here."""
-    if bearer_token(metadata) == world.admin_token:
+    token = bearer_token(metadata)  # read once: the header is parsed per call
+    if token == world.admin_token:
         raise PermissionDenied(
             f"the admin token is for {CONTROL_SERVICE} only; call {API_SERVICE} with an API token"
         )
-    return authenticate(metadata, world.engine.user_by_token)
+    return user_for(token, world.engine.user_by_token)
 
 
 def admit_admin(world: SteeredWorld, metadata: Any) -> None:
@@ -244,7 +245,7 @@ class _Handler:
                     await method(Call(world, stream, user, request))
                 else:
                     reply = method(Call(world, stream, user, request))
-                    if inspect.isawaitable(reply):  # a method that waits (WaitFor)
+                    if type(reply) is CoroutineType:  # an async method (WaitFor)
                         reply = await reply
                     world.kick()
                     if lost is not None:

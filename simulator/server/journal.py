@@ -47,7 +47,10 @@ _REQUEST_TYPES: dict[str, type[betterproto2.Message]] = {}
 every world): an entry keeps its request's bytes, not the type, and decodes through this."""
 
 
-@dataclass(frozen=True, slots=True)
+# Entries compare and hash by value as frozen dataclasses would, but are not frozen: a frozen
+# dataclass's __init__ sets every field through object.__setattr__ (2.2 us for an RpcEntry
+# against 0.3 us, and one is made per call). Nothing changes an entry once it is written.
+@dataclass(slots=True, unsafe_hash=True)
 class RpcEntry:
     """One RPC, as it ended. Six slots (an object of seven costs what one of eight does): most
     entries are never read, and a server keeps up to 100,000 of them, so what can be derived
@@ -121,7 +124,7 @@ class RpcEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TransitionEntry:
     seq: int
     at: SimTime
