@@ -95,26 +95,32 @@ class RefusingH2Connection(H2Connection):
     """h2's connection, refusing one stream over the concurrent-stream cap instead of failing
     the connection (h2 raises TooManyStreamsError, a connection error)."""
 
-    _refusing = False
+    _inbound: int | None = None
+    """While a HEADERS frame is taken: the open inbound streams counted for it (h2 counts them
+    again itself, a walk over every stream of the connection), 0 when it is being refused."""
     refused = 0
     """Streams refused over the cap on this connection."""
 
     @property
     def open_inbound_streams(self) -> int:
-        return 0 if self._refusing else super().open_inbound_streams
+        inbound = self._inbound
+        return super().open_inbound_streams if inbound is None else inbound
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[H2Event]]:
-        if frame.stream_id in self.streams or (
-            super().open_inbound_streams < self.local_settings.max_concurrent_streams
-        ):
+        if frame.stream_id in self.streams:
             return super()._receive_headers_frame(frame)
-        # Taken as usual (the header block must still be decoded: HPACK state is the
-        # connection's), then reset at once; its events never reach grpclib.
-        self._refusing = True
+        count = super().open_inbound_streams
+        refuse = count >= self.local_settings.max_concurrent_streams
+        # Taken as usual (a refused one too: the header block must still be decoded, HPACK
+        # state is the connection's); a refused one is reset at once and its events never
+        # reach grpclib.
+        self._inbound = 0 if refuse else count
         try:
-            frames, _events = super()._receive_headers_frame(frame)
+            frames, events = super()._receive_headers_frame(frame)
         finally:
-            self._refusing = False
+            self._inbound = None
+        if not refuse:
+            return frames, events
         self.refused += 1
         self._prepare_for_sending(frames)
         self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
@@ -229,8 +235,8 @@ class GuardedStream(H2Stream):
     async def recv_data(self, size: int) -> bytes:
         if not self._header_next:
             self._header_next = True
-            return await super().recv_data(size)
-        meta = await super().recv_data(size)
+            return await self.buffer.read(size)  # what grpclib's Stream.recv_data does
+        meta = await self.buffer.read(size)
         if len(meta) == 5:  # grpclib reads the 5-byte frame header, then the message
             if meta[0]:
                 raise GRPCError(
@@ -343,6 +349,14 @@ class GuardedProcessor(EventsProcessor):
 
 def _decode(raw: Any) -> _Headers | str:
     """Headers as text, or why not (gRPC metadata values are printable ASCII)."""
+    try:  # h2 hands them over as bytes (header_encoding=None)
+        return [(name.decode("ascii"), value.decode("ascii")) for name, value in raw]
+    except (UnicodeDecodeError, AttributeError):
+        return _decode_slowly(raw)
+
+
+def _decode_slowly(raw: Any) -> _Headers | str:
+    """:func:`_decode` header by header, saying which one is not ASCII."""
     out: _Headers = []
     for name, value in raw:
         try:
