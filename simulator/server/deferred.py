@@ -86,12 +86,16 @@ class LazyHandler(Handler):
         # entry per method of every world's services is made)
         return tuple.__new__(cls, (func, cardinality, request_type, reply_type))
 
+    # read by grpclib on every call: the made value without a call once it is there
+
     @property
     def request_type(self) -> Any:
-        deferred: Deferred[Any] = tuple.__getitem__(self, 2)
-        return deferred.get()
+        deferred: Deferred[Any] = self[2]
+        value = deferred._value
+        return deferred.get() if value is _UNSET else value
 
     @property
     def reply_type(self) -> Any:
-        deferred: Deferred[Any] = tuple.__getitem__(self, 3)
-        return deferred.get()
+        deferred: Deferred[Any] = self[3]
+        value = deferred._value
+        return deferred.get() if value is _UNSET else value

@@ -185,8 +185,11 @@ class GuardedStream(H2Stream):
     _header_next = True
 
     def init_stream(self, stream_id: int, connection: Connection) -> None:
-        super().init_stream(stream_id, connection)
+        # grpclib's init_stream, making the one buffer this stream reads (not one more to drop)
+        self.id = stream_id
         self.buffer = GuardedBuffer(partial(connection.ack, stream_id))
+        connection.streams_started += 1
+        self.created = connection.last_stream_created = time.monotonic()
 
     async def send_data(self, data: bytes, end_stream: bool = False) -> None:
         """grpclib's send loop, with a bound on how long the client may take nothing."""
@@ -293,6 +296,7 @@ class GuardedProcessor(EventsProcessor):
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return
+        cast(GuardedHandler, self.handler).forget(stream)
         self.connection.stream_close_waiter.set()
         if not self.connection.is_closing():
             self.connection.ack(stream_id, stream.buffer.unacked_size())
@@ -313,13 +317,20 @@ class GuardedProcessor(EventsProcessor):
             self._protocol.refuse_stream(event.stream_id, Status.INVALID_ARGUMENT, headers)
             return
         event.headers = headers  # type: ignore[assignment]
-        self._protocol.guard.stream_started(self._protocol)
+        protocol = self._protocol
+        protocol.guard.stream_started(protocol)
         super().process_request_received(event)
-        pause_for = self._protocol.activity
+        pause_for = protocol.activity
+        if pause_for is None:
+            return
         stream = self.streams.get(event.stream_id)
-        if pause_for is not None and isinstance(stream, GuardedStream):
-            path = next((v for k, v in headers if k == ":path"), "")
-            activity = pause_for(headers) if path.startswith(API_PREFIX) else None
+        path = ""
+        for name, value in headers:
+            if name == ":path":
+                path = value
+                break
+        if path.startswith(API_PREFIX) and isinstance(stream, GuardedStream):
+            activity = pause_for(headers)
             if activity is not None:  # counted from before its request is read
                 cast(GuardedBuffer, stream.buffer).on_block = activity
                 if path in STREAMING_API:  # ... and while it sends
@@ -520,26 +531,29 @@ class GuardedHandler(Handler):
     grpclib drops finished and cancelled tasks only every 10th new stream, and a closed
     connection's handler only when later connections come: the tasks of a connection that
     reset thousands of streams, each with its stream and frames (about 3 KB), stayed in memory
-    well after the connection was gone."""
+    well after the connection was gone. A task that runs is forgotten when it releases its
+    stream (the last thing grpclib's request handler does; no callback per call), a cancelled
+    one when it is done."""
 
-    def accept(
-        self, stream: H2Stream, headers: _Headers, release_stream: Callable[[], Any]
-    ) -> None:
-        super().accept(stream, headers, release_stream)
-        task = self._tasks[stream]
-
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._tasks.get(stream) is done:
-                del self._tasks[stream]
-            self._cancelled.discard(done)
-
-        task.add_done_callback(forget)
+    def forget(self, stream: H2Stream) -> None:
+        """``stream``'s request task is ending (it released the stream)."""
+        self._tasks.pop(stream, None)
 
     def cancel(self, stream: H2Stream) -> None:
         task = self._tasks.pop(stream, None)
         if task is not None and not task.done():  # a finished one is forgotten already
             task.cancel()
             self._cancelled.add(task)
+            task.add_done_callback(self._forget_cancelled)
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            task.add_done_callback(self._forget_cancelled)
+        super().close()  # every task cancelled, and kept in _cancelled until done
+        self._tasks.clear()
+
+    def _forget_cancelled(self, task: asyncio.Task[None]) -> None:
+        self._cancelled.discard(task)  # the set of now: grpclib's __gc_collect__ replaces it
 
 
 class GuardedServer(Server):
