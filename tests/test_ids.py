@@ -275,3 +275,12 @@ def test_instance_id_is_uuid4_of_the_same_bits() -> None:
     for _ in range(20_000):
         expected = str(uuid.UUID(int=theirs.getrandbits(128), version=4))
         assert ids.instance_id(mine) == expected
+
+
+@given(seed=st.integers(), length=st.integers(0, 64))
+def test_draws_are_what_random_choices_draws(seed: int, length: int) -> None:
+    """Ids and tokens from a seed stay what they were (saved states go on as they did)."""
+    for alphabet in (ids.WORKSPACE_ID_ALPHABET, ids.PAGE_TOKEN_ALPHABET):
+        fast, reference = random.Random(seed), random.Random(seed)
+        assert ids._draw(fast, alphabet, length) == "".join(reference.choices(alphabet, k=length))
+        assert fast.getstate() == reference.getstate()

@@ -68,6 +68,7 @@ from simulator.core.wakes import Wakes
 Observer = Callable[[EngineEvent], None]
 
 INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
+_INTERRUPTED = Phase.INTERRUPTED
 
 
 _new_status = tuple.__new__
@@ -593,9 +594,9 @@ class Engine:
         inst.phase_started_at = now
         old = inst.status
         if (
-            message is None
-            and old.phase is Phase.INTERRUPTED
-            and phase is not Phase.INTERRUPTED
+            old[1] is _INTERRUPTED
+            and message is None
+            and phase is not _INTERRUPTED
             and old.message == INTERRUPTED_MESSAGE
         ):
             message = ""  # rule 14: leaving INTERRUPTED, whichever way, clears its message
@@ -611,10 +612,8 @@ class Engine:
             ws = self.workspaces[inst.workspace_id]
             ws.active_instance_id = None
             self._touch(ws, now)
-        rule = TIMERS[phase]
-        start = self.timers.start
-        for timer in rule.starts:
-            start(inst, timer, phase, rule, now)
+        for start in self.timers.starters(phase):
+            start(inst, now)
         status = _new_status(
             InstanceStatus,
             (
@@ -671,7 +670,7 @@ class Engine:
         inst = self.instances[event.instance_id]
         if kind is EventKind.STEP:
             inst.step = None
-            failure = self.faults.bound(inst, FailPhase, inst.phase)
+            failure = self.faults.bound(inst, FailPhase, inst.phase) if inst.faults else None
             if failure is not None:
                 effect = failure.effect
                 assert isinstance(effect, FailPhase)

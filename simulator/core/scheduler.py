@@ -106,7 +106,15 @@ class Scheduler:
 
     def schedule(self, at: SimTime, kind: EventKind, instance_id: str) -> ScheduledEvent:
         self._seq += 1
-        return self._add(ScheduledEvent(at, self._seq, kind, instance_id))
+        event = ScheduledEvent(at, self._seq, kind, instance_id)
+        bucket = self._buckets.get(at)  # _add, inlined: the engine's commonest call
+        if bucket is None:
+            self._buckets[at] = [event]
+            heapq.heappush(self._times, at)
+        else:
+            bucket.append(event)
+        self._live += 1
+        return event
 
     def _add(self, event: ScheduledEvent) -> ScheduledEvent:
         at = event.at
