@@ -1429,6 +1429,7 @@ def test_workspaces_of_one_url_share_its_resolved_context() -> None:
     b = engine.create_workspace(alice, context_url=REPO)
     c = engine.create_workspace(alice, context_url=OTHER_REPO)
     assert a.context is b.context  # resolved once: a pure function of the URL and the seed
+    assert a.description is b.description == "gitpod-io/gitpod"  # one string kept by both
     assert c.context.repository == "github.com/gitpod-io/website"
     other_seed = Engine(seed=5)
     d = other_seed.create_workspace(other_seed.add_user("alice"), context_url=REPO)

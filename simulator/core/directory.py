@@ -38,7 +38,7 @@ class Directory:
         self._by_token: dict[str, User] = {}
         self.prebuilds: dict[str, Prebuild] = {}
         self._owner_keys: dict[str, bytes] = {}
-        self._contexts: dict[str, tuple[WorkspaceContext, ParsedContext]] = {}
+        self._contexts: dict[str, tuple[WorkspaceContext, ParsedContext, str]] = {}
         """Contexts resolved from URLs (a pure function of the URL and the seed; both parts are
         immutable, so workspaces of one URL share them)."""
 
@@ -91,9 +91,10 @@ class Directory:
 
     def context_for(
         self, context_url: str | None, prebuild_id: str | None
-    ) -> tuple[WorkspaceContext, ParsedContext]:
-        """What a new workspace starts from (a prebuild when ``prebuild_id`` is set), and the
-        parsed URL its id and description come from."""
+    ) -> tuple[WorkspaceContext, ParsedContext, str]:
+        """What a new workspace starts from (a prebuild when ``prebuild_id`` is set), the
+        parsed URL its id comes from, and its description (one string for every workspace of
+        the URL: it is kept with each)."""
         if prebuild_id is not None:
             if not prebuild_id.strip():
                 raise InvalidArgument("prebuild_id must not be empty")
@@ -108,7 +109,7 @@ class Directory:
                 commit=prebuild.commit,
                 prebuild_id=prebuild.id,
                 repository=parsed.repository,
-            ), parsed
+            ), parsed, parsed.description
         url = context_url or ""
         known = self._contexts.get(url)
         if known is not None:
@@ -128,8 +129,9 @@ class Directory:
             )
         if len(self._contexts) >= _MAX_CACHED_CONTEXTS:
             self._contexts.clear()
-        self._contexts[url] = (context, parsed)
-        return context, parsed
+        resolved = (context, parsed, parsed.description)
+        self._contexts[url] = resolved
+        return resolved
 
     def commit_of(self, parsed: ParsedContext) -> str:
         """The commit a git context names: its own when it pins one, else the seed's head."""

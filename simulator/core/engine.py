@@ -219,7 +219,7 @@ class Engine:
         if replayed is not None:
             return self.workspaces[replayed]
         self.quotas.check_workspaces(caller.id, len(self._by_owner.get(caller.id, ())))
-        context, parsed = self.directory.context_for(context_url, prebuild_id)
+        context, parsed, description = self.directory.context_for(context_url, prebuild_id)
         workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
         while workspace_id in self.workspaces:
             workspace_id = ids.workspace_id(self.random.ids, parsed.owner, parsed.repo)
@@ -228,7 +228,7 @@ class Engine:
             id=workspace_id,
             owner_id=caller.id,
             context=context,
-            description=parsed.description,
+            description=description,
             created_at=self.now,
             seq=self.workspace_seq,
             last_activity_at=self.now,
