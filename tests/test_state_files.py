@@ -8,6 +8,7 @@ rounds); a --state in a missing directory was accepted and everything was lost a
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -286,3 +287,19 @@ def test_serve_refuses_a_newer_state_file_with_one_line(tmp_path: Path) -> None:
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (rc, err)
     assert "state version 3 is not one this gitpod-sim reads" in err
     assert path.read_bytes() == content
+
+
+def test_an_instance_url_of_another_shape_is_refused_by_its_path() -> None:
+    """A status keeps the URL's parts (workspace id, cluster), so a URL that is not an instance
+    URL cannot be imported: the check names it, and nothing is built."""
+    sim = _busy_simulator(7)
+    data = sim.export_state()
+    url = data["instances"][0]["status"]["url"]
+    assert re.fullmatch(r"https://[0-9a-z-]+\.ws-[0-9a-z-]+\.gitpod\.io", url)
+    data["instances"][0]["status"]["url"] = "https://example.com/ws"
+    with pytest.raises(InvalidArgument) as info:
+        Simulator().import_state(data)
+    assert info.value.message == (
+        "$.instances[0].status.url: 'https://example.com/ws' is not an instance URL"
+        " (https://<workspace id>.ws-<cluster>.gitpod.io)"
+    )

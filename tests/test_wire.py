@@ -16,7 +16,8 @@ statuses = st.builds(
     InstanceStatus,
     version=st.integers(0, 2**64 - 1),
     phase=st.sampled_from(list(Phase)),
-    url=st.text(max_size=60),
+    workspace_id=st.text(max_size=36),  # the URL's parts: any text, the encoder escapes nothing
+    cluster=st.text(max_size=20),
     admission_everyone=st.booleans(),
     failed=st.text(max_size=80),
     timeout=st.text(max_size=80),

@@ -102,14 +102,18 @@ class Directory:
             if prebuild is None:
                 raise NotFound(f"prebuild {prebuild_id!r} does not exist")
             parsed = prebuild.context
-            return WorkspaceContext(
-                context_url=parsed.original,
-                kind="prebuild",
-                normalized_url=parsed.normalized_url,
-                commit=prebuild.commit,
-                prebuild_id=prebuild.id,
-                repository=parsed.repository,
-            ), parsed, parsed.description
+            return (
+                WorkspaceContext(
+                    context_url=parsed.original,
+                    kind="prebuild",
+                    normalized_url=parsed.normalized_url,
+                    commit=prebuild.commit,
+                    prebuild_id=prebuild.id,
+                    repository=parsed.repository,
+                ),
+                parsed,
+                parsed.description,
+            )
         url = context_url or ""
         known = self._contexts.get(url)
         if known is not None:

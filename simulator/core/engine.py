@@ -541,7 +541,8 @@ class Engine:
         status = InstanceStatus(
             version=0,
             phase=Phase.UNSPECIFIED,
-            url=f"https://{ws.id}.ws-{plan.cluster}.gitpod.io",
+            workspace_id=ws.id,
+            cluster=plan.cluster,
             admission_everyone=ws.shared,
         )
         inst = Instance(
@@ -623,9 +624,10 @@ class Engine:
                 old[3],
                 old[4],
                 old[5],
-                old[6] if message is None else message,
-                old[7],
+                old[6],
+                old[7] if message is None else message,
                 old[8],
+                old[9],
             ),
         )
         self._publish(inst, None if first else old, status, cause)

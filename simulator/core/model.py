@@ -6,6 +6,7 @@ engine stays a pure state machine. :mod:`simulator.server.convert` turns them in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -68,6 +69,12 @@ class Workspace:
     """The greatest of creation and the latest instance's created, running and stopped times."""
 
 
+INSTANCE_URL = re.compile(
+    r"https://(?P<workspace_id>[^./]+)\.ws-(?P<cluster>[A-Za-z0-9-]{1,63})\.gitpod\.io"
+)
+"""An instance URL (``InstanceStatus.url``), with the parts a status keeps."""
+
+
 class InstanceStatus(NamedTuple):
     """One immutable status of an instance; every change makes a new one with a greater version.
 
@@ -77,13 +84,22 @@ class InstanceStatus(NamedTuple):
 
     version: int
     phase: Phase
-    url: str
+    workspace_id: str
+    cluster: str
+    """The URL's parts, not the URL: both strings are shared (the workspace's id, the plan's
+    cluster), where a URL would be a string of its own per instance (96 B of a stopped one's
+    1 KB)."""
     admission_everyone: bool = False
     failed: str = ""
     timeout: str = ""
     message: str = ""
     first_user_activity: SimTime | None = None
     stopped_by_request: bool | None = None
+
+    @property
+    def url(self) -> str:
+        """As upstream forms it: ``https://<workspace id>.ws-<cluster>.gitpod.io``."""
+        return f"https://{self.workspace_id}.ws-{self.cluster}.gitpod.io"
 
     @property
     def is_active(self) -> bool:

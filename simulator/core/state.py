@@ -18,6 +18,7 @@ from simulator.core.engine import Engine, Observer
 from simulator.core.errors import InvalidArgument, SimError
 from simulator.core.fault_book import FaultBook
 from simulator.core.model import (
+    INSTANCE_URL,
     Instance,
     InstanceStatus,
     Prebuild,
@@ -100,15 +101,23 @@ def plan_from_json(data: Json) -> LifecyclePlan:
 
 
 def _status_to_json(status: InstanceStatus) -> Json:
-    data = status._asdict()
-    data["phase"] = status.phase.name
+    data: dict[str, Any] = {
+        "version": status.version,
+        "phase": status.phase.name,
+        "url": status.url,
+    }
+    for key, value in status._asdict().items():
+        data.setdefault(key, value)
+    del data["workspace_id"], data["cluster"]  # kept as the URL they make
     return data
 
 
 def _status_from_json(data: Json) -> InstanceStatus:
     fields = dict(data)
     fields["phase"] = Phase[fields["phase"]]
-    return InstanceStatus(**fields)
+    parts = INSTANCE_URL.fullmatch(fields.pop("url"))
+    assert parts is not None, "state_check lets only instance URLs through"
+    return InstanceStatus(**fields, workspace_id=parts["workspace_id"], cluster=parts["cluster"])
 
 
 def export_state(engine: Engine) -> Json:

@@ -23,6 +23,7 @@ from typing import Any
 from simulator.core import limits
 from simulator.core.context_urls import ContextParseError, parse_context_url
 from simulator.core.errors import InvalidArgument, SimError
+from simulator.core.model import INSTANCE_URL
 from simulator.core.patterns import compile_pattern
 from simulator.core.plan import TIMED_PHASES, TIMEOUT_NAMES, BuildPolicy
 from simulator.core.transitions import Phase
@@ -398,6 +399,12 @@ class _Checker:
             raise _Problem(f"{path}.phase", f"unknown phase {status['phase']!r}")
         for key in ("url", "failed", "timeout", "message"):
             self.string(f"{path}.{key}", status[key])
+        if INSTANCE_URL.fullmatch(status["url"]) is None:
+            raise _Problem(
+                f"{path}.url",
+                f"{status['url']!r} is not an instance URL"
+                " (https://<workspace id>.ws-<cluster>.gitpod.io)",
+            )
         self.boolean(f"{path}.admission_everyone", status["admission_everyone"])
         self.boolean(f"{path}.stopped_by_request", status["stopped_by_request"], nullable=True)
         self.instant(f"{path}.first_user_activity", status["first_user_activity"], nullable=True)
