@@ -303,3 +303,8 @@ def test_an_instance_url_of_another_shape_is_refused_by_its_path() -> None:
         "$.instances[0].status.url: 'https://example.com/ws' is not an instance URL"
         " (https://<workspace id>.ws-<cluster>.gitpod.io)"
     )
+    ws = data["instances"][0]["workspace_id"]
+    data["instances"][0]["status"]["url"] = url.replace(ws, "other-workspace-00000000000")
+    with pytest.raises(InvalidArgument) as info:
+        Simulator().import_state(data)
+    assert info.value.message == f"$.instances[0].status.url: not a URL of workspace {ws!r}"

@@ -70,41 +70,61 @@ def failure_tail(reason: str) -> list[str]:
     return [f"ERROR: {reason}", "Build failed."]
 
 
+RUNNING, FINISHED, FAILED = 0, 1, 2
+"""A build's ``ended``: still writing on the clock, finished (abandoned or successful), failed."""
+
+
 @dataclass(slots=True, eq=False)
 class Build:
-    """An image build's log: what is written follows the clock until the build is finished."""
+    """An image build's log: what is written follows the clock until the build is finished.
+
+    Ten slots (every stopped instance that built keeps one): what two flags or a flag and a
+    counter can say in one slot shares it."""
 
     repository: str
     count: int
     """Lines in the text (the last one reports success)."""
-    seed: int
-    """The text's own seed."""
+    seed: int | list[str]
+    """The text's own seed; once the text is drawn (or restored from a state file), the text."""
     started_at: SimTime
     duration: int
     clock: Clock = field(repr=False)
     """The world's simulated time (what is written depends on it)."""
     written: int = 0
     """Text lines written for certain: all of them that count once the build is finished."""
-    finished: bool = False
-    failed: bool = False
+    ended: int = RUNNING
+    """RUNNING, FINISHED or FAILED (a failed build is finished too)."""
     tail: tuple[str, ...] = ()
     """Lines written after the text (a failure's error tail)."""
-    followed: bool = False
-    """Someone reads the lines as they come: BUILD_LOG events report them to the observer."""
-    reported: int = 0
-    """Text lines the observer was told of (while followed)."""
-    known_text: list[str] | None = field(default=None, repr=False)
-    """The text once drawn (or restored from a state file)."""
+    reported: int = -1
+    """Text lines the observer was told of; -1 while nobody follows the build (someone reads
+    the lines as they come: BUILD_LOG events report them to the observer)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.ended != RUNNING
+
+    @property
+    def failed(self) -> bool:
+        return self.ended == FAILED
+
+    @property
+    def followed(self) -> bool:
+        return self.reported >= 0
+
+    @property
+    def known_text(self) -> list[str] | None:
+        """The text if drawn (or restored) already."""
+        seed = self.seed
+        return None if isinstance(seed, int) else seed
 
     @property
     def text(self) -> list[str]:
         """The whole text, drawn from the build's seed the first time it is needed."""
-        text = self.known_text
-        if text is None:
-            text = self.known_text = build_log(
-                random.Random(self.seed), self.repository, self.count
-            )
-        return text
+        seed = self.seed
+        if isinstance(seed, int):
+            seed = self.seed = build_log(random.Random(seed), self.repository, self.count)
+        return seed
 
     def due(self, now: SimTime) -> int:
         """How many text lines are written at ``now``."""

@@ -51,7 +51,14 @@ from simulator.core.plan_scopes import PlanScopes
 from simulator.core.quotas import Quotas
 from simulator.core.scheduler import EventKind, ScheduledEvent, Scheduler
 from simulator.core.seeds import RandomStreams
-from simulator.core.simtime import DEFAULT_START, SECOND, Duration, SimTime, format_go_minutes
+from simulator.core.simtime import (
+    DEFAULT_START,
+    SECOND,
+    Duration,
+    SimTime,
+    exact,
+    format_go_minutes,
+)
 from simulator.core.timers import InstanceTimers
 from simulator.core.transitions import (
     AFTER_STEP,
@@ -80,7 +87,7 @@ def _next_version(previous: int, now: SimTime) -> int:
     instance."""
     version = previous + 1
     floor = (now // SECOND) << 16
-    return version if version > floor else floor
+    return exact(version if version > floor else floor)
 
 
 MAX_CONTEXT_URL = 4096
@@ -446,9 +453,9 @@ class Engine:
         try:
             while (event := self.scheduler.pop_due(t)) is not None:
                 assert event.at >= self.now, f"{event} was scheduled in the past"
-                self.now = event.at
+                self.now = event.at // 1  # simtime.exact: kept by what changes now (32 B)
                 self._fire(event)
-            self.now = t
+            self.now = exact(t)
         finally:
             self._fired = None
         return fired
@@ -547,9 +554,8 @@ class Engine:
         )
         inst = Instance(
             id=instance_id,
-            workspace_id=ws.id,
             owner_id=ws.owner_id,
-            owner_key=self.directory.owner_key(ws.owner_id),
+            owner_secret=self.directory.owner_key(ws.owner_id),
             created_at=self.now,
             status=status,
             plan=plan,
@@ -602,15 +608,15 @@ class Engine:
         ):
             message = ""  # rule 14: leaving INTERRUPTED, whichever way, clears its message
         build = inst.build
-        if build is not None and not build.finished and phase is not Phase.IMAGEBUILD:
+        if build is not None and not build.ended and phase is not Phase.IMAGEBUILD:  # running
             self.builds.end(inst, now, success=phase is Phase.PENDING)  # rule 13
         if phase is Phase.RUNNING:
             if inst.running_at is None:
                 inst.running_at = now
-                self._touch(self.workspaces[inst.workspace_id], now)
+                self._touch(self.workspaces[old[2]], now)  # the status's workspace id
         elif phase is Phase.STOPPED:
             inst.stopped_at = now
-            ws = self.workspaces[inst.workspace_id]
+            ws = self.workspaces[old[2]]
             ws.active_instance_id = None
             self._touch(ws, now)
         for start in self.timers.starters(phase):
@@ -655,7 +661,7 @@ class Engine:
         inst.status = status
         change = _new_status(
             StatusChange,
-            (self.now, inst.id, inst.workspace_id, inst.owner_id, previous, status, cause),
+            (self.now, inst.id, status[2], inst.owner_id, previous, status, cause),
         )
         if self._fired is not None:
             self._fired.append(change)

@@ -23,9 +23,9 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from simulator.core.build_logs import Build, Clock, failure_tail
+from simulator.core.build_logs import FAILED, FINISHED, RUNNING, Build, Clock, failure_tail
 from simulator.core.scheduler import EventKind, Scheduler
-from simulator.core.simtime import Duration, SimTime
+from simulator.core.simtime import Duration, SimTime, exact
 
 if TYPE_CHECKING:
     from simulator.core.model import Instance
@@ -57,7 +57,7 @@ class ImageBuilds:
         inst.build = Build(
             repository=inst.repository,
             count=lines,
-            seed=logs.getrandbits(64),
+            seed=exact(logs.getrandbits(60)),  # 32 B, where 64 bits take 48
             started_at=now,
             duration=duration,
             clock=self._clock,
@@ -71,14 +71,12 @@ class ImageBuilds:
         return Build(
             repository="",
             count=len(lines) + len(pending),
-            seed=0,
+            seed=[*lines, *pending],
             started_at=started_at,
             duration=duration,
             clock=self._clock,
             written=len(lines),
-            finished=finished,
-            failed=failed,
-            known_text=[*lines, *pending],
+            ended=FAILED if failed else FINISHED if finished else RUNNING,
         )
 
     def begin(self, inst: Instance, now: SimTime) -> None:
@@ -98,8 +96,8 @@ class ImageBuilds:
         if build is None or build.finished:
             return
         if not build.followed:
-            build.followed = True
             if self.follow_all:
+                build.reported = 0
                 self._report(inst, build, build.due(now))  # followed from the start
             else:
                 build.reported = build.due(now)  # the reader read the backlog itself
@@ -118,7 +116,7 @@ class ImageBuilds:
     def end(self, inst: Instance, now: SimTime, *, success: bool) -> None:
         """The instance left IMAGEBUILD: a success writes the rest and caches the image."""
         build = inst.build
-        if build is None or build.finished:
+        if build is None or build.ended:  # finished already
             return
         self._finish(inst, build, build.count if success else build.due(now))
         if success:
@@ -134,16 +132,17 @@ class ImageBuilds:
         if build.followed:
             for line in build.tail:
                 self._write(inst, line)
-        build.failed = True
+        build.ended = FAILED
 
     def _finish(self, inst: Instance, build: Build, written: int) -> None:
         """No more text lines than ``written`` (reported, when followed), and no more events."""
-        if build.followed:
+        if build.reported >= 0:  # followed
             self._report(inst, build, written)
+        if inst.log is not None:
+            self._scheduler.cancel(inst.log)
+            inst.log = None
         build.written = written
-        build.finished = True
-        self._scheduler.cancel(inst.log)
-        inst.log = None
+        build.ended = FINISHED
 
     def _report(self, inst: Instance, build: Build, upto: int) -> None:
         if upto > build.reported:

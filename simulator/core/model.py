@@ -108,8 +108,11 @@ class InstanceStatus(NamedTuple):
 
 @dataclass(slots=True, eq=False)
 class Instance:
+    """One start of a workspace. 22 slots, 208 B: every stopped instance is kept, so what the
+    status already holds (the workspace id) or one slot can say (the owner's key, then the
+    token derived from it) is not kept twice."""
+
     id: str
-    workspace_id: str
     owner_id: str
     created_at: SimTime
     status: InstanceStatus
@@ -133,18 +136,21 @@ class Instance:
     startup: ScheduledEvent | None = field(default=None, repr=False)
     faults: tuple[str, ...] = field(default=(), repr=False)
     """Ids of the lifecycle faults bound to this instance and not yet spent."""
-    owner_key: bytes = field(default=b"", repr=False)
-    """The owner's key (:func:`ids.user_key`) the owner token is derived from."""
-    known_token: str | None = field(default=None, repr=False)
-    """The owner token once derived (or restored); most instances' is never read."""
+    owner_secret: bytes | str = field(default=b"", repr=False)
+    """The owner's key (:func:`ids.user_key`) until the owner token is first read; then the
+    token derived from it (or the one restored from a state file). Most are never read."""
 
     @property
     def owner_token(self) -> str:
         """Derived on first read: a pure function of the owner's key and the instance id."""
-        token = self.known_token
-        if token is None:
-            token = self.known_token = ids.owner_token(self.owner_key, self.id)
-        return token
+        secret = self.owner_secret
+        if isinstance(secret, bytes):
+            secret = self.owner_secret = ids.owner_token(secret, self.id)
+        return secret
+
+    @property
+    def workspace_id(self) -> str:
+        return self.status[2]
 
     @property
     def phase(self) -> Phase:

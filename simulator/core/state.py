@@ -354,9 +354,8 @@ def _import(data: Json, observer: Observer | None) -> Engine:
         b = i["build"]
         inst = Instance(
             id=i["id"],
-            workspace_id=i["workspace_id"],
             owner_id=i["owner_id"],
-            known_token=i["owner_token"],
+            owner_secret=i["owner_token"],
             created_at=int(i["created_at"]),
             status=_status_from_json(i["status"]),
             plan=plans[i["plan"]],

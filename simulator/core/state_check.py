@@ -365,6 +365,9 @@ class _Checker:
                 self.instant(f"{path}.{key}", inst[key], nullable=True)
             status = self.obj(f"{path}.status", inst["status"], _STATUS_KEYS)
             self.status(f"{path}.status", status)
+            url = INSTANCE_URL.fullmatch(status["url"])
+            if url is not None and url["workspace_id"] != ws:  # the status keeps it, not the URL
+                raise _Problem(f"{path}.status.url", f"not a URL of workspace {ws!r}")
             if status["phase"] == "STOPPED" and self.active_of.get(ws) == inst["id"]:
                 raise _Problem(f"{path}.status.phase", f"STOPPED but the active instance of {ws!r}")
             self.plan_ref(f"{path}.plan", inst["plan"])
