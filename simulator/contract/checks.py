@@ -10,6 +10,9 @@ Listings hold more than the model's workspaces: everything else a caller owns on
 rules (once per listing, page sizes, the order within one answer) and belong to the caller; the
 model claims nothing else of it. Listings are paged in small pages and only until every workspace
 the model expects has been seen: decoding a long foreign listing every step would dominate a run.
+A caller is listed after a step that may have changed their listing (the rules mark them dirty: a
+call on their workspaces, a clock or fault rule); on a still, settled target (in process) no one
+else is, since the listing they would be answered is the one already checked.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class PostStepChecks:
         self.steps = 0
         self.dirty: set[str] = set()
         """Callers whose workspaces the current step may change (the rules say)."""
+        self.listed: set[str] = set()
+        """Callers whose listing was checked after a step (exact targets: nothing else changes
+        it until a step marks them dirty)."""
 
     def stub(self, user: str) -> pb.WorkspacesServiceStub:
         return self.target.stubs[user]
@@ -102,9 +108,16 @@ class PostStepChecks:
             # every step.
             turn = users[self.steps % len(users)]
             users = tuple(u for u in users if u in self.dirty or u == turn)
+        else:
+            # Still and settled (in process): a caller's listing changes only by a call of the
+            # step on their workspaces or a clock or fault rule, and the rules mark those callers
+            # dirty before they run. Anyone else would be answered the listing already checked
+            # (the same items, statuses and order): it is listed again only once dirty.
+            users = tuple(u for u in users if u in self.dirty or u not in self.listed)
         self.dirty.clear()
         for user in users:
             await self.refresh(user)
+            self.listed.add(user)
         await self.check_inactive()
         await self.target.settle()
         for record in self.streams:
