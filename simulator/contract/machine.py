@@ -839,11 +839,13 @@ class GitpodContract(RuleBasedStateMachine):
     @precondition(lambda self: self.target.control)
     @rule(seconds=st.sampled_from(ADVANCES))
     def advance_clock(self, seconds: float) -> None:
+        self._control_changes(None)
         self._step(self._control(lambda: self.target.advance(seconds)))
 
     @precondition(lambda self: self.target.control)
     @rule()
     def advance_to_next_event(self) -> None:
+        self._control_changes(None)
         self._step(self._control(self.target.advance_to_next))
 
     @precondition(lambda self: self.target.control)
@@ -852,6 +854,7 @@ class GitpodContract(RuleBasedStateMachine):
         model_ws = self.model.workspaces[ws]
         latest = self.model.latest(model_ws)
         if latest is not None:
+            self._control_changes(model_ws)
             self._step(self._control(lambda: self._fault(kind, model_ws, latest)))
 
     async def _fault(self, kind: str, ws: WorkspaceModel, inst: InstanceModel) -> None:
@@ -861,10 +864,23 @@ class GitpodContract(RuleBasedStateMachine):
         if applied and kind == "share":
             ws.shared = True
 
+    def _control_changes(self, ws: WorkspaceModel | None) -> None:
+        """Mark the callers whose listings a clock rule (``ws`` None) or a fault on ``ws`` may
+        change. Everyone's on a moving or shared target (the model relies on their statuses,
+        and other workspaces move too); on an exact one (in process: the model knows every
+        workspace) a fault changes only its workspace, so its owner's listing, and the clock
+        only the listings of callers who have workspaces."""
+        users = self.target.users
+        if self.target.exact:
+            if ws is not None:
+                users = (ws.owner,)
+            else:
+                users = tuple(u for u in users if self.model.owned_by(u))
+        self.checks.dirty.update(users)
+
     async def _control(self, action: Callable[[], object]) -> None:
         """A control-plane action, run on the machine's loop so streams see it at once (a remote
         target's actions are coroutines: calls of gitpod.simulator.v1.SimulatorService)."""
-        self.checks.dirty.update(self.target.users)
         result = action()
         if inspect.isawaitable(result):
             await result
