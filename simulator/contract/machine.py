@@ -191,11 +191,16 @@ class GitpodContract(RuleBasedStateMachine):
         )
         self.log.append(f"{name}({shown})")
         try:
-            result = self.runner.run(body)
-            self.runner.run(self.checks.after_step())
+            result = self.runner.run(self._then_check(body))
         except ContractViolation as exc:
             RunStats.violation = (exc, list(self.log), type(self).__name__)
             raise
+        return result
+
+    async def _then_check(self, body: Coroutine[Any, Any, _T]) -> _T:
+        """A rule's calls and then the checks, in one run of the loop."""
+        result = await body
+        await self.checks.after_step()
         return result
 
     def stub(self, user: str) -> pb.WorkspacesServiceStub:
