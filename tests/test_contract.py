@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from broken_simulators import BROKEN, CAUSAL_AND_FOREIGN, served
 from grpclib.client import Channel
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from server_process import ServerProcess, command
 
@@ -38,6 +39,8 @@ from simulator.contract import (
     remote,
     run_contract,
 )
+from simulator.contract.target import ListingCodec
+from simulator.server.codec import SimCodec
 
 pytest_plugins = ["pytester"]
 
@@ -283,3 +286,43 @@ def test_remote_suite_catches_broken_simulator_over_tcp(name: str, clock: str) -
 def test_the_causal_and_foreign_broken_simulators_exist() -> None:
     assert len(CAUSAL_AND_FOREIGN) >= 3
     assert set(CAUSAL_AND_FOREIGN) <= set(BROKEN)
+
+
+def test_listing_codec_answers_what_the_channel_codec_answers() -> None:
+    """The client's codec reads a listing's framing itself and decodes each distinct item once;
+    what it does not read (an unknown field, a bad page token, truncated bytes) is the channel
+    codec's, which decodes or refuses the whole answer as before."""
+
+    async def listing() -> bytes:
+        sim = Simulator(seed=0, users={"alice": "ta"})
+        async with sim.channel() as channel:
+            stub = pb.WorkspacesServiceStub(channel, metadata={"authorization": "Bearer ta"})
+            for repo in ("one", "two", "three"):
+                request = pb.CreateAndStartWorkspaceRequest(context_url=f"github.com/acme/{repo}")
+                await stub.create_and_start_workspace(request)
+            sim.advance(30)
+            answer = await stub.list_workspaces(
+                pb.ListWorkspacesRequest(pagination=pb.Pagination(page_size=2))
+            )
+        assert answer.next_page_token and len(answer.result) == 2
+        return bytes(answer)
+
+    data = asyncio.run(listing())
+    inner = SimCodec()
+    codec = ListingCodec(inner)
+    expected = inner.decode(data, pb.ListWorkspacesResponse)
+    first = codec.decode(data, pb.ListWorkspacesResponse)
+    again = codec.decode(data, pb.ListWorkspacesResponse)
+    assert first == expected and again == expected
+    assert all(a is b for a, b in zip(first.result, again.result, strict=True))
+    status = first.result[0].last_active_instances.status  # a whole item: workspace, instance
+    assert status.phase is not pb.WorkspaceInstanceStatusPhase.UNSPECIFIED and status.url
+
+    unknown = data + b"\x18\x07"  # field 3, a varint: not a listing's; the inner codec's
+    assert codec.decode(unknown, pb.ListWorkspacesResponse) == expected
+    for bad in (data[:-3], b"\x0a\x02\xff\xfe" + data):
+        with pytest.raises(GRPCError) as refused:
+            codec.decode(bad, pb.ListWorkspacesResponse)
+        with pytest.raises(GRPCError) as before:
+            inner.decode(bad, pb.ListWorkspacesResponse)
+        assert refused.value.status is before.value.status is Status.INVALID_ARGUMENT
