@@ -1,6 +1,6 @@
 """The contract suite's speed: steps per second in process and against a server per clock mode.
 
-    python benchmarks/bench_contract.py [--runs N] [--repeat N] [--root DIR] [--json]
+    python benchmarks/bench_contract.py [--runs N] [--repeat N] [--root DIR] [--in-process] [--json]
 
 - In process (``run_contract(in_process())``, a fresh simulator per example on the in-memory
   channel): the CI budget (30 examples of up to 30 steps), best of ``--repeat``; steps per
@@ -17,6 +17,17 @@
 as the README says, runs it): run it once with and once without to compare, in the same moment.
 
 Not part of CI: the figures depend on the machine.
+
+Where the in-process steps go (``--in-process``: that figure only; sort the profile by
+tottime, or sum tottime per package: betterproto2, h2, grpclib, hypothesis, the simulator)::
+
+    python -m cProfile -o /tmp/contract.prof benchmarks/bench_contract.py --in-process --repeat 2
+
+A figure the machine's load does not move (instructions; imports included, so compare two
+checkouts the same way, each with its .pyc files written)::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python benchmarks/bench_contract.py --in-process --repeat 1
 """
 
 from __future__ import annotations
@@ -127,9 +138,9 @@ def remote_runs(clock: str, admin: bool, runs: int) -> list[dict[str, float]]:
     return out
 
 
-def run(runs: int = 2, repeat: int = 3) -> dict[str, Any]:
+def run(runs: int = 2, repeat: int = 3, over_tcp: bool = True) -> dict[str, Any]:
     result: dict[str, Any] = {"in_process": in_process_rate(repeat), "remote": []}
-    for clock in CLOCKS:
+    for clock in CLOCKS if over_tcp else ():
         for admin in (False, True):
             measured = remote_runs(clock, admin, runs)
             result["remote"].append({
@@ -167,12 +178,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="in-process runs (best of)")
     parser.add_argument("--json", action="store_true", help="one JSON line at the end")
     parser.add_argument("--root", help="measure the checkout in DIR instead of this one")
+    parser.add_argument("--in-process", action="store_true", help="the in-process figure only")
     args = parser.parse_args()
     if args.root:
         argv = [a for a in sys.argv[1:] if a not in (args.root, "--root")]
         python = os.path.join(os.path.abspath(args.root), ".venv", "bin", "python")
         os.execv(python, [python, os.path.abspath(__file__), *argv])
-    result = run(args.runs, args.repeat)
+    result = run(args.runs, args.repeat, over_tcp=not args.in_process)
     inproc = result["in_process"]
     print(
         f"in process: {inproc['steps']:.0f} steps, {inproc['cpu_s']:.2f} CPU-s,"
