@@ -78,6 +78,7 @@ INTERRUPTED_MESSAGE = "workspace is temporarily unavailable"
 _INTERRUPTED = Phase.INTERRUPTED
 
 
+_STATUS_FIELD = {name: i for i, name in enumerate(InstanceStatus._fields)}
 _new_status = tuple.__new__
 """Builds a NamedTuple from a tuple without ``_make``'s iterator (a hot path)."""
 
@@ -578,7 +579,12 @@ class Engine:
         target = next_phase(inst.phase, trigger)
         if target is None:
             raise FailedPrecondition(f"{trigger.value} does not apply in {inst.phase.name}")
-        self._set_status(inst, inst.status._replace(**conditions), cause)  # type: ignore[arg-type]
+        previous = inst.status
+        fields: list[object] = list(previous)  # _replace, without its dict and map
+        fields[0] = _next_version(previous[0], self.now)
+        for name, value in conditions.items():
+            fields[_STATUS_FIELD[name]] = value
+        self._publish(inst, previous, _new_status(InstanceStatus, fields), cause)
         self._enter(inst, target, cause)
 
     def _enter(
