@@ -13,7 +13,7 @@ and perhaps a token; 1.5 us instead of 7).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
@@ -60,11 +60,12 @@ class Preencoded:
 class SimCodec(ProtoCodec):
     """grpclib's ProtoCodec (betterproto2 messages speak its protocol) plus :class:`Preencoded`."""
 
-    def __init__(self) -> None:
-        self._checkers: dict[type[Any], Any] = {}
-        self._scalars: dict[type[Any], dict[int, str] | None] = {}
-        """Per message type: field number -> attribute, for its scalar fields (see _from_parse);
-        None for a type that always takes betterproto2's parser."""
+    # One table for every codec of the process (every world has a codec; message classes and
+    # descriptors are the process's): a new world's first calls find them made.
+    _checkers: ClassVar[dict[type[Any], Any]] = {}
+    _scalars: ClassVar[dict[type[Any], dict[int, str] | None]] = {}
+    """Per message type: field number -> attribute, for its scalar fields (see _from_parse);
+    None for a type that always takes betterproto2's parser."""
 
     def encode(self, message: Any, message_type: Any) -> bytes:
         if type(message) is Preencoded:
