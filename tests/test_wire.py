@@ -1,4 +1,4 @@
-"""The hand-written encoder gives exactly betterproto2's bytes, and Google's parser agrees."""
+"""The hand-written encoders give exactly betterproto2's bytes, and Google's parser agrees."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.core.model import InstanceStatus
+from simulator.core.model import InstanceStatus, Workspace, WorkspaceContext
 from simulator.core.transitions import Phase
-from simulator.server.convert import status_pb
+from simulator.server.convert import status_pb, workspace_pb
 from simulator.server.reflection import message_class
-from simulator.server.wire import listen_response_bytes
+from simulator.server.wire import (
+    get_workspace_response_bytes,
+    listen_response_bytes,
+    string_field_bytes,
+)
 
 statuses = st.builds(
     InstanceStatus,
@@ -45,4 +49,41 @@ def test_google_protobuf_reads_it_back(status: InstanceStatus) -> None:
     assert parsed.conditions.failed == status.failed
     assert parsed.conditions.HasField("stopped_by_request") == (
         status.stopped_by_request is not None
+    )
+
+
+workspaces = st.builds(
+    Workspace,
+    id=st.text(max_size=40),
+    owner_id=st.text(max_size=40),
+    context=st.builds(
+        WorkspaceContext,
+        context_url=st.text(max_size=80),
+        kind=st.sampled_from(["git", "prebuild", "snapshot"]),
+        normalized_url=st.text(max_size=80),
+        commit=st.text(max_size=40),
+        prebuild_id=st.text(max_size=20),
+        snapshot_id=st.text(max_size=20),
+    ),
+    description=st.text(max_size=200),
+    created_at=st.integers(0, 2**50),
+    seq=st.integers(0, 2**20),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(workspaces)
+def test_get_workspace_response_same_bytes_as_betterproto2(ws: Workspace) -> None:
+    expected = bytes(pb.GetWorkspaceResponse(result=workspace_pb(ws)))
+    assert get_workspace_response_bytes(ws) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_string_field_responses_same_bytes_as_betterproto2(first: str, second: str) -> None:
+    assert string_field_bytes(first) == bytes(
+        pb.CreateAndStartWorkspaceResponse(workspace_id=first)
+    )
+    assert string_field_bytes(first, second) == bytes(
+        pb.StartWorkspaceResponse(instance_id=first, workspace_url=second)
     )

@@ -30,6 +30,7 @@ from simulator.server.convert import (
 from simulator.server.deferred import Deferred, LazyHandler, deferred_module, message_type
 from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
 from simulator.server.stream_faults import with_faults
+from simulator.server.wire import get_workspace_response_bytes, string_field_bytes
 from simulator.server.world import Worlds
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class WorkspacesService:
         cache = call.world.answers
         payload = cache.get(ws.id)
         if payload is None:
-            payload = bytes(pb.GetWorkspaceResponse(result=workspace_pb(ws)))
+            payload = get_workspace_response_bytes(ws)
             cache[ws.id] = payload
             if len(cache) > WORKSPACE_ANSWER_CACHE:
                 del cache[next(iter(cache))]
@@ -156,14 +157,14 @@ class WorkspacesService:
             prebuild_id=value if field == "prebuild_id" else None,
             idempotency_token=request.idempotency_token,
         )
-        return pb.CreateAndStartWorkspaceResponse(workspace_id=ws.id)
+        return Preencoded(string_field_bytes(ws.id))  # CreateAndStartWorkspaceResponse
 
     def start_workspace(self, call: Call) -> Any:
         request: pb.StartWorkspaceRequest = call.request
         inst = call.world.engine.start_workspace(
             call.caller, request.workspace_id, request.idempotency_token
         )
-        return pb.StartWorkspaceResponse(instance_id=inst.id, workspace_url=inst.status.url)
+        return Preencoded(string_field_bytes(inst.id, inst.status.url))  # StartWorkspaceResponse
 
     def get_active_workspace_instance(self, call: Call) -> Any:
         engine = call.world.engine

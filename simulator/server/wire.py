@@ -1,4 +1,6 @@
-"""A hand-written protobuf encoder for the one message sent most: ListenToWorkspaceInstanceResponse.
+"""Hand-written protobuf encoders for the messages sent most: ListenToWorkspaceInstanceResponse,
+GetWorkspaceResponse (once per workspace) and the string-only replies of CreateAndStartWorkspace
+and StartWorkspace.
 
 Why: every status change is encoded for its listeners, and with many instances that encoding is
 most of the fan-out's cost; betterproto2 spends most of it on generic field handling and two
@@ -8,7 +10,7 @@ betterproto2 and Google's protobuf on random statuses) in a fraction of the time
 
 from __future__ import annotations
 
-from simulator.core.model import InstanceStatus
+from simulator.core.model import InstanceStatus, Workspace
 from simulator.core.simtime import SECOND
 
 
@@ -65,3 +67,33 @@ def status_bytes(status: InstanceStatus) -> bytes:
 def listen_response_bytes(status: InstanceStatus) -> bytes:
     """gitpod.v1.ListenToWorkspaceInstanceResponse{instance_status: status}."""
     return _len_field(0x0A, status_bytes(status))
+
+
+def workspace_bytes(ws: Workspace) -> bytes:
+    """gitpod.v1.Workspace, as produced by `convert.workspace_pb` (project_id is always empty)."""
+    ctx = ws.context
+    git = _string(0x0A, ctx.normalized_url) + _string(0x12, ctx.commit)
+    if ctx.kind == "prebuild":
+        details = _len_field(0x1A, _len_field(0x0A, git) + _string(0x12, ctx.prebuild_id))
+    elif ctx.kind == "snapshot":
+        details = _len_field(0x22, _string(0x0A, ctx.snapshot_id))
+    else:
+        details = _len_field(0x12, git)
+    context = _string(0x0A, ctx.context_url) + details
+    return (
+        _string(0x0A, ws.id)
+        + _string(0x12, ws.owner_id)
+        + _len_field(0x22, context)
+        + _string(0x2A, ws.description)
+    )
+
+
+def get_workspace_response_bytes(ws: Workspace) -> bytes:
+    """gitpod.v1.GetWorkspaceResponse{result: ws}."""
+    return _len_field(0x0A, workspace_bytes(ws))
+
+
+def string_field_bytes(*values: str) -> bytes:
+    """A message whose fields 1, 2, ... are the strings ``values`` (CreateAndStartWorkspace's and
+    StartWorkspace's responses)."""
+    return b"".join(_string((n << 3) | 2, value) for n, value in enumerate(values, 1))
