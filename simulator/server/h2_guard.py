@@ -19,6 +19,8 @@ What plain grpclib 0.4 does, and what this module changes:
   whole connection: here that stream alone is refused with RST_STREAM REFUSED_STREAM (RFC 9113
   §5.1.2; a gRPC client may retry it), and the connection's other streams go on.
 - Connections are counted and closed when idle (:mod:`simulator.server.connections`).
+- grpclib writes every frame to the socket as it makes it: here what one turn of the event loop
+  sends on a connection leaves in one write (:class:`CoalescingTransport`).
 - At shutdown every open stream, whatever its kind, ends with UNAVAILABLE and the connection
   with GOAWAY, instead of a dropped connection.
 """
