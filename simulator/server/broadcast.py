@@ -45,7 +45,9 @@ class Subscription:
     kind: str
     """``status`` or ``logs``."""
     queue: deque[Delivery | bytes] = field(default_factory=deque)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    waiter: asyncio.Future[None] | None = None
+    """What :meth:`next` awaits while the queue is empty (a bare future: an asyncio.Event
+    made, appended and removed one more object per message)."""
     closed: str | None = None
     """Why the hub closed it; "" means a normal end (a finished build)."""
     closed_code: str = "UNAVAILABLE"
@@ -60,7 +62,9 @@ class Subscription:
         if self.waiting:
             self.waiting = False
             self.hub.activity.wait_ended()
-        self.ready.set()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def push(self, item: Delivery | bytes) -> None:
         if self.revoked:
@@ -88,12 +92,13 @@ class Subscription:
                 if self.closed:
                     raise Closed(self.closed, self.closed_code)
                 return None
-            self.ready.clear()
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
             self.waiting = True
             self.hub.activity.wait_started()
             try:
-                await self.ready.wait()
+                await waiter
             finally:
+                self.waiter = None
                 if self.waiting:  # cancelled while waiting (client went away)
                     self.waiting = False
                     self.hub.activity.wait_ended()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from simulator.core.model import InstanceStatus, Workspace
 from simulator.core.simtime import SECOND
+from simulator.core.transitions import Phase
 
 
 def _varint(value: int) -> bytes:
@@ -47,21 +48,34 @@ def _timestamp(micros: int) -> bytes:
 
 
 def status_bytes(status: InstanceStatus) -> bytes:
-    """gitpod.v1.WorkspaceInstanceStatus, as produced by `convert.status_pb`."""
-    conditions = _string(0x0A, status.failed) + _string(0x12, status.timeout)
-    if status.first_user_activity is not None:
-        conditions += _len_field(0x4A, _timestamp(status.first_user_activity))
-    if status.stopped_by_request is not None:
-        conditions += b"\x58" + (b"\x01" if status.stopped_by_request else b"\x00")
-    out = b""
-    if status.version:
-        out += b"\x08" + _varint(status.version)
-    if status.phase:
-        out += b"\x10" + _varint(int(status.phase))
-    out += _len_field(0x1A, conditions)
-    out += _string(0x22, status.message) + _string(0x2A, status.url)
-    out += b"\x30" + (b"\x02" if status.admission_everyone else b"\x01")
-    return out
+    """gitpod.v1.WorkspaceInstanceStatus, as produced by `convert.status_pb` (written inline: it
+    is encoded once per status change of every followed instance)."""
+    conditions = b""
+    failed, timeout = status.failed, status.timeout
+    if failed:
+        conditions = _string(0x0A, failed)
+    if timeout:
+        conditions += _string(0x12, timeout)
+    first = status.first_user_activity
+    if first is not None:
+        conditions += _len_field(0x4A, _timestamp(first))
+    stopped = status.stopped_by_request
+    if stopped is not None:
+        conditions += b"\x58\x01" if stopped else b"\x58\x00"
+    version = status.version
+    out = (b"\x08" + _varint(version) if version else b"") + _PHASE_FIELDS[status.phase]
+    size = len(conditions)
+    out += b"\x1a" + (_SMALL[size] if size < 0x80 else _varint(size)) + conditions
+    message, url = status.message, status.url
+    if message:
+        out += _string(0x22, message)
+    if url:
+        out += _string(0x2A, url)
+    return out + (b"\x30\x02" if status.admission_everyone else b"\x30\x01")
+
+
+_PHASE_FIELDS = tuple(b"\x10" + _varint(value) if value else b"" for value in range(max(Phase) + 1))
+"""The phase field by the phase's value (a tuple: an enum's hash is a Python call)."""
 
 
 def listen_response_bytes(status: InstanceStatus) -> bytes:
