@@ -207,7 +207,10 @@ class GuardedStream(H2Stream):
                 self.window_updated.clear()
                 await self._stalled(self.window_updated, transport=False)
                 continue
-            chunk = bytes(view[position : position + min(window, h2_conn.max_outbound_frame_size)])
+            size = min(window, h2_conn.max_outbound_frame_size)
+            # the whole message in one frame (most): sent as it is, no copy
+            whole = not position and last <= size
+            chunk = data if whole else bytes(view[position : position + size])
             position += len(chunk)
             done = position == last
             h2_conn.send_data(self.id, chunk, end_stream=end_stream and done)
