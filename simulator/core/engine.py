@@ -170,6 +170,8 @@ class Engine:
             schedule_step=lambda inst, phase: self.timers.step(inst, phase, self.now),
         )
         self.timers = InstanceTimers(self.scheduler, self.random, self.builds, self.fault_effects)
+        self._starters = {phase: self.timers.starters(phase) for phase in TIMERS}
+        """phase -> what entering it starts (``InstanceTimers.starters``, looked up once)."""
         self.quotas: Quotas = quotas or Quotas()
         self.set_quotas(self.quotas)
 
@@ -625,7 +627,7 @@ class Engine:
             ws = self.workspaces[old[2]]
             ws.active_instance_id = None
             self._touch(ws, now)
-        for start in self.timers.starters(phase):
+        for start in self._starters[phase]:
             start(inst, now)
         status = _new_status(
             InstanceStatus,
