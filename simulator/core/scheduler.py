@@ -104,20 +104,14 @@ class Scheduler:
         """How many events are pending (cancelled ones do not count)."""
         return self._live
 
-    def schedule(self, at: SimTime, kind: EventKind, instance_id: str) -> ScheduledEvent:
-        self._seq += 1
-        event = ScheduledEvent(at, self._seq, kind, instance_id)
-        bucket = self._buckets.get(at)  # _add, inlined: the engine's commonest call
-        if bucket is None:
-            self._buckets[at] = [event]
-            heapq.heappush(self._times, at)
-        else:
-            bucket.append(event)
-        self._live += 1
-        return event
-
-    def _add(self, event: ScheduledEvent) -> ScheduledEvent:
-        at = event.at
+    def schedule(
+        self, at: SimTime, kind: EventKind, instance_id: str, seq: int = 0
+    ) -> ScheduledEvent:
+        """A new event (``seq``: a saved one's schedule order, see :meth:`schedule_as`)."""
+        if not seq:
+            self._seq += 1
+            seq = self._seq
+        event = ScheduledEvent(at, seq, kind, instance_id)
         bucket = self._buckets.get(at)
         if bucket is None:
             self._buckets[at] = [event]
@@ -143,7 +137,8 @@ class Scheduler:
         order, into a scheduler that has scheduled nothing else)."""
         bucket = self._buckets.get(at)
         assert not bucket or bucket[-1].seq < seq, "events must be re-created in seq order"
-        return self._add(ScheduledEvent(at, seq, kind, instance_id))
+        assert seq > 0, "schedule orders count from 1"
+        return self.schedule(at, kind, instance_id, seq)
 
     def cancel(self, event: ScheduledEvent | None) -> None:
         """Forget ``event``; cancelling None or an already fired/cancelled event is a no-op."""
