@@ -276,14 +276,14 @@ class InProcessTarget(Target):
         }
 
     async def settle(self) -> None:
-        """Run the loop until no callback is ready three rounds running (bounded)."""
+        """Run the loop until, when this task runs again, no callback is ready and no call is
+        in progress (bounded). The in-memory channel does no I/O and a manual clock sets no
+        timer: nothing can run after such a round that the step caused."""
         loop = asyncio.get_running_loop()
-        quiet = 0
+        activity = self.sim.activity
         for _ in range(5000):
             await asyncio.sleep(0)
-            ready = getattr(loop, "_ready", None)
-            quiet = quiet + 1 if not ready and self.sim.activity.busy == 0 else 0
-            if quiet >= 3:
+            if not getattr(loop, "_ready", None) and activity.busy == 0:
                 return
 
     async def wait_briefly(self, done: Callable[[], bool], seconds: float = 1.0) -> None:
