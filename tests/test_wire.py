@@ -6,12 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator._proto.gitpod import v1 as pb
-from simulator.core.model import InstanceStatus, Workspace, WorkspaceContext
+from simulator.core.model import Instance, InstanceStatus, Workspace, WorkspaceContext
+from simulator.core.plan import LifecyclePlan
 from simulator.core.transitions import Phase
-from simulator.server.convert import status_pb, workspace_pb
+from simulator.server.convert import as_read, instance_pb, status_pb, workspace_pb
 from simulator.server.reflection import message_class
 from simulator.server.wire import (
     get_workspace_response_bytes,
+    instance_bytes,
+    list_workspaces_response_bytes,
     listen_response_bytes,
     string_field_bytes,
 )
@@ -87,3 +90,51 @@ def test_string_field_responses_same_bytes_as_betterproto2(first: str, second: s
     assert string_field_bytes(first, second) == bytes(
         pb.StartWorkspaceResponse(instance_id=first, workspace_url=second)
     )
+
+
+def _instance(status: InstanceStatus, instance_id: str, created_at: int) -> Instance:
+    return Instance(
+        id=instance_id,
+        owner_id="o",
+        created_at=created_at,
+        status=status,
+        plan=LifecyclePlan(),
+        repository="r",
+        phase_started_at=created_at,
+    )
+
+
+listed = st.lists(
+    st.tuples(
+        workspaces,
+        st.none() | st.tuples(statuses, st.text(max_size=36), st.integers(0, 2**50)),
+        st.booleans(),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(listed, st.text(max_size=30))
+def test_list_workspaces_response_same_bytes_as_betterproto2(
+    items: list[tuple[Workspace, tuple[InstanceStatus, str, int] | None, bool]], token: str
+) -> None:
+    """ListWorkspaces items are GetWorkspace's workspace bytes and the instance as a read answers
+    it (admission from the workspace's sharing); a workspace without an instance has none."""
+    expected = pb.ListWorkspacesResponse(next_page_token=token, result=[])
+    encoded: list[tuple[bytes, bytes | None]] = []
+    for ws, drawn, shared in items:
+        inst = None if drawn is None else _instance(*drawn)
+        expected.result.append(
+            pb.ListWorkspacesResponseWorkspaceAndInstance(
+                result=workspace_pb(ws),
+                last_active_instances=None if inst is None else instance_pb(inst, shared),
+            )
+        )
+        encoded.append(
+            (
+                get_workspace_response_bytes(ws),
+                None if inst is None else instance_bytes(inst, as_read(inst.status, shared)),
+            )
+        )
+    assert list_workspaces_response_bytes(encoded, token) == bytes(expected)

@@ -14,7 +14,7 @@ from grpclib.const import Cardinality, Handler
 
 from simulator.core.errors import InvalidArgument
 from simulator.core.fault_book import StreamFaults
-from simulator.core.model import Instance
+from simulator.core.model import Instance, Workspace
 from simulator.core.transitions import Phase
 from simulator.server.boundary import API, API_SERVICE, Call, handler
 from simulator.server.broadcast import Delivery, Subscription
@@ -30,7 +30,12 @@ from simulator.server.convert import (
 from simulator.server.deferred import Deferred, LazyHandler, deferred_module, message_type
 from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
 from simulator.server.stream_faults import with_faults
-from simulator.server.wire import get_workspace_response_bytes, string_field_bytes
+from simulator.server.wire import (
+    get_workspace_response_bytes,
+    instance_bytes,
+    list_workspaces_response_bytes,
+    string_field_bytes,
+)
 from simulator.server.world import Worlds
 
 if TYPE_CHECKING:
@@ -80,6 +85,19 @@ def _with_stream_faults(call: Call, method: str, inst: Instance) -> Any:
     return with_faults(call.stream, StreamFaults.of(hits)) if hits else call.stream
 
 
+def _workspace_answer(call: Call, ws: Workspace) -> bytes:
+    """GetWorkspaceResponse{result: ws}, encoded once per workspace (it never changes after
+    creation) and kept per world; ListWorkspaces items begin with the same bytes."""
+    cache = call.world.answers
+    payload = cache.get(ws.id)
+    if payload is None:
+        payload = get_workspace_response_bytes(ws)
+        cache[ws.id] = payload
+        if len(cache) > WORKSPACE_ANSWER_CACHE:
+            del cache[next(iter(cache))]
+    return payload
+
+
 class WorkspacesService:
     """Serves the worlds that ``worlds`` resolves (pass it to a grpclib ``Server``)."""
 
@@ -123,26 +141,27 @@ class WorkspacesService:
             pagination.page_size if pagination is not None else 0,
             pagination.page_token if pagination is not None else "",
         )
+        if mask.is_everything:  # the common case, encoded by hand (the same bytes)
+            encoded = [
+                (
+                    _workspace_answer(call, ws),
+                    None if inst is None else instance_bytes(inst, as_read(inst.status, ws.shared)),
+                )
+                for ws, inst in page.items
+            ]
+            return Preencoded(list_workspaces_response_bytes(encoded, page.next_page_token))
         items = []
         for ws, inst in page.items:
             item = pb.ListWorkspacesResponseWorkspaceAndInstance(
                 result=workspace_pb(ws),
                 last_active_instances=instance_pb(inst, ws.shared) if inst is not None else None,
             )
-            items.append(item if mask.is_everything else mask.apply(item))
+            items.append(mask.apply(item))
         return pb.ListWorkspacesResponse(next_page_token=page.next_page_token, result=items)
 
     def get_workspace(self, call: Call) -> Any:
         ws = call.world.engine.get_workspace(call.caller, call.request.workspace_id)
-        # A workspace never changes after creation: encode its answer once (per engine).
-        cache = call.world.answers
-        payload = cache.get(ws.id)
-        if payload is None:
-            payload = get_workspace_response_bytes(ws)
-            cache[ws.id] = payload
-            if len(cache) > WORKSPACE_ANSWER_CACHE:
-                del cache[next(iter(cache))]
-        return Preencoded(payload)
+        return Preencoded(_workspace_answer(call, ws))
 
     def get_owner_token(self, call: Call) -> Any:
         token = call.world.engine.owner_token(call.caller, call.request.workspace_id)

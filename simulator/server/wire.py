@@ -1,6 +1,6 @@
 """Hand-written protobuf encoders for the messages sent most: ListenToWorkspaceInstanceResponse,
-GetWorkspaceResponse (once per workspace) and the string-only replies of CreateAndStartWorkspace
-and StartWorkspace.
+GetWorkspaceResponse (once per workspace), ListWorkspacesResponse (its workspaces' parts as
+GetWorkspace's) and the string-only replies of CreateAndStartWorkspace and StartWorkspace.
 
 Why: every status change is encoded for its listeners, and with many instances that encoding is
 most of the fan-out's cost; betterproto2 spends most of it on generic field handling and two
@@ -10,7 +10,7 @@ betterproto2 and Google's protobuf on random statuses) in a fraction of the time
 
 from __future__ import annotations
 
-from simulator.core.model import InstanceStatus, Workspace
+from simulator.core.model import Instance, InstanceStatus, Workspace
 from simulator.core.simtime import SECOND
 from simulator.core.transitions import Phase
 
@@ -111,3 +111,25 @@ def string_field_bytes(*values: str) -> bytes:
     """A message whose fields 1, 2, ... are the strings ``values`` (CreateAndStartWorkspace's and
     StartWorkspace's responses)."""
     return b"".join(_string((n << 3) | 2, value) for n, value in enumerate(values, 1))
+
+
+def instance_bytes(inst: Instance, status: InstanceStatus) -> bytes:
+    """gitpod.v1.WorkspaceInstance, as produced by `convert.instance_pb` (``status``: the one a
+    read answers, `convert.as_read`)."""
+    return (
+        _string(0x0A, inst.id)
+        + _string(0x12, inst.workspace_id)
+        + _len_field(0x1A, _timestamp(inst.created_at))
+        + _len_field(0x22, status_bytes(status))
+    )
+
+
+def list_workspaces_response_bytes(items: list[tuple[bytes, bytes | None]], token: str) -> bytes:
+    """gitpod.v1.ListWorkspacesResponse: ``items`` are each workspace's
+    `get_workspace_response_bytes` (field 1 of a WorkspaceAndInstance is GetWorkspaceResponse's
+    field 1) and its latest instance's `instance_bytes` (None: it has none)."""
+    out = _string(0x0A, token)
+    for workspace, instance in items:
+        item = workspace if instance is None else workspace + _len_field(0x12, instance)
+        out += _len_field(0x12, item)
+    return out
