@@ -170,8 +170,6 @@ class Engine:
             schedule_step=lambda inst, phase: self.timers.step(inst, phase, self.now),
         )
         self.timers = InstanceTimers(self.scheduler, self.random, self.builds, self.fault_effects)
-        self._starters = {phase: self.timers.starters(phase) for phase in TIMERS}
-        """phase -> what entering it starts (``InstanceTimers.starters``, looked up once)."""
         self.quotas: Quotas = quotas or Quotas()
         self.set_quotas(self.quotas)
 
@@ -310,9 +308,7 @@ class Engine:
             )
         inst.last_activity = self.now  # not the list order: that is creation/running/stopped
         if inst.status.first_user_activity is None:
-            self._set_status(
-                inst, inst.status._replace(first_user_activity=self.now), "user-activity"
-            )
+            self._set_status(inst, "user-activity", first_user_activity=self.now)
         self.timers.inactivity(inst, self.now)
         return inst
 
@@ -323,7 +319,7 @@ class Engine:
         if ws.active_instance_id is not None:
             inst = self.instances[ws.active_instance_id]
             if inst.status.admission_everyone != shared:
-                self._set_status(inst, inst.status._replace(admission_everyone=shared), "admission")
+                self._set_status(inst, "admission", admission_everyone=shared)
         return ws
 
     def fail(self, instance_id: str, reason: str, log_tail: list[str] | None = None) -> Instance:
@@ -456,7 +452,7 @@ class Engine:
         try:
             while (event := self.scheduler.pop_due(t)) is not None:
                 assert event.at >= self.now, f"{event} was scheduled in the past"
-                self.now = event.at // 1  # simtime.exact: kept by what changes now (32 B)
+                self.now = event.at // 1  # simtime.exact inlined (per event): 32 B, not 48
                 self._fire(event)
             self.now = exact(t)
         finally:
@@ -581,12 +577,7 @@ class Engine:
         target = next_phase(inst.phase, trigger)
         if target is None:
             raise FailedPrecondition(f"{trigger.value} does not apply in {inst.phase.name}")
-        previous = inst.status
-        fields: list[object] = list(previous)  # _replace, without its dict and map
-        fields[0] = _next_version(previous[0], self.now)
-        for name, value in conditions.items():
-            fields[_STATUS_FIELD[name]] = value
-        self._publish(inst, previous, _new_status(InstanceStatus, fields), cause)
+        self._set_status(inst, cause, **conditions)
         self._enter(inst, target, cause)
 
     def _enter(
@@ -616,7 +607,7 @@ class Engine:
         ):
             message = ""  # rule 14: leaving INTERRUPTED, whichever way, clears its message
         build = inst.build
-        if build is not None and not build.ended and phase is not Phase.IMAGEBUILD:  # running
+        if build is not None and not build.ended and phase is not Phase.IMAGEBUILD:  # .finished
             self.builds.end(inst, now, success=phase is Phase.PENDING)  # rule 13
         if phase is Phase.RUNNING:
             if inst.running_at is None:
@@ -627,7 +618,7 @@ class Engine:
             ws = self.workspaces[old[2]]
             ws.active_instance_id = None
             self._touch(ws, now)
-        for start in self._starters[phase]:
+        for start in self.timers.starters[phase]:
             start(inst, now)
         status = _new_status(
             InstanceStatus,
@@ -656,11 +647,15 @@ class Engine:
         if at > ws.last_activity_at:
             ws.last_activity_at = at
 
-    def _set_status(self, inst: Instance, status: InstanceStatus, cause: str) -> None:
-        """A change within the phase (a condition, admission, first activity)."""
+    def _set_status(self, inst: Instance, cause: str, **changes: object) -> None:
+        """A change within the phase (a condition, admission, first activity): the fields named,
+        and a new version. Set by index: ``_replace`` builds a dict and maps it over the fields."""
         previous = inst.status
-        version = _next_version(previous[0], self.now)
-        self._publish(inst, previous, _new_status(InstanceStatus, (version, *status[1:])), cause)
+        fields: list[object] = list(previous)
+        fields[0] = _next_version(previous[0], self.now)
+        for name, value in changes.items():
+            fields[_STATUS_FIELD[name]] = value
+        self._publish(inst, previous, _new_status(InstanceStatus, fields), cause)
 
     def _publish(
         self, inst: Instance, previous: InstanceStatus | None, status: InstanceStatus, cause: str

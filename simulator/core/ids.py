@@ -98,12 +98,11 @@ def workspace_id(rng: random.Random, owner: str, repo: str) -> str:
     if prefix is None:  # a segment is replaced by a random word
         first = _clean_segment(owner)
         second = _clean_segment(repo)
-        first = rng.choice(COLOURS) if len(first) < _SEGMENT_MIN else first[:_SEGMENT_MAX]
+        if len(first) < _SEGMENT_MIN:
+            first = rng.choice(COLOURS)
         if len(second) < _SEGMENT_MIN:
             second = rng.choice(ANIMALS)
-        else:
-            second = second[: min(_SEGMENT_MAX, _SEGMENTS_MAX_TOTAL - len(first))]
-        prefix = f"{first}-{second}-"
+        prefix = _joined(first, second)
     return prefix + _draw(rng, WORKSPACE_ID_ALPHABET, _WORKSPACE_ID_RANDOM_LEN)
 
 
@@ -115,6 +114,12 @@ def _prefix(owner: str, repo: str) -> str | None:
     second = _clean_segment(repo)
     if len(first) < _SEGMENT_MIN or len(second) < _SEGMENT_MIN:
         return None
+    return _joined(first, second)
+
+
+def _joined(first: str, second: str) -> str:
+    """``<first>-<second>-``, each cut so the id stays within upstream's 36 characters (the
+    colours and animals are short enough never to be cut)."""
     first = first[:_SEGMENT_MAX]
     return f"{first}-{second[: min(_SEGMENT_MAX, _SEGMENTS_MAX_TOTAL - len(first))]}-"
 

@@ -116,7 +116,7 @@ class ImageBuilds:
     def end(self, inst: Instance, now: SimTime, *, success: bool) -> None:
         """The instance left IMAGEBUILD: a success writes the rest and caches the image."""
         build = inst.build
-        if build is None or build.ended:  # finished already
+        if build is None or build.finished:
             return
         self._finish(inst, build, build.count if success else build.due(now))
         if success:
@@ -136,7 +136,7 @@ class ImageBuilds:
 
     def _finish(self, inst: Instance, build: Build, written: int) -> None:
         """No more text lines than ``written`` (reported, when followed), and no more events."""
-        if build.reported >= 0:  # followed
+        if build.followed:
             self._report(inst, build, written)
         if inst.log is not None:
             self._scheduler.cancel(inst.log)

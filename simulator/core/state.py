@@ -101,14 +101,8 @@ def plan_from_json(data: Json) -> LifecyclePlan:
 
 
 def _status_to_json(status: InstanceStatus) -> Json:
-    data: dict[str, Any] = {
-        "version": status.version,
-        "phase": status.phase.name,
-        "url": status.url,
-    }
-    for key, value in status._asdict().items():
-        data.setdefault(key, value)
-    del data["workspace_id"], data["cluster"]  # kept as the URL they make
+    data: Json = {"version": status.version, "phase": status.phase.name, "url": status.url}
+    data.update(zip(InstanceStatus._fields[4:], status[4:], strict=True))  # after the URL parts
     return data
 
 

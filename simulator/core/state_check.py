@@ -364,10 +364,7 @@ class _Checker:
             for key in ("running_at", "stopped_at", "last_activity"):
                 self.instant(f"{path}.{key}", inst[key], nullable=True)
             status = self.obj(f"{path}.status", inst["status"], _STATUS_KEYS)
-            self.status(f"{path}.status", status)
-            url = INSTANCE_URL.fullmatch(status["url"])
-            if url is not None and url["workspace_id"] != ws:  # the status keeps it, not the URL
-                raise _Problem(f"{path}.status.url", f"not a URL of workspace {ws!r}")
+            self.status(f"{path}.status", status, ws)
             if status["phase"] == "STOPPED" and self.active_of.get(ws) == inst["id"]:
                 raise _Problem(f"{path}.status.phase", f"STOPPED but the active instance of {ws!r}")
             self.plan_ref(f"{path}.plan", inst["plan"])
@@ -396,18 +393,21 @@ class _Checker:
             self.instance_owner[inst["id"]] = inst["owner_id"]
         self.instance_faults = [(n, inst["faults"]) for n, inst in enumerate(instances)]
 
-    def status(self, path: str, status: dict[str, Any]) -> None:
+    def status(self, path: str, status: dict[str, Any], workspace_id: str) -> None:
         self.integer(f"{path}.version", status["version"])
         if status["phase"] not in _PHASE_NAMES:
             raise _Problem(f"{path}.phase", f"unknown phase {status['phase']!r}")
         for key in ("url", "failed", "timeout", "message"):
             self.string(f"{path}.{key}", status[key])
-        if INSTANCE_URL.fullmatch(status["url"]) is None:
+        url = INSTANCE_URL.fullmatch(status["url"])
+        if url is None:
             raise _Problem(
                 f"{path}.url",
                 f"{status['url']!r} is not an instance URL"
                 " (https://<workspace id>.ws-<cluster>.gitpod.io)",
             )
+        if url["workspace_id"] != workspace_id:  # the status keeps the id, not the URL
+            raise _Problem(f"{path}.url", f"not a URL of workspace {workspace_id!r}")
         self.boolean(f"{path}.admission_everyone", status["admission_everyone"])
         self.boolean(f"{path}.stopped_by_request", status["stopped_by_request"], nullable=True)
         self.instant(f"{path}.first_user_activity", status["first_user_activity"], nullable=True)

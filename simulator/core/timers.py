@@ -33,7 +33,7 @@ Starter = Callable[[Instance, SimTime], None]
 class InstanceTimers:
     """Schedules the timers a phase starts on entry, and the steps and inactivity restarts."""
 
-    __slots__ = ("_builds", "_effects", "_random", "_scheduler", "_starters")
+    __slots__ = ("_builds", "_effects", "_random", "_scheduler", "starters")
 
     def __init__(
         self,
@@ -47,11 +47,10 @@ class InstanceTimers:
         self._builds = builds
         self._effects = effects
         """Its ``book`` is the world's current fault book (an import replaces it)."""
-        self._starters = {phase: self._compile(phase, rule) for phase, rule in TIMERS.items()}
-
-    def starters(self, phase: Phase) -> tuple[Starter, ...]:
-        """What entering ``phase`` calls, in the table's order, each with ``(inst, now)``."""
-        return self._starters[phase]
+        self.starters: dict[Phase, tuple[Starter, ...]] = {
+            phase: self._compile(phase, rule) for phase, rule in TIMERS.items()
+        }
+        """phase -> what entering it calls, in the table's order, each with ``(inst, now)``."""
 
     def _compile(self, phase: Phase, rule: PhaseTimers) -> tuple[Starter, ...]:
         """One row of ``transitions.TIMERS`` as the calls it makes (read once, not per entry)."""
