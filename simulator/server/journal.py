@@ -92,8 +92,7 @@ class RpcEntry:
         """The request's idempotency token (empty when it has none)."""
         kept = self.kept
         if isinstance(kept, bytes):
-            token = getattr(self._decoded(kept), "idempotency_token", "")
-            return str(token)[:MESSAGE_LIMIT]
+            return _token_of(self._decoded(kept))
         return kept[1] if isinstance(kept, tuple) else ""
 
     def _decoded(self, data: bytes) -> betterproto2.Message:
@@ -150,6 +149,11 @@ class TransitionEntry:
 Entry = RpcEntry | TransitionEntry
 
 
+def _token_of(request: object) -> str:
+    """A request's idempotency token as the journal shows it (empty when it has none)."""
+    return str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
+
+
 def summarize(request: object) -> str:
     """A request in short, for the journal (the message's repr without credentials, cut)."""
     text = strip_credentials(repr(request))
@@ -201,7 +205,7 @@ class Journal:
             data = getattr(request, WIRE_BYTES, None) or bytes(request)
             if len(data) > REQUEST_BYTES_KEPT or (b"@" in data and b"://" in data):
                 summary = summarize(request)
-                token = str(getattr(request, "idempotency_token", ""))[:MESSAGE_LIMIT]
+                token = _token_of(request)
                 kept = (summary, token) if token else summary
             else:
                 kept = data
