@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any
 
-from grpclib.const import Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
@@ -29,6 +29,7 @@ from simulator.core.simtime import SECOND
 from simulator.server.activity import Activity
 from simulator.server.auth import bearer_token, user_for
 from simulator.server.broadcast import Closed
+from simulator.server.deferred import _UNSET, Deferred
 from simulator.server.stream_faults import (
     ConnectionDropped,
     FaultyStream,
@@ -171,48 +172,80 @@ def _sent_code(stream: Stream[Any, Any]) -> str:
     return "CANCELLED"
 
 
-def handler(
-    worlds: Worlds,
-    path: str,
-    method: Callable[[Call], Any],
-    rules: Rules,
-    *,
-    streaming: bool,
-) -> RawHandler:
-    """The raw grpclib handler for ``method``: unary methods answer the reply, streaming ones
-    send their own messages through ``call.stream``."""
-    return _Handler(worlds, path, method, rules, streaming)
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One RPC as the boundary serves it, the same in every world (made once per process): its
+    path, the name of the service's method that serves it (read from the service at each call,
+    so a method patched on one service instance is the one that runs), the rules around it, and
+    its message classes (loaded on first use)."""
 
+    path: str
+    attr: str
+    rules: Rules
+    streaming: bool
+    """Server-streaming: the method sends its own messages through ``call.stream``."""
+    request: Deferred[Any]
+    reply: Deferred[Any]
+    cardinality: Cardinality
 
-class _Handler:
-    """One method's raw handler: a slotted object rather than a closure, because every world
-    makes one per method of its services (a closure over these would be a dozen objects for the
-    garbage collector, an in-memory channel's worth of them per world)."""
-
-    __slots__ = ("method", "path", "rules", "streaming", "worlds")
-
-    def __init__(
-        self,
-        worlds: Worlds,
+    @classmethod
+    def of(
+        cls,
         path: str,
-        method: Callable[[Call], Any],
+        attr: str,
         rules: Rules,
-        streaming: bool,
-    ) -> None:
-        self.worlds = worlds
-        self.path = path
-        self.method = method
-        self.rules = rules
-        self.streaming = streaming
+        request: Deferred[Any],
+        reply: Deferred[Any],
+        *,
+        streaming: bool = False,
+    ) -> Method:
+        cardinality = Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY
+        return cls(path, attr, rules, streaming, request, reply, cardinality)
+
+
+def mapping(worlds: Worlds, service: object, methods: Iterable[Method]) -> dict[str, Handler]:
+    """The grpclib mapping of ``service``'s ``methods``: one :class:`BoundaryHandler` each."""
+    return {method.path: BoundaryHandler(worlds, service, method) for method in methods}
+
+
+class BoundaryHandler(Handler):
+    """One method's grpclib handler in one world: the mapping entry grpclib reads (its ``func``
+    is the handler itself, its message classes the method's, resolved where read) and the raw
+    handler it calls, in one tuple: (worlds, cardinality, service, method). Every world makes
+    one per method of its services (35), so one object each rather than a closure, a bound
+    method and a handler tuple (a world's set-up, and fewer objects for the garbage
+    collector)."""
+
+    __slots__ = ()
+
+    def __new__(cls, worlds: Worlds, service: object, method: Method) -> BoundaryHandler:
+        return tuple.__new__(cls, (worlds, method.cardinality, service, method))
+
+    # read by grpclib on every call
+
+    @property
+    def func(self) -> RawHandler:
+        return self.__call__
+
+    @property
+    def request_type(self) -> Any:
+        deferred: Deferred[Any] = self[3].request
+        value = deferred._value
+        return deferred.get() if value is _UNSET else value
+
+    @property
+    def reply_type(self) -> Any:
+        deferred: Deferred[Any] = self[3].reply
+        value = deferred._value
+        return deferred.get() if value is _UNSET else value
+
+    def __repr__(self) -> str:
+        return f"BoundaryHandler({self[3].path})"
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
-        worlds, path, method, rules, streaming = (
-            self.worlds,
-            self.path,
-            self.method,
-            self.rules,
-            self.streaming,
-        )
+        worlds, spec = self[0], self[3]
+        path, rules, streaming = spec.path, spec.rules, spec.streaming
+        method: Callable[[Call], Any] = getattr(self[2], spec.attr)
         admit, faults, counted, journaled = rules.admit, rules.faults, rules.activity, rules.journal
         quiet_ok, quiet_ran = rules.quiet_ok, rules.quiet_ran
         world: SteeredWorld | None = None

@@ -12,7 +12,7 @@ import time
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from grpclib.const import Cardinality, Handler
+from grpclib.const import Handler
 
 from simulator.core import limits
 from simulator.core.errors import FailedPrecondition, InvalidArgument
@@ -26,8 +26,9 @@ from simulator.server.boundary import (
     CONTROL_READ,
     CONTROL_SERVICE,
     Call,
+    Method,
     Rules,
-    handler,
+    mapping,
 )
 from simulator.server.clock import ClockMode
 from simulator.server.control_convert import (
@@ -44,7 +45,7 @@ from simulator.server.control_convert import (
     transition_pb,
 )
 from simulator.server.convert import instance_pb
-from simulator.server.deferred import Deferred, LazyHandler, deferred_module, message_type
+from simulator.server.deferred import deferred_module, message_type
 from simulator.server.journal import summarize
 from simulator.server.stream_faults import with_faults
 from simulator.server.waiting import DEFAULT_TIMEOUT, wait_for
@@ -79,16 +80,17 @@ def _modes_out() -> dict[ClockMode, spb.ClockMode]:
 
 
 def _method(
-    name: str, attr: str, rules: Rules = CONTROL, reply: str = ""
-) -> tuple[str, str, Rules, Deferred[Any], Deferred[Any]]:
+    name: str, attr: str, rules: Rules = CONTROL, reply: str = "", *, streaming: bool = False
+) -> Method:
     """One RPC: its path, the method that serves it, its boundary rules and its message classes
     (loaded on first use)."""
-    return (
+    return Method.of(
         f"/{SERVICE_NAME}/{name}",
         attr,
         rules,
         message_type(spb, f"{name}Request"),
         message_type(spb, reply or f"{name}Response"),
+        streaming=streaming,
     )
 
 
@@ -120,7 +122,11 @@ _MANAGING = (  # the server's sessions: admitted and journaled in its admin worl
     _method("DeleteSession", "delete_session"),
     _method("ListSessions", "list_sessions"),
 )
-_FOLLOW = _method("FollowJournal", "follow_journal", CONTROL_FOLLOW, reply="JournalEntry")
+_FOLLOW = (
+    _method(
+        "FollowJournal", "follow_journal", CONTROL_FOLLOW, reply="JournalEntry", streaming=True
+    ),
+)
 
 
 class ControlService:
@@ -139,24 +145,12 @@ class ControlService:
         return self._mapping
 
     def _build_mapping(self) -> dict[str, Handler]:
-        mapping: dict[str, Handler] = {}
         admin_world = _AdminWorld(self._worlds, self._sessions)
-        for methods, worlds in ((_UNARY, self._worlds), (_MANAGING, admin_world)):
-            for path, attr, rules, request, reply in methods:
-                mapping[path] = LazyHandler(
-                    handler(worlds, path, getattr(self, attr), rules, streaming=False),
-                    Cardinality.UNARY_UNARY,
-                    request,
-                    reply,
-                )
-        path, attr, rules, request, reply = _FOLLOW
-        mapping[path] = LazyHandler(
-            handler(self._worlds, path, getattr(self, attr), rules, streaming=True),
-            Cardinality.UNARY_STREAM,
-            request,
-            reply,
-        )
-        return mapping
+        return {
+            **mapping(self._worlds, self, _UNARY),
+            **mapping(admin_world, self, _MANAGING),
+            **mapping(self._worlds, self, _FOLLOW),
+        }
 
     async def follow_journal(self, call: Call) -> None:
         """Entries from ``from_seq`` (default: from now on), then each new one as it comes."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from grpclib.const import Cardinality, Handler
+from grpclib.const import Handler
 
 from simulator.core.errors import InvalidArgument
 from simulator.core.fault_book import StreamFaults
 from simulator.core.model import Instance, Workspace
 from simulator.core.transitions import Phase
-from simulator.server.boundary import API, API_SERVICE, Call, handler
+from simulator.server.boundary import API, API_SERVICE, Call, Method, mapping
 from simulator.server.broadcast import Delivery, Subscription
 from simulator.server.codec import Preencoded
 from simulator.server.convert import (
@@ -27,7 +27,7 @@ from simulator.server.convert import (
     log_payload,
     workspace_pb,
 )
-from simulator.server.deferred import Deferred, LazyHandler, deferred_module, message_type
+from simulator.server.deferred import deferred_module, message_type
 from simulator.server.field_mask import FieldMaskError, FieldMaskPlan
 from simulator.server.stream_faults import with_faults
 from simulator.server.wire import (
@@ -52,16 +52,15 @@ MAX_MASK_PATHS = 64
 WORKSPACE_ANSWER_CACHE = 4096
 
 
-def _method(
-    name: str, attr: str, streaming: bool = False
-) -> tuple[str, str, bool, Deferred[Any], Deferred[Any]]:
+def _method(name: str, attr: str, streaming: bool = False) -> Method:
     """One RPC: its path, the method that serves it, and its message classes (on first use)."""
-    return (
+    return Method.of(
         f"/{SERVICE_NAME}/{name}",
         attr,
-        streaming,
+        API,
         message_type(pb, f"{name}Request"),
         message_type(pb, f"{name}Response"),
+        streaming=streaming,
     )
 
 
@@ -108,19 +107,8 @@ class WorkspacesService:
     def __mapping__(self) -> dict[str, Handler]:
         """Built once: grpclib asks on every server, and each in-memory channel is one."""
         if self._mapping is None:
-            self._mapping = self._build_mapping()
+            self._mapping = mapping(self._worlds, self, _METHODS)
         return self._mapping
-
-    def _build_mapping(self) -> dict[str, Handler]:
-        mapping: dict[str, Handler] = {}
-        for path, attr, streaming, request, reply in _METHODS:
-            mapping[path] = LazyHandler(
-                handler(self._worlds, path, getattr(self, attr), API, streaming=streaming),
-                Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY,
-                request,
-                reply,
-            )
-        return mapping
 
     # ------------------------------------------------------------------ unary RPCs
 
