@@ -174,6 +174,19 @@ class Scheduler:
 
     def pop_due(self, until: SimTime) -> ScheduledEvent | None:
         """Remove and return the next event due at or before ``until``, or None."""
+        times = self._times
+        if times and times[0] == self._head_at:  # peek's work, inlined for the front bucket
+            bucket = self._buckets[times[0]]
+            i = self._head
+            if i < len(bucket):
+                event = bucket[i]
+                if not event.cancelled:
+                    if event.at > until:
+                        return None
+                    self._head = i + 1
+                    event.cancelled = True  # fired: a later cancel() is a no-op
+                    self._live -= 1
+                    return event
         event = self.peek()
         if event is None or event.at > until:
             return None
