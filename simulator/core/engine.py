@@ -88,7 +88,7 @@ def _next_version(previous: int, now: SimTime) -> int:
     instance."""
     version = previous + 1
     floor = (now // SECOND) << 16
-    return exact(version if version > floor else floor)
+    return (version if version > floor else floor) // 1  # simtime.exact, inlined (per change)
 
 
 MAX_CONTEXT_URL = 4096
@@ -215,9 +215,14 @@ class Engine:
         """CreateAndStartWorkspace: a new workspace and its first instance, started now."""
         if context_url is None and prebuild_id is None:
             raise InvalidArgument("either context_url or prebuild_id must be set")
-        _limit("context_url", context_url or "", MAX_CONTEXT_URL)
-        _limit("prebuild_id", prebuild_id or "", MAX_TOKEN)
-        _limit("idempotency_token", idempotency_token, MAX_TOKEN)
+        if (
+            len(context_url or "") > MAX_CONTEXT_URL
+            or len(prebuild_id or "") > MAX_TOKEN
+            or len(idempotency_token) > MAX_TOKEN
+        ):  # the check, once per create; _limit names the field that is too long
+            _limit("context_url", context_url or "", MAX_CONTEXT_URL)
+            _limit("prebuild_id", prebuild_id or "", MAX_TOKEN)
+            _limit("idempotency_token", idempotency_token, MAX_TOKEN)
         fingerprint = (
             ("context", context_url) if context_url is not None else ("prebuild", prebuild_id or "")
         )

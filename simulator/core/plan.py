@@ -154,7 +154,7 @@ class LifecyclePlan:
 
     def duration_of(self, phase: Phase, rng: random.Random) -> Duration:
         dist = self.durations.get(phase) or DEFAULT_DURATIONS[phase]
-        return dist.sample(rng)
+        return dist.duration if type(dist) is Fixed else dist.sample(rng)  # Fixed: no call
 
     def with_durations(self, **seconds: float) -> LifecyclePlan:
         """A copy with fixed durations given in seconds by phase name (``pending=1``)."""

@@ -77,6 +77,9 @@ class ScheduledEvent:
     cancelled: bool = field(default=False)
 
 
+_new_event = object.__new__
+
+
 class Scheduler:
     """Events keyed by ``(at, seq)``: a bucket (a list, in ``seq`` order) per instant, and a
     min-heap of the instants.
@@ -111,7 +114,12 @@ class Scheduler:
         if not seq:
             self._seq += 1
             seq = self._seq
-        event = ScheduledEvent(at, seq, kind, instance_id)
+        event = _new_event(ScheduledEvent)  # the dataclass's __init__ without its frame
+        event.at = at
+        event.seq = seq
+        event.kind = kind
+        event.instance_id = instance_id
+        event.cancelled = False
         bucket = self._buckets.get(at)
         if bucket is None:
             self._buckets[at] = [event]
@@ -179,14 +187,14 @@ class Scheduler:
             bucket = self._buckets[times[0]]
             i = self._head
             if i < len(bucket):
-                event = bucket[i]
-                if not event.cancelled:
-                    if event.at > until:
+                front = bucket[i]
+                if not front.cancelled:
+                    if front.at > until:
                         return None
                     self._head = i + 1
-                    event.cancelled = True  # fired: a later cancel() is a no-op
+                    front.cancelled = True  # fired: a later cancel() is a no-op
                     self._live -= 1
-                    return event
+                    return front
         event = self.peek()
         if event is None or event.at > until:
             return None
