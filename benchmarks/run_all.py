@@ -86,11 +86,20 @@ def main() -> None:
         changes, cpu = engine_scale.run(n)
         rates[n] = changes / cpu
     growth = rates[100_000] / rates[10_000]
+    gc.disable()
+    quiet = [changes / cpu for changes, cpu in (engine_scale.run(n) for n in (10_000, 100_000))]
+    gc.enable()
+    floor = [c / cpu for c, cpu in (engine_scale.interpreter_floor(n) for n in (10_000, 100_000))]
     rows.append([
         "engine, transitions per CPU-second",
         f"{rates[10_000]:,.0f} (10k), {rates[100_000]:,.0f} (100k)",
         "10k workspaces", f"{growth:.2f}", ">= 200,000/s, linear",
         _verdict(rates[10_000] >= 200_000 and growth > 0.8),
+    ])  # fmt: skip
+    rows.append([
+        "engine, 100k against 10k, collector off / interpreter floor",
+        f"{quiet[1] / quiet[0]:.2f} / {floor[1] / floor[0]:.2f}",
+        "the same data shape, no engine (engine_scale.interpreter_floor)", "-", "-", "-",
     ])  # fmt: skip
 
     start = bench_misc.startup()
