@@ -53,16 +53,12 @@ class CoverageCounter:
         self._tokens: set[tuple[str, str, str]] = set()
 
     def status_change(self, change: StatusChange) -> None:
-        """One status change of an instance (the engine observer's event).
+        """One status change of an instance (the engine observer's event), once per change.
 
-        Keyed by the phases' values, not the members: the generated enum hashes in Python
-        (about 0.3 us a hash), an int in C; this is once per status change."""
-        previous = change.previous
-        key = (
-            -1 if previous is None else previous.phase._value_,
-            change.status.phase._value_,
-            change.cause,
-        )
+        Keyed by the phases (the core's IntEnum hashes and compares as its int value, in C) and
+        read by index: the fields' names are properties, one call each."""
+        previous = change[4]  # .previous
+        key = (-1 if previous is None else previous[1], change[5][1], change[6])  # phases, cause
         changes = self.changes
         changes[key] = changes.get(key, 0) + 1
 
