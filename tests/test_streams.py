@@ -207,6 +207,30 @@ async def test_shutdown_ends_open_streams(sim: Simulator) -> None:
     assert sim.hub.subscription_count() == 0
 
 
+async def test_closing_a_channel_lets_a_call_another_task_just_made_finish(
+    sim: Simulator,
+) -> None:
+    """Nothing is in flight on the connection yet, but another task is about to call: the
+    channel still gives it the turns of the loop it needs before closing."""
+    async with sim.channel() as channel:
+        stub = stub_for(channel, ALICE)
+        wsid = await create(stub)
+        task = asyncio.ensure_future(stub.get_workspace(pb.GetWorkspaceRequest(workspace_id=wsid)))
+    reply = await task
+    assert reply.result is not None and reply.result.workspace_id == wsid
+
+
+async def test_closing_a_channel_with_nothing_in_flight_leaves_nothing_running(
+    sim: Simulator,
+) -> None:
+    async with sim.channel() as channel:
+        stub = stub_for(channel, ALICE)
+        wsid = await create(stub)
+        await stub.get_workspace(pb.GetWorkspaceRequest(workspace_id=wsid))
+    assert sim.activity.busy == 0 and sim.activity.waiting == 0
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
 async def test_stream_of_a_shared_workspace_for_another_user(
     sim: Simulator, channel: Channel, alice: pb.WorkspacesServiceStub
 ) -> None:
