@@ -87,6 +87,11 @@ DurationLike = float | str | dt.timedelta
 """A number of seconds, a text such as ``90s``, ``5m``, ``1h30m``, or a timedelta."""
 
 
+PARSED_DURATIONS_KEPT = 256
+_PARSED: dict[str, Duration] = {}
+"""Duration texts already parsed and checked (a test says ``advance("1m")`` again and again)."""
+
+
 def to_duration(value: DurationLike, field: str = "duration") -> Duration:
     """A public-API duration in the engine's unit (microseconds), within ``limits.MAX_DURATION``
     (out of range: :class:`~simulator.core.limits.OutOfRange`, a ValueError)."""
@@ -97,7 +102,13 @@ def to_duration(value: DurationLike, field: str = "duration") -> Duration:
             raise limits.OutOfRange(field, value, limits.DURATION_RANGE)
         duration = round(value * SECOND)
     elif isinstance(value, str):
-        duration = parse_duration(value)
+        cached = _PARSED.get(value)
+        if cached is not None:
+            return cached  # checked when it was parsed
+        duration = limits.duration(field, parse_duration(value))
+        if len(_PARSED) < PARSED_DURATIONS_KEPT:
+            _PARSED[value] = duration
+        return duration
     elif isinstance(value, dt.timedelta):
         duration = (value.days * 86_400 + value.seconds) * SECOND + value.microseconds
     else:
@@ -480,8 +491,10 @@ class Simulator:
                 contents.engine.cancel_wake(key)
 
     def kick(self) -> None:
-        """Wake the clock driver after anything that may change what is due next."""
-        self.driver.kick()
+        """Wake the clock driver after anything that may change what is due next (in manual
+        mode nothing moves on its own: the driver ignores a kick, so none is made)."""
+        if self.clock.mode is not ClockMode.MANUAL:
+            self.driver.kick()
 
     # ------------------------------------------------------------------ serving
 
@@ -637,7 +650,8 @@ class Simulator:
         if type(event) is StatusChange:
             self.coverage_feed.counter.status_change(event)
             self.journal.record_transition(event)
-            self.driver.kick()
+            if self.clock.mode is not ClockMode.MANUAL:  # what the driver would check first
+                self.driver.kick()
             if log.isEnabledFor(logging.INFO):
                 prev = event.previous.phase.name if event.previous is not None else "-"
                 log.info(
