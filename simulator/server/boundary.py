@@ -75,7 +75,7 @@ Admit = Callable[[SteeredWorld, Any], "User | None"]
 def admit_api_user(world: SteeredWorld, metadata: Any) -> User:
     """An API token of a user of this world; the admin token is refused here."""
     token = bearer_token(metadata)  # read once: the header is parsed per call
-    if token == world.admin_token:
+    if world.is_admin_token(token):
         raise PermissionDenied(
             f"the admin token is for {CONTROL_SERVICE} only; call {API_SERVICE} with an API token"
         )
@@ -85,7 +85,7 @@ def admit_api_user(world: SteeredWorld, metadata: Any) -> User:
 def admit_admin(world: SteeredWorld, metadata: Any) -> None:
     """The world's admin token; an API token is refused with PERMISSION_DENIED."""
     token = bearer_token(metadata)
-    if token == world.admin_token:
+    if world.is_admin_token(token):
         return
     if world.engine.user_by_token(token) is not None:
         raise PermissionDenied(

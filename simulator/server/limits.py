@@ -70,6 +70,10 @@ class Limits:
             raise ValueError(f"rapid_reset_streams must be >= 0, got {self.rapid_reset_streams}")
 
 
+DEFAULT_LIMITS = Limits()
+"""The defaults (one frozen value: every world without limits of its own shares it)."""
+
+
 _SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?", re.IGNORECASE)
 _UNITS = {
     "b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB, "kb": 1000, "mb": 10**6, "gb": 10**9,

@@ -67,7 +67,7 @@ from simulator.server.coverage_feed import CoverageFeed
 from simulator.server.driver import ClockDriver
 from simulator.server.h2_guard import GuardedServer
 from simulator.server.journal import DEFAULT_MAX_ENTRIES, Journal
-from simulator.server.limits import Limits
+from simulator.server.limits import DEFAULT_LIMITS, Limits
 from simulator.server.service import WorkspacesService
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class Simulator:
         grace = to_duration(autojump_grace, "autojump_grace") / SECOND
         self.activity = Activity(wall)
         self.hub = Hub(self.activity)
-        self.server_limits = server_limits or Limits()
+        self.server_limits = server_limits or DEFAULT_LIMITS
         self._contents = _Contents(
             Engine(
                 seed=seed,
@@ -163,7 +163,7 @@ class Simulator:
         self.coverage_feed = CoverageFeed(
             lambda: self.engine, (SHUTDOWN_MESSAGE, RESET_MESSAGE, IMPORT_MESSAGE)
         )
-        self.admin_token = admin_token or new_secret_token(ADMIN_TOKEN_PREFIX)
+        self._admin_token = admin_token or None
         self.codec = SimCodec()
         self.journal = Journal(journal_size, self.server_limits.journal_bytes)
         self.connections = ConnectionGuard(self.server_limits)
@@ -187,6 +187,24 @@ class Simulator:
     @property
     def answers(self) -> dict[str, bytes]:
         return self._contents.answers
+
+    @property
+    def admin_token(self) -> str:
+        """The control plane's credential: the one given, or drawn from the OS's randomness when
+        first read (a world nobody steers never draws one)."""
+        token = self._admin_token
+        if token is None:
+            token = self._admin_token = new_secret_token(ADMIN_TOKEN_PREFIX)
+        return token
+
+    @admin_token.setter
+    def admin_token(self, token: str) -> None:
+        self._admin_token = token
+
+    def is_admin_token(self, token: str) -> bool:
+        """``token`` is the admin token. One not drawn yet cannot have been sent, so none is
+        drawn to answer (an API call does not need one)."""
+        return self._admin_token is not None and token == self._admin_token
 
     def world_for(self, metadata: Mapping[str, Any] | None) -> Simulator:
         """A lone simulator is the only world its services serve."""
