@@ -30,7 +30,6 @@ class Health:
         self._names = {"", *names}
         self._request = deferred_message_class("grpc.health.v1.HealthCheckRequest")
         self._response = deferred_message_class("grpc.health.v1.HealthCheckResponse")
-        self._closed = asyncio.Event()
 
     def __mapping__(self) -> dict[str, Handler]:
         prefix = f"/{HEALTH_SERVICE}"
@@ -56,7 +55,7 @@ class Health:
         known = request is not None and request.service in self._names
         response = self._response.get()
         await stream.send_message(response(status=SERVING if known else SERVICE_UNKNOWN))
-        await self._closed.wait()
+        await asyncio.get_running_loop().create_future()  # never set: only a cancel ends it
 
 
 def health_service(names: Iterable[str]) -> Health:

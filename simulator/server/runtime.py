@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -529,26 +529,12 @@ class Simulator:
         names = service_names(apis)
         return [*apis, health_service(names), *reflection_services([*names, HEALTH_SERVICE])]
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[Simulator]:
+    def running(self) -> AbstractAsyncContextManager[Simulator]:
         """Run the clock driver (needed for realtime and autojump) while the block runs.
 
         Nested uses share one driver; leaving the outermost ends every open stream.
         """
-        if self._driver_users:
-            self._driver_users += 1
-            try:
-                yield self
-            finally:
-                self._driver_users -= 1
-            return
-        self._driver_users = 1
-        self.start_driving()
-        try:
-            yield self
-        finally:
-            self._driver_users = 0
-            await self.stop_driving(SHUTDOWN_MESSAGE)
+        return _Running(self)
 
     def start_driving(self) -> None:
         """The world is served from now on: its clock moves on its own in realtime and autojump
@@ -587,17 +573,9 @@ class Simulator:
                 self.driver.run(), name=f"gitpod-sim clock {self.name}"
             )
 
-    @asynccontextmanager
-    async def channel(self) -> AsyncIterator[Channel]:
+    def channel(self) -> AbstractAsyncContextManager[Channel]:
         """A grpclib client channel connected to this simulator in memory (no sockets)."""
-        from grpclib.testing import ChannelFor  # the client side loads only when used
-
-        pair = ChannelFor(self.services(), codec=self.codec)
-        async with self.running(), pair as channel:
-            try:
-                yield channel
-            finally:
-                await self._end_streams(settled=lambda: _pair_settled(pair))
+        return _MemoryChannel(self)
 
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Server]:
@@ -699,6 +677,71 @@ class _Contents:
         """Encoded GetWorkspace answers (a workspace never changes after creation)."""
         self.wakes: dict[str, asyncio.Future[None]] = {}
         """Simulated sleeps (latency faults) waiting for their Wake event."""
+
+
+class _Running:
+    """What :meth:`Simulator.running` answers (a class, not a generator: every in-memory
+    channel enters one)."""
+
+    __slots__ = ("_outermost", "_sim")
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+        self._outermost = False
+
+    async def __aenter__(self) -> Simulator:
+        sim = self._sim
+        if sim._driver_users:
+            sim._driver_users += 1
+        else:
+            self._outermost = True
+            sim._driver_users = 1
+            sim.start_driving()
+        return sim
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        sim = self._sim
+        if self._outermost:
+            sim._driver_users = 0
+            await sim.stop_driving(SHUTDOWN_MESSAGE)
+        else:
+            sim._driver_users -= 1
+
+
+class _MemoryChannel:
+    """What :meth:`Simulator.channel` answers: the world running, grpclib's in-memory client and
+    server pair (``ChannelFor``) over its services; on leaving, open streams end with
+    UNAVAILABLE first (a class, not a generator: one per test that uses a channel)."""
+
+    __slots__ = ("_pair", "_running", "_sim")
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+
+    async def __aenter__(self) -> Channel:
+        from grpclib.testing import ChannelFor  # the client side loads only when used
+
+        sim = self._sim
+        self._pair = pair = ChannelFor(sim.services(), codec=sim.codec)
+        self._running = running = _Running(sim)
+        await running.__aenter__()
+        try:
+            return await pair.__aenter__()
+        except BaseException as exc:
+            await running.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            try:
+                await self._sim._end_streams(settled=self._settled)
+            finally:
+                await self._pair.__aexit__(*exc_info)
+        finally:
+            await self._running.__aexit__(*exc_info)
+
+    def _settled(self) -> bool:
+        return _pair_settled(self._pair)
 
 
 def _pair_settled(pair: Any) -> bool:
