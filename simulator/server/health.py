@@ -24,14 +24,20 @@ SERVICE_UNKNOWN = 3
 
 
 class Health:
-    """Check and Watch over raw grpclib streams."""
+    """Check and Watch over raw grpclib streams (no state: one serves every world)."""
 
     def __init__(self, names: Iterable[str]) -> None:
         self._names = {"", *names}
         self._request = deferred_message_class("grpc.health.v1.HealthCheckRequest")
         self._response = deferred_message_class("grpc.health.v1.HealthCheckResponse")
+        self._mapping: dict[str, Handler] | None = None
 
     def __mapping__(self) -> dict[str, Handler]:
+        if self._mapping is None:
+            self._mapping = self._build_mapping()
+        return self._mapping
+
+    def _build_mapping(self) -> dict[str, Handler]:
         prefix = f"/{HEALTH_SERVICE}"
         return {
             f"{prefix}/Check": LazyHandler(

@@ -51,6 +51,7 @@ from simulator.server.runtime import (
     DurationLike,
     Simulator,
     new_seed,
+    standard_services,
 )
 from simulator.server.service import WorkspacesService
 
@@ -274,12 +275,10 @@ class SimServer:
 
     def services(self) -> list[Any]:
         """Everything served on a port or channel: the API services, health and reflection."""
-        from simulator.server.health import HEALTH_SERVICE, health_service
-        from simulator.server.reflection import reflection_services, service_names
+        from simulator.server.reflection import service_names
 
         apis = self.api_services()
-        names = service_names(apis)
-        return [*apis, health_service(names), *reflection_services([*names, HEALTH_SERVICE])]
+        return [*apis, *standard_services(tuple(service_names(apis)))]
 
     def _worlds(self) -> list[Simulator]:
         return [self.default, *(s.sim for s in self._sessions.values())]

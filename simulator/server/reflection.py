@@ -76,8 +76,14 @@ class ServerReflection:
         self._names = list(names)
         self._request = deferred_message_class(f"{package}.ServerReflectionRequest")
         self._response = deferred_message_class(f"{package}.ServerReflectionResponse")
+        self._mapping: dict[str, Handler] | None = None
 
     def __mapping__(self) -> dict[str, Handler]:
+        if self._mapping is None:
+            self._mapping = self._build_mapping()
+        return self._mapping
+
+    def _build_mapping(self) -> dict[str, Handler]:
         return {
             f"/{self._package}.ServerReflection/ServerReflectionInfo": LazyHandler(
                 self._info, Cardinality.STREAM_STREAM, self._request, self._response

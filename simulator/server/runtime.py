@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -522,12 +523,10 @@ class Simulator:
 
     def services(self) -> list[Any]:
         """Everything served on a port or channel: the API services, health and reflection."""
-        from simulator.server.health import HEALTH_SERVICE, health_service
-        from simulator.server.reflection import reflection_services, service_names
+        from simulator.server.reflection import service_names
 
         apis = self.api_services()
-        names = service_names(apis)
-        return [*apis, health_service(names), *reflection_services([*names, HEALTH_SERVICE])]
+        return [*apis, *standard_services(tuple(service_names(apis)))]
 
     def running(self) -> AbstractAsyncContextManager[Simulator]:
         """Run the clock driver (needed for realtime and autojump) while the block runs.
@@ -742,6 +741,16 @@ class _MemoryChannel:
 
     def _settled(self) -> bool:
         return _pair_settled(self._pair)
+
+
+@functools.cache
+def standard_services(names: tuple[str, ...]) -> tuple[Any, ...]:
+    """Health and reflection (v1, v1alpha) for the API services ``names``. They keep no state
+    of their own, so one set per process serves every world's channels and ports."""
+    from simulator.server.health import HEALTH_SERVICE, health_service
+    from simulator.server.reflection import reflection_services
+
+    return (health_service(names), *reflection_services([*names, HEALTH_SERVICE]))
 
 
 def _pair_settled(pair: Any) -> bool:
