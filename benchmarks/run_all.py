@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/run_all.py --suite    # also times the test suite under -n 2
 
 Not part of CI: the figures depend on the machine. Ratios against a baseline measured in the same
-run are what to compare between machines.
+run are what to compare between machines. The targets are issue 17's (those it does not name, the
+benchmark issue's).
 """
 
 from __future__ import annotations
@@ -67,17 +68,18 @@ def main() -> None:
             f"GetWorkspace, {row['callers']} callers",
             f"{sim['rps']:.0f} rps, p50 {sim['p50_ms']:.1f} ms, p99 {sim['p99_ms']:.1f} ms",
             f"bare grpclib {bare['rps']:.0f} rps", f"{ratio:.2f}",
-            ">= 0.90" if row["callers"] == 8 else "-",
-            _verdict(ratio >= 0.9) if row["callers"] == 8 else "-",
+            ">= 0.90" if row["callers"] > 1 else "-",  # issue 17: 64 callers too
+            _verdict(ratio >= 0.9) if row["callers"] > 1 else "-",
         ])  # fmt: skip
 
     for row in bench_fanout.run():
         sim, bare = row["sim"], row["bare"]
+        least = 0.6 if row["name"].endswith("1000 instances") else 0.5  # issue 17: 0.6 there
         ratio = sim["rate"] / bare["rate"]
         rows.append([
             f"fan-out, {row['name']}", f"{sim['rate']:.0f} msg/s",
-            f"bare stream {bare['rate']:.0f} msg/s", f"{ratio:.2f}", ">= 0.5",
-            _verdict(ratio >= 0.5),
+            f"bare stream {bare['rate']:.0f} msg/s", f"{ratio:.2f}", f">= {least}",
+            _verdict(ratio >= least),
         ])  # fmt: skip
 
     gc.set_threshold(50_000, 20, 100)
@@ -93,8 +95,8 @@ def main() -> None:
     rows.append([
         "engine, transitions per CPU-second",
         f"{rates[10_000]:,.0f} (10k), {rates[100_000]:,.0f} (100k)",
-        "10k workspaces", f"{growth:.2f}", ">= 200,000/s, linear",
-        _verdict(rates[10_000] >= 200_000 and growth > 0.8),
+        "10k workspaces", f"{growth:.2f}", ">= 200,000/s, >= 0.95",
+        _verdict(rates[10_000] >= 200_000 and growth >= 0.95),
     ])  # fmt: skip
     rows.append([
         "engine, 100k against 10k, collector off / interpreter floor",
@@ -105,8 +107,8 @@ def main() -> None:
     start = bench_misc.startup()
     rows.append([
         "start-up, process to 'listening on'", f"{start['serve_ms']:.0f} ms",
-        f"python -c pass {start['python_ms']:.0f} ms", "-", "<= 200 ms",
-        _verdict(start["serve_ms"] <= 200),
+        f"python -c pass {start['python_ms']:.0f} ms", "-", "<= 120 ms",
+        _verdict(start["serve_ms"] <= 120),
     ])  # fmt: skip
     rows.append([
         "start-up, Simulator + in-memory channel", f"{start['in_process_ms']:.2f} ms", "-", "-",
@@ -116,8 +118,8 @@ def main() -> None:
     mem = bench_misc.memory()
     for n, per in mem["per_workspace"].items():
         rows.append([
-            f"memory per stopped workspace ({n:,})", f"{per:.0f} B", "-", "-", "<= 2048 B",
-            _verdict(per <= 2048),
+            f"memory per stopped workspace ({n:,})", f"{per:.0f} B", "-", "-", "<= 1024 B",
+            _verdict(per <= 1024),
         ])  # fmt: skip
     per_entry = mem["per_journal_entry"]
     rows.append([
