@@ -56,19 +56,27 @@ async def active_instance_id(stub: pb.WorkspacesServiceStub, workspace_id: str) 
 
 async def drive(sim: Any, awaitable: Any, new_calls: int = 1, steps: int = 10_000) -> Any:
     """Await ``awaitable`` (e.g. draining a stream) in manual mode, moving simulated time one
-    event at a time whenever every stream waits and no call is in progress (autojump's rule,
-    applied by hand so the test decides when time moves). Time moves only after the server has
-    received the ``new_calls`` calls that ``awaitable`` makes."""
+    event at a time whenever autojump's rule would (a stream follows and no call holds the
+    clock; for a timeout, also no stream still writing), applied by hand so the test decides when
+    time moves. Time moves only after the server has received the ``new_calls`` calls that
+    ``awaitable`` makes."""
     expected = sim.activity.calls + new_calls
     task = asyncio.ensure_future(awaitable)
+
+    def may_move() -> bool:
+        activity, event = sim.activity, sim.engine.next_event()
+        if event is None:
+            if activity.may_time_out:
+                raise AssertionError("a stream waits but nothing is scheduled")
+            return False  # a stream that is behind is still writing
+        return bool(activity.may_time_out if event.kind.is_timeout else activity.may_jump)
+
     try:
         await settle(lambda: task.done() or sim.activity.calls >= expected)
         for _ in range(steps):
-            await settle(lambda: task.done() or sim.activity.may_jump)
+            await settle(lambda: task.done() or may_move())
             if task.done():
                 return task.result()
-            if sim.engine.next_event() is None:
-                raise AssertionError("a stream waits but nothing is scheduled")
             sim.advance_to_next()
         raise AssertionError("still running after the step limit")
     finally:

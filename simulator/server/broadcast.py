@@ -4,6 +4,12 @@ Each status change is encoded at most once, when the first listener needs it, an
 go to every listener. A subscription is a queue owned by one stream handler; the handler removes
 it in ``finally`` (also when the client goes away and grpclib cancels the handler), so nothing is
 left behind.
+
+A subscription also keeps its stream's standing with autojump (``activity.py`` states the rule):
+once its handler first asks for the :meth:`Subscription.next` item the stream *follows*: parked
+(``waiting``) while its queue is empty, *behind* (``sending``) while it has news to send. Being
+behind does not hold the clock, so a stream that writes slowly gets its messages later, in order,
+while time moves on for everyone else.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 
 from simulator.core.model import BuildLogLine, EngineEvent, InstanceStatus, StatusChange
 from simulator.core.transitions import Phase
-from simulator.server.activity import Activity
+from simulator.server.activity import FOLLOWER, Activity
 from simulator.server.convert import listen_payload, log_payload
 
 MAX_QUEUED = 1024
@@ -51,17 +57,28 @@ class Subscription:
     closed: str | None = None
     """Why the hub closed it; "" means a normal end (a finished build)."""
     closed_code: str = "UNAVAILABLE"
+    following: bool = False
+    """Its handler has asked for an item: it no longer holds the clock (activity.py)."""
     waiting: bool = False
+    """Parked in :meth:`next` until there is news."""
+    sending: bool = False
+    """Following with news to send (queued, being written, or its end): behind."""
+    paused: bool = False
+    """Behind and blocked on its client (``Activity.pause``): not even I/O."""
+    taken: int = 0
+    """Items its handler took since it last parked: all but the last are sent (the last may
+    still be waiting on the client)."""
     user_id: str | None = None
     """Who follows (None: not revoked by admission changes, e.g. an in-process listener)."""
     revoked: bool = False
 
     def _wake(self) -> None:
-        # Count the stream as busy at once, not when its task next runs: autojump must not
-        # jump again before this stream has sent what it was just given.
+        # Behind at once, not when its task next runs: until it has sent what it was just
+        # given, a jump to a timeout must wait (it counts as I/O); steps need not.
         if self.waiting:
             self.waiting = False
-            self.hub.activity.wait_ended()
+            self.sending = True
+            self.hub.activity.news()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -69,11 +86,11 @@ class Subscription:
     def push(self, item: Delivery | bytes) -> None:
         if self.revoked:
             return
-        if len(self.queue) >= MAX_QUEUED:  # its client takes nothing: bounded, then ended
+        if len(self.queue) >= MAX_QUEUED:  # its client does not keep up: bounded, then ended
             self.queue.clear()
+            how = "takes none of them" if self.taken <= 1 else "takes them slower than they come"
             self.close(
-                f"the client is {MAX_QUEUED} messages behind and takes none of them",
-                "RESOURCE_EXHAUSTED",
+                f"the client is {MAX_QUEUED} messages behind and {how}", "RESOURCE_EXHAUSTED"
             )
             return
         self.queue.append(item)
@@ -87,24 +104,53 @@ class Subscription:
 
     async def next(self) -> Delivery | bytes | None:
         """The next item; None after a normal close; raises Closed on shutdown."""
-        while not self.queue:
+        queue = self.queue
+        if queue:
+            if self.sending:
+                self.taken += 1
+                return queue.popleft()
+            if not self.following:  # news before it first asked: it follows, behind
+                self._follow()
+                self.sending = True
+                self.hub.activity.behind()
+                self.taken += 1
+                return queue.popleft()
+        elif not self.following:
+            self._follow()
+        while not queue:
             if self.closed is not None:
                 if self.closed:
                     raise Closed(self.closed, self.closed_code)
                 return None
             waiter = self.waiter = asyncio.get_running_loop().create_future()
-            self.waiting = True
-            self.hub.activity.wait_started()
+            activity = self.hub.activity
+            if self.sending:  # caught up
+                self.sending = False
+                self.taken = 0
+                self.waiting = True
+                activity.caught_up()
+            else:  # it held the clock until now
+                self.waiting = True
+                activity.wait_started()
             try:
                 await waiter
             finally:
                 self.waiter = None
-                if self.waiting:  # cancelled while waiting (client went away)
+                if self.waiting:  # cancelled while parked (client went away)
                     self.waiting = False
-                    self.hub.activity.wait_ended()
-        return self.queue.popleft()
+                    activity.wait_ended()
+        self.taken += 1
+        return queue.popleft()
+
+    def _follow(self) -> None:
+        self.following = True
+        FOLLOWER.set(self)  # in the stream's own task: its pauses are a follower's
 
     def cancel(self) -> None:
+        """Its handler is done with it (in ``finally``): it stops following."""
+        if self.sending:
+            self.sending = False
+            self.hub.activity.left()
         self.hub.unsubscribe(self)
 
 

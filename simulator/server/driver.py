@@ -2,7 +2,8 @@
 
 In ``manual`` mode it sleeps until the mode changes. It never waits on real time to make a phase
 pass except where the mode says so: realtime sleeps until the wall clock reaches the next event;
-autojump sleeps only for the grace period before a timeout.
+autojump sleeps only for the grace period before a timeout (and, before a timeout, until no
+stream that is behind is still writing: ``activity.py`` states the rule).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class ClockDriver:
                     await self._sleep(None)
                     continue
                 if event.kind.is_timeout:
+                    if not activity.may_time_out:  # a stream behind is still writing: I/O
+                        await self._sleep(None)  # kicked when the last one has caught up
+                        continue
                     remaining = clock.autojump_grace - activity.quiet_for()
                     if remaining > 0:
                         await self._sleep(remaining)
