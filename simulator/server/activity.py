@@ -5,14 +5,17 @@ simulator and no call holds the clock:
 
 - a call holds the clock while it is being handled: every unary call, and a stream until it
   starts following (its request read, the caller admitted, the current state sent);
-- a stream *follows* once it waits on the hub (:class:`~simulator.server.broadcast.Subscription`):
-  parked with nothing to send (``waiting``), or *behind*: it has news queued (status changes, log
-  lines, its end) or is writing them (``sending``). A stream that is behind does not hold the
+- a stream *follows* once it waits on the hub (:class:`~simulator.server.broadcast.Subscription`)
+  for news: parked with nothing to send (``waiting``), or *behind*: it has news queued (status
+  changes, log lines) or is writing them (``sending``). A stream that is behind does not hold the
   clock: time moves on, and it gets every message, in order, later (up to the hub's per-stream
   bound, ``MAX_QUEUED``, past which it ends with RESOURCE_EXHAUSTED);
+- a stream whose end is among its news (STOPPED queued, or the hub closed it: a finished build,
+  a revocation, the bound, shutdown) no longer follows: it neither holds the clock nor lets it
+  move (``final`` of the streams behind);
 - a call blocked on its client (its request still arriving, its writes waiting on the client's
-  flow control or a full socket: :meth:`Activity.pause`) neither holds the clock nor counts as
-  following, whatever it was doing.
+  flow control or a full socket: :meth:`Activity.pause`) neither holds the clock nor follows,
+  whatever it was doing.
 
 A jump to a *timeout* (``EventKind.is_timeout``) needs more: no stream is writing (a stream that
 is behind and not blocked on its client counts as I/O), and then ``grace`` seconds of real time
@@ -36,6 +39,7 @@ class Follower(Protocol):
 
     sending: bool
     paused: bool
+    ending: bool
 
 
 FOLLOWER: ContextVar[Follower | None] = ContextVar("gitpod_sim_follower", default=None)
@@ -44,7 +48,7 @@ starts following): a pause during its writes is the pause of a stream that is be
 
 
 class Activity:
-    __slots__ = ("_wall", "busy", "calls", "last_io", "on_change", "sending", "waiting")
+    __slots__ = ("_wall", "busy", "calls", "final", "last_io", "on_change", "sending", "waiting")
 
     def __init__(self, wall: Callable[[], float] = time.monotonic) -> None:
         self._wall = wall
@@ -54,7 +58,10 @@ class Activity:
         """Calls being handled and not blocked on their client, streams included while they
         are not parked (``sending`` of them are behind: they do not hold the clock)."""
         self.sending = 0
-        """Following streams that are behind and not blocked on their client (part of busy)."""
+        """Streams behind and not blocked on their client (part of ``busy``): they hold no
+        step, and count as I/O before a timeout."""
+        self.final = 0
+        """Of ``sending``, the streams whose end is among their news: they do not follow."""
         self.waiting = 0
         """Streams parked until the simulator has something to send them."""
         self.last_io = wall()
@@ -73,7 +80,7 @@ class Activity:
     def call_ended(self) -> None:
         self.busy -= 1
         self.last_io = self._wall()
-        if self.busy == self.sending and (self.waiting or self.sending):
+        if self.busy == self.sending and self.waiting + self.sending > self.final:
             self.on_change()
 
     def wait_started(self) -> None:
@@ -89,41 +96,51 @@ class Activity:
         self.waiting -= 1
         self.busy += 1
 
-    def behind(self) -> None:
-        """A stream that held the clock starts following with news already queued."""
+    def behind(self, final: bool) -> None:
+        """A stream that held the clock starts following with news already queued (``final``:
+        its end among them)."""
         self.sending += 1
-        if self.busy == self.sending:
+        self.final += final
+        if self.busy == self.sending and self.waiting + self.sending > self.final:
             self.on_change()
 
-    def news(self) -> None:
+    def news(self, final: bool) -> None:
         """A parked stream has news: it is behind (holds nothing; counts as I/O)."""
         self.waiting -= 1
         self.busy += 1
         self.sending += 1
+        self.final += final
 
-    def caught_up(self) -> None:
+    def ends(self) -> None:
+        """A stream behind (not blocked on its client) learns that its end is among its news."""
+        self.final += 1
+
+    def caught_up(self, final: bool) -> None:
         """A stream that was behind has sent everything and parks."""
         self.sending -= 1
+        self.final -= final
         self.busy -= 1
         self.waiting += 1
         if not self.sending and not self.busy:
             self.on_change()  # a timeout may be next
 
-    def left(self) -> None:
+    def left(self, final: bool) -> None:
         """A stream that was behind stops following (it ends): a call being handled again
         until the boundary ends it, at once."""
         self.sending -= 1
+        self.final -= final
 
     def pause(self) -> None:
         """A call being handled is blocked on its client (its request still arriving, or it
         takes none of its messages): it does not hold the clock for everyone meanwhile, nor, if
-        it is a stream that is behind, count as I/O."""
+        it is a stream that is behind, count as I/O or as following."""
         self.busy -= 1
         follower = FOLLOWER.get()
         if follower is not None and follower.sending and not follower.paused:
             follower.paused = True
             self.sending -= 1
-        if self.busy == self.sending and (self.waiting or self.sending):
+            self.final -= follower.ending
+        if self.busy == self.sending and self.waiting + self.sending > self.final:
             self.on_change()
 
     def resume(self) -> None:
@@ -132,6 +149,7 @@ class Activity:
         if follower is not None and follower.paused:
             follower.paused = False
             self.sending += 1
+            self.final += follower.ending
 
     def io(self) -> None:
         """A message was received or sent."""
@@ -140,7 +158,7 @@ class Activity:
     @property
     def may_jump(self) -> bool:
         """Time may move to the next step: a stream follows and no call holds the clock."""
-        return self.busy == self.sending and (self.waiting > 0 or self.sending > 0)
+        return self.busy == self.sending and self.waiting + self.sending > self.final
 
     @property
     def may_time_out(self) -> bool:

@@ -65,6 +65,8 @@ class Subscription:
     """Following with news to send (queued, being written, or its end): behind."""
     paused: bool = False
     """Behind and blocked on its client (``Activity.pause``): not even I/O."""
+    ending: bool = False
+    """Its end is among its news (STOPPED queued, or closed): it no longer follows."""
     taken: int = 0
     """Items its handler took since it last parked: all but the last are sent (the last may
     still be waiting on the client)."""
@@ -78,12 +80,20 @@ class Subscription:
         if self.waiting:
             self.waiting = False
             self.sending = True
-            self.hub.activity.news()
+            self.hub.activity.news(self.ending)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def push(self, item: Delivery | bytes) -> None:
+    def _end_coming(self) -> None:
+        """Its stream ends once it has sent what it has: it no longer follows."""
+        if not self.ending:
+            self.ending = True
+            if self.sending and not self.paused:
+                self.hub.activity.ends()
+
+    def push(self, item: Delivery | bytes, final: bool = False) -> None:
+        """Queue ``item`` (``final``: the stream ends after it, e.g. STOPPED)."""
         if self.revoked:
             return
         if len(self.queue) >= MAX_QUEUED:  # its client does not keep up: bounded, then ended
@@ -94,12 +104,15 @@ class Subscription:
             )
             return
         self.queue.append(item)
+        if final:
+            self._end_coming()
         self._wake()
 
     def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
         if self.closed is None:
             self.closed = reason
             self.closed_code = code
+            self._end_coming()
             self._wake()
 
     async def next(self) -> Delivery | bytes | None:
@@ -112,7 +125,7 @@ class Subscription:
             if not self.following:  # news before it first asked: it follows, behind
                 self._follow()
                 self.sending = True
-                self.hub.activity.behind()
+                self.hub.activity.behind(self.ending)
                 self.taken += 1
                 return queue.popleft()
         elif not self.following:
@@ -128,7 +141,8 @@ class Subscription:
                 self.sending = False
                 self.taken = 0
                 self.waiting = True
-                activity.caught_up()
+                activity.caught_up(self.ending)
+                self.ending = False
             else:  # it held the clock until now
                 self.waiting = True
                 activity.wait_started()
@@ -150,7 +164,7 @@ class Subscription:
         """Its handler is done with it (in ``finally``): it stops following."""
         if self.sending:
             self.sending = False
-            self.hub.activity.left()
+            self.hub.activity.left(self.ending)
         self.hub.unsubscribe(self)
 
 
@@ -227,8 +241,9 @@ class Hub:
                 payload = listen_payload(event.status)
                 self._current[event.instance_id] = (event.status.version, payload)
                 delivery = Delivery(event, payload)
+                final = event.status.phase is Phase.STOPPED  # every status stream ends there
                 for sub in subs:
-                    sub.push(delivery)
+                    sub.push(delivery, final)
             if (
                 previous is not None
                 and previous.phase is Phase.IMAGEBUILD
