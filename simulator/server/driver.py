@@ -3,12 +3,15 @@
 In ``manual`` mode it sleeps until the mode changes. It never waits on real time to make a phase
 pass except where the mode says so: realtime sleeps until the wall clock reaches the next event;
 autojump sleeps only for the grace period before a timeout (and, before a timeout, until no
-stream that is behind is still writing: ``activity.py`` states the rule).
+stream that is behind is still writing: ``activity.py`` states the rule). Steps that follow one
+another are taken in one turn of the event loop, for at most ``BURST_SECONDS`` of real time: the
+streams the first one woke hold nothing, and later send what piled up, in order, at once.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 from simulator.core.limits import LATEST_INSTANT
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
     import anyio.lowlevel
 else:  # loaded when the task first runs: a manual-clock world never runs it (deferred.py)
     anyio = deferred_module("anyio")
+
+
+BURST_SECONDS = 0.02
+"""How long autojump may go on taking steps in one turn of the event loop (see ``run``)."""
 
 
 class ClockDriver:
@@ -57,6 +64,9 @@ class ClockDriver:
         sim = self._sim
         clock = sim.clock
         activity = sim.activity
+        wall = time.monotonic
+        burst: float | None = None
+        """While jumps follow one another in one turn: when that turn must end."""
         while True:
             mode = clock.mode
             engine = sim.engine  # read each turn: a reset or an import replaces it
@@ -73,9 +83,14 @@ class ClockDriver:
                 if event is not None and event.at > LATEST_INSTANT:
                     event = None  # past the end of simulated time: never due
                 if event is None or not activity.may_jump:
+                    burst = None
                     await self._sleep(None)
                     continue
                 if event.kind.is_timeout:
+                    if burst is not None:  # the streams this turn woke write first
+                        burst = None
+                        await anyio.lowlevel.checkpoint()
+                        continue
                     if not activity.may_time_out:  # a stream behind is still writing: I/O
                         await self._sleep(None)  # kicked when the last one has caught up
                         continue
@@ -83,5 +98,15 @@ class ClockDriver:
                     if remaining > 0:
                         await self._sleep(remaining)
                         continue
+                # Steps that follow one another are taken in one turn of the loop: the streams
+                # a jump woke are behind and hold nothing, and each then sends what piled up
+                # at once (one wake-up, one socket write for several messages). For a bounded
+                # real time: a call arriving meanwhile waits at most that long to be seen.
+                now = wall()
+                if burst is None:
+                    burst = now + BURST_SECONDS
+                elif now >= burst:
+                    burst = None
+                    await anyio.lowlevel.checkpoint()
+                    continue
                 sim.jump_to(event.at)
-                await anyio.lowlevel.checkpoint()
