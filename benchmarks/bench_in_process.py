@@ -269,7 +269,8 @@ VARIANTS: dict[str, Callable[[], Awaitable[None]]] = {
     "bare_channel": _bare_channel_round,
 }
 NO_GC = "round_without_gc"
-"""The round with the garbage collector off (what it costs is the difference)."""
+"""The round with the garbage collector off (what it costs is the difference): its own run
+under callgrind; in wall time, the round less the collections timed in a run of rounds."""
 
 PARTS: list[tuple[str, list[str], list[str]]] = [
     # (part, variants added, variants taken away)
@@ -305,25 +306,37 @@ def _run_rounds(name: str, rounds: int) -> None:
 
 
 def wall_split(rounds: int = ROUNDS, names: list[str] | None = None) -> dict[str, float]:
-    """Median ms of each variant (default: all), interleaved round by round."""
+    """Median ms of each variant (default: all), interleaved round by round; with all, also the
+    garbage collector's mean ms a round, timed by ``gc.callbacks`` over rounds run one after the
+    other as a test session runs them (interleaved, a collection frees other variants' garbage
+    too; with the collector off for some rounds only, the next ones would pay for theirs)."""
 
     async def main() -> dict[str, float]:
-        times: dict[str, list[float]] = {name: [] for name in names or [*VARIANTS, NO_GC]}
+        times: dict[str, list[float]] = {name: [] for name in names or VARIANTS}
         for variant in VARIANTS.values():
             await variant()
         for _ in range(rounds):
             for name in times:
-                run = VARIANTS["round" if name == NO_GC else name]
-                if name == NO_GC:
-                    gc.disable()
                 begin = time.perf_counter()
-                await run()
+                await VARIANTS[name]()
                 times[name].append(time.perf_counter() - begin)
-                gc.enable()
         figures = {name: statistics.median(t) * 1000 for name, t in times.items()}
-        for name in ("round", NO_GC):  # a collection runs in some rounds only: their mean
-            if name in times:
-                figures[name + "_mean"] = statistics.mean(times[name]) * 1000
+        if names is None:
+            collecting = [0.0, 0.0]  # started at, total
+
+            def on_collect(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    collecting[0] = time.perf_counter()
+                else:
+                    collecting[1] += time.perf_counter() - collecting[0]
+
+            gc.callbacks.append(on_collect)
+            try:
+                for _ in range(rounds):
+                    await _simulator_round()
+            finally:
+                gc.callbacks.remove(on_collect)
+            figures[NO_GC] = figures["round"] - collecting[1] / rounds * 1000
         return figures
 
     return asyncio.run(main())
@@ -371,11 +384,7 @@ def _print_split(figures: dict[str, float], unit: str) -> None:
     ]
     for part, plus, minus in PARTS:
         rows.append(("  " + part, sum(figures[n] for n in plus) - sum(figures[n] for n in minus)))
-    if "round_mean" in figures:  # wall: a collection runs in some rounds only
-        collector = figures["round_mean"] - figures[NO_GC + "_mean"]
-    else:
-        collector = ours - figures[NO_GC]
-    rows.append(("garbage collector (inside the parts)", collector))
+    rows.append(("garbage collector (inside the parts)", ours - figures[NO_GC]))
     for label, value in rows:
         print(f"{label:48s} {value:8.3f} {unit}")
     print("variants: " + ", ".join(f"{name} {value:.3f}" for name, value in figures.items()))
