@@ -1,8 +1,8 @@
 """Start-up loads only what serving needs (issues 10 and 17): the message classes, Google's protobuf
 (health, reflection, the codec's strict check), the HTTP gateway and the client side load with the
-first call that needs them (``simulator/server/deferred.py``), RE2 and the state codec with
-their first use, anyio never, and every call still answers as it did. Each check runs in a fresh
-interpreter, as ``tests/test_layers.py`` does for the core."""
+first call that needs them (``simulator/server/deferred.py``), RE2, anyio and the state codec with
+their first use, and every call still answers as it did. Each check runs in a fresh interpreter, as
+``tests/test_layers.py`` does for the core."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ DEFERRED = (
     "simulator.ctl",
     "simulator.scenario",
     "re2",  # with the first context pattern compiled
-    "anyio",  # the server does not use it (the clock task is plain asyncio)
+    "anyio",  # with the clock task, which a manual-clock world never runs
     "simulator.core.state",  # with the first state export or import
     "simulator.server.state_file",  # with --state
 )

@@ -10,12 +10,21 @@ streams the first one woke hold nothing, and later send what piled up, in order,
 
 from __future__ import annotations
 
-import asyncio
+import math
 import time
+from typing import TYPE_CHECKING
 
 from simulator.core.limits import LATEST_INSTANT
 from simulator.server.clock import ClockMode
+from simulator.server.deferred import deferred_module
 from simulator.server.world import World
+
+if TYPE_CHECKING:
+    import anyio
+    import anyio.lowlevel
+else:  # loaded when the task first runs: a manual-clock world never runs it (deferred.py)
+    anyio = deferred_module("anyio")
+
 
 BURST_SECONDS = 0.05
 """How long autojump may go on taking steps in one turn of the event loop (see ``run``): a call
@@ -29,10 +38,9 @@ class ClockDriver:
 
     def __init__(self, world: World) -> None:
         self._sim = world
-        # made by the task itself (a manual-clock session never runs it); a kick before then is
-        # kept as a flag. Plain asyncio: anyio's Event, timeout and checkpoint loaded its asyncio
-        # backend at the task's first turn, 12-20 ms inside the first autojump.
-        self._wake: asyncio.Event | None = None
+        # made by the task itself (an anyio.Event costs more than the rest of a world's set-up,
+        # and a manual-clock session never runs the task); a kick before then is kept as a flag
+        self._wake: anyio.Event | None = None
         self._kicked = False
 
     def kick(self, *, force: bool = False) -> None:
@@ -45,24 +53,15 @@ class ClockDriver:
                 self._wake.set()
 
     async def _sleep(self, seconds: float | None) -> None:
-        wake = self._wake
-        if wake is None:
-            wake = self._wake = asyncio.Event()
+        if self._wake is None:
+            self._wake = anyio.Event()
             if self._kicked:
                 self._kicked = False
-                wake.set()
-        if wake.is_set():
-            await asyncio.sleep(0)  # kicked meanwhile: look again, after a turn for the others
-        elif seconds is None:
-            await wake.wait()
-        else:
-            try:
-                async with asyncio.timeout(seconds):
-                    await wake.wait()
-            except TimeoutError:
-                pass
-        if wake.is_set():
-            self._wake = asyncio.Event()
+                self._wake.set()
+        with anyio.move_on_after(math.inf if seconds is None else seconds):
+            await self._wake.wait()
+        if self._wake.is_set():
+            self._wake = anyio.Event()
 
     async def run(self) -> None:
         sim = self._sim
@@ -93,7 +92,7 @@ class ClockDriver:
                 if event.kind.is_timeout:
                     if burst is not None:  # the streams this turn woke write first
                         burst = None
-                        await asyncio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
                         continue
                     if not activity.may_time_out:  # a stream behind is still writing: I/O
                         await self._sleep(None)  # kicked when the last one has caught up
@@ -111,6 +110,6 @@ class ClockDriver:
                     burst = now + BURST_SECONDS
                 elif now >= burst:
                     burst = None
-                    await asyncio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                     continue
                 sim.jump_to(event.at)
