@@ -272,7 +272,7 @@ def test_remote_suite_catches_broken_simulator_over_tcp(name: str, clock: str) -
     """Served over TCP and judged without the admin token, then with it (same server)."""
     options: dict[str, Any] = {"clock": clock, "admin_token": "adm"}
     if clock == "realtime":
-        options["speed"] = 100.0
+        options["speed"] = 400.0  # a building lifecycle reaches RUNNING in about 0.2 s
     tokens = ("contract-alice", "contract-bob")
     with served(BROKEN[name](**options)) as address:
         for admin in (False, True):
