@@ -83,12 +83,7 @@ class InstanceTimers:
         self._builds.prepare(inst, self._random.logs, plan.build_log_lines, now, duration)
 
     def _start_step(self, phase: Phase, inst: Instance, now: SimTime) -> None:
-        """:meth:`step`, inlined (once per timed phase entered)."""
-        if inst.faults and self._effects.book.bound(inst, StallPhase, phase) is not None:
-            inst.step = None
-            return
-        duration = inst.plan.duration_of(phase, self._random.durations)
-        inst.step = self._scheduler.schedule(now + duration, EventKind.STEP, inst.id)
+        inst.step = self.step(inst, phase, now)
 
     def _start_phase_timeout(self, limit_name: str, inst: Instance, now: SimTime) -> None:
         limit: Duration | None = getattr(inst.plan.timeouts, limit_name)
