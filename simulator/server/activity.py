@@ -80,7 +80,7 @@ class Activity:
     def call_ended(self) -> None:
         self.busy -= 1
         self.last_io = self._wall()
-        if self.busy == self.sending and self.waiting + self.sending > self.final:
+        if self.may_jump:
             self.on_change()
 
     def wait_started(self) -> None:
@@ -88,7 +88,7 @@ class Activity:
         passes: a latency fault)."""
         self.busy -= 1
         self.waiting += 1
-        if self.busy == self.sending:
+        if self.may_jump:  # final <= sending and a stream now waits: busy == sending decides
             self.on_change()
 
     def wait_ended(self) -> None:
@@ -101,7 +101,7 @@ class Activity:
         its end among them)."""
         self.sending += 1
         self.final += final
-        if self.busy == self.sending and self.waiting + self.sending > self.final:
+        if self.may_jump:
             self.on_change()
 
     def news(self, final: bool) -> None:
@@ -140,7 +140,7 @@ class Activity:
             follower.paused = True
             self.sending -= 1
             self.final -= follower.ending
-        if self.busy == self.sending and self.waiting + self.sending > self.final:
+        if self.may_jump:
             self.on_change()
 
     def resume(self) -> None:
